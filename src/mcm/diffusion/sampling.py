@@ -1,0 +1,104 @@
+"""Multistep consistency sampling (LCM) and guided DDIM sampling for the teacher.
+
+Samplers take a denoiser callable and the noise; k-diffusion style. They do not switch
+off gradients: wrap calls in torch.no_grad() where wanted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mcm.diffusion.consistency import consistency_output, consistency_scalings
+from mcm.diffusion.solvers import ddim_previous_timestep, ddim_step
+from mcm.diffusion.schedules import NoiseSchedule, add_noise
+
+# x_t [B, ...], t [B] (long) -> predicted x0 [B, ...]
+X0Denoiser = Callable[[Tensor, Tensor], Tensor]
+# x_t [B, ...], t [B] (long) -> (x0, eps), each [B, ...]
+X0EpsDenoiser = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def consistency_timesteps(
+    num_inference_steps: int,
+    num_train_timesteps: int = 1000,
+    original_inference_steps: int = 50,
+    strength: float = 1.0,
+) -> Tensor:
+    """Descending timesteps [n] for n-step consistency sampling on the original grid.
+
+    The grid is k (i + 1) - 1 for i < N * strength (k = T // N), reversed; the n
+    timesteps are taken at indices floor(linspace(0, len, n, endpoint=False)). For T=1000,
+    N=50: 1 step [999], 2 [999, 499], 4 [999, 759, 499, 259]. Equals diffusers'
+    LCMScheduler.set_timesteps.
+    """
+    k = num_train_timesteps // original_inference_steps
+    grid = (torch.arange(1, int(original_inference_steps * strength) + 1) * k - 1).flip(0)
+    if not 1 <= num_inference_steps <= len(grid):
+        raise ValueError(
+            f"num_inference_steps must be in 1..{len(grid)} (the original grid's length); "
+            f"got {num_inference_steps}."
+        )
+    idx = torch.floor(
+        torch.arange(num_inference_steps, dtype=torch.float64) * (len(grid) / num_inference_steps)
+    ).long()
+    return grid[idx]
+
+
+def sample_consistency(
+    denoiser: X0Denoiser,
+    noise: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Tensor,
+    sigma_data: float = 0.5,
+    timestep_scaling: float = 10.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1; LCM).
+
+    For each t_i: denoised = c_skip x + c_out x0(x, t_i); unless last, re-noise
+    x = alpha(t_{i+1}) denoised + sigma(t_{i+1}) z with fresh z from ``generator``.
+    Same arithmetic and noise draws as diffusers' LCMScheduler.step.
+
+    Args:
+        denoiser: (x_t [B, ...], t [B]) -> x0 [B, ...].
+        noise: x_T [B, ...]. timesteps: descending [n].
+    Returns:
+        the sample [B, ...].
+    """
+    x = noise
+    B = noise.shape[0]
+    for i, t in enumerate(timesteps.tolist()):
+        tb = torch.full((B,), t, dtype=torch.long, device=noise.device)
+        c_skip, c_out = consistency_scalings(tb, sigma_data, timestep_scaling)
+        denoised = consistency_output(x, denoiser(x, tb), c_skip.to(x.device), c_out.to(x.device))
+        if i == len(timesteps) - 1:
+            return denoised
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = add_noise(schedule, denoised, z, torch.full_like(tb, int(timesteps[i + 1])))
+    return x
+
+
+def sample_ddim(
+    denoiser: X0EpsDenoiser,
+    noise: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Tensor,
+    num_train_timesteps: int | None = None,
+) -> Tensor:
+    """Deterministic DDIM sampling (eta = 0) over descending ``timesteps``.
+
+    Each step goes from t to t - T // n (diffusers' DDIMScheduler rule); the last lands on
+    the clean end. Guidance, if any, lives inside ``denoiser``.
+    """
+    T = num_train_timesteps or schedule.num_train_timesteps
+    n = len(timesteps)
+    x = noise
+    B = noise.shape[0]
+    for t in timesteps.tolist():
+        tb = torch.full((B,), t, dtype=torch.long, device=noise.device)
+        x0, eps = denoiser(x, tb)
+        x = ddim_step(schedule, x0, eps, ddim_previous_timestep(tb, n, T))
+    return x

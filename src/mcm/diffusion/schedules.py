@@ -1,0 +1,217 @@
+"""Noise schedules: alpha(t), sigma(t) of x_t = alpha(t) x0 + sigma(t) eps.
+
+Two families behind one interface (:class:`NoiseSchedule`):
+
+* :class:`VPSchedule` - variance preserving, from a table of betas over integer DDPM
+  timesteps 0..T-1: alpha(t) = sqrt(alpha_bar_t), sigma(t) = sqrt(1 - alpha_bar_t).
+* :class:`FlowMatchingSchedule` - rectified flow, x_t = (1 - s) x0 + s eps with
+  s = t / T, so alpha(t) = 1 - s, sigma(t) = s.
+
+Timesteps are always per sample, shape [B]. Timestep -1 means "past the end of the
+trajectory" (the clean sample), which DDIM uses for its last step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def make_betas(
+    beta_schedule: str = "scaled_linear",
+    num_train_timesteps: int = 1000,
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """The beta table [T] of a named schedule (diffusers' definitions).
+
+    * linear: linspace(beta_start, beta_end, T)
+    * scaled_linear: linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2
+    * squaredcos_cap_v2: beta_i = min(1 - abar((i+1)/T) / abar(i/T), 0.999) with
+      abar(s) = cos((s + 0.008) / 1.008 * pi / 2) ** 2 (Nichol & Dhariwal 2021).
+
+    Computed in float32 by default, exactly as diffusers does, so the tables agree bit for
+    bit; pass dtype=torch.float64 for more precision.
+    """
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=dtype)
+    if beta_schedule == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=dtype) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+
+        def abar(s: float) -> float:
+            return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        T = num_train_timesteps
+        betas = [min(1 - abar((i + 1) / T) / abar(i / T), 0.999) for i in range(T)]
+        return torch.tensor(betas, dtype=dtype)
+    raise ValueError(
+        f"Unknown beta_schedule {beta_schedule!r}; allowed: {', '.join(BETA_SCHEDULES)}."
+    )
+
+
+def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
+    """Rescale betas so the last timestep has zero SNR (Lin et al. 2024, Algorithm 1).
+
+    sqrt(alpha_bar) is shifted and scaled so that its last value is 0 and its first is
+    unchanged; betas are recomputed from the new alpha_bar. Shape [T] -> [T].
+    """
+    sqrt_abar = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
+    sqrt_abar = (sqrt_abar - last) * first / (first - last)
+    abar = sqrt_abar**2
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return 1.0 - alphas
+
+
+def append_dims(x: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dims so a per-sample [B] tensor broadcasts over [B, ...]."""
+    if x.ndim > ndim:
+        raise ValueError(f"Tensor has {x.ndim} dims, more than the target {ndim}.")
+    return x.reshape(*x.shape, *([1] * (ndim - x.ndim)))
+
+
+class NoiseSchedule(Protocol):
+    """What the rest of the library needs from a schedule."""
+
+    kind: str  # "vp" or "flow"
+    num_train_timesteps: int
+
+    def alpha(self, t: Tensor) -> Tensor: ...  # [B] -> [B]
+
+    def sigma(self, t: Tensor) -> Tensor: ...  # [B] -> [B]
+
+
+def add_noise(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """Forward process x_t = alpha(t) x0 + sigma(t) eps.
+
+    Args:
+        x0: clean sample [B, ...]; noise: eps, same shape; t: timesteps [B].
+    Returns:
+        x_t [B, ...] in x0's dtype.
+    """
+    a = append_dims(schedule.alpha(t), x0.ndim).to(x0.dtype)
+    s = append_dims(schedule.sigma(t), x0.ndim).to(x0.dtype)
+    return a * x0 + s * noise
+
+
+@dataclass
+class VPSchedule:
+    """Variance-preserving schedule over integer timesteps 0..T-1.
+
+    Args:
+        alphas_cumprod: alpha_bar table [T].
+        final_alpha_cumprod: alpha_bar used for timestep -1 (the clean end of a DDIM
+            trajectory): 1.0 when diffusers' ``set_alpha_to_one`` is true, else
+            alpha_bar[0].
+    """
+
+    alphas_cumprod: Tensor
+    final_alpha_cumprod: float = 1.0
+    kind: str = "vp"
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.alphas_cumprod.shape[0]
+
+    @classmethod
+    def from_betas(
+        cls,
+        beta_schedule: str = "scaled_linear",
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
+        rescale_betas_zero_snr: bool = False,
+        set_alpha_to_one: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> VPSchedule:
+        """Build from diffusers-style arguments (the defaults are ModelScopeT2V's)."""
+        betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end, dtype)
+        if rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        abar = torch.cumprod(1.0 - betas, dim=0)
+        if rescale_betas_zero_snr:
+            # As diffusers: keep the last alpha_bar a tiny positive number so that
+            # eps -> x0 conversions at t = T-1 stay finite.
+            abar[-1] = 2**-24
+        final = 1.0 if set_alpha_to_one else float(abar[0])
+        return cls(alphas_cumprod=abar, final_alpha_cumprod=final)
+
+    @classmethod
+    def from_config(cls, config: Any, dtype: torch.dtype = torch.float32) -> VPSchedule:
+        """Build from a diffusers scheduler, its config, or a scheduler_config.json dict."""
+        config = dict(getattr(config, "config", config))
+        if config.get("trained_betas") is not None:
+            betas = torch.tensor(config["trained_betas"], dtype=dtype)
+            abar = torch.cumprod(1.0 - betas, dim=0)
+            final = 1.0 if config.get("set_alpha_to_one", True) else float(abar[0])
+            return cls(alphas_cumprod=abar, final_alpha_cumprod=final)
+        return cls.from_betas(
+            beta_schedule=config.get("beta_schedule", "linear"),
+            num_train_timesteps=config.get("num_train_timesteps", 1000),
+            beta_start=config.get("beta_start", 0.0001),
+            beta_end=config.get("beta_end", 0.02),
+            rescale_betas_zero_snr=config.get("rescale_betas_zero_snr", False),
+            set_alpha_to_one=config.get("set_alpha_to_one", True),
+            dtype=dtype,
+        )
+
+    def alpha_bar(self, t: Tensor) -> Tensor:
+        """alpha_bar_t for integer timesteps [B] (-1 -> final_alpha_cumprod)."""
+        t = torch.as_tensor(t, device=self.alphas_cumprod.device).long()
+        if t.min() < -1 or t.max() >= self.num_train_timesteps:
+            raise ValueError(
+                f"Timesteps must lie in -1..{self.num_train_timesteps - 1}; got "
+                f"{int(t.min())}..{int(t.max())}."
+            )
+        table = torch.cat([self.alphas_cumprod.new_tensor([self.final_alpha_cumprod]), self.alphas_cumprod])
+        return table[t + 1]
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return self.alpha_bar(t).sqrt()
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return (1.0 - self.alpha_bar(t)).sqrt()
+
+
+@dataclass
+class FlowMatchingSchedule:
+    """Rectified-flow schedule: x_t = (1 - s) x0 + s eps, s = t / T for t in [0, T].
+
+    Timestep -1 (the end of a trajectory) is treated as s = 0.
+    """
+
+    num_train_timesteps: int = 1000
+    kind: str = "flow"
+
+    def _s(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float32)
+        if t.min() < -1 or t.max() > self.num_train_timesteps:
+            raise ValueError(f"Timesteps must lie in -1..{self.num_train_timesteps}.")
+        return t.clamp(min=0) / self.num_train_timesteps
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - self._s(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self._s(t)
+
+
+def schedule_from_config(config: Any) -> NoiseSchedule:
+    """A schedule for any diffusers scheduler (or its config dict).
+
+    Flow-matching schedulers (class name containing "FlowMatch") give a
+    :class:`FlowMatchingSchedule`; everything else is read as VP betas.
+    """
+    cfg = dict(getattr(config, "config", config))
+    class_name = cfg.get("_class_name", type(config).__name__)
+    if "FlowMatch" in class_name:
+        return FlowMatchingSchedule(cfg.get("num_train_timesteps", 1000))
+    return VPSchedule.from_config(cfg)
