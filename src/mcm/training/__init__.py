@@ -1,0 +1,1 @@
+"""Layer 5: configs, the distillation step and the training loop."""

@@ -1,0 +1,299 @@
+"""One MCM distillation step, readable next to the method page.
+
+The step is split in two calls because the student and the discriminator have separate
+optimisers:
+
+* :meth:`MCMDistiller.generator_step` - L_G = L_mcd + lambda_adv * L_adv_G, minimised by
+  the student (LoRA) and the learnable motion head;
+* :meth:`MCMDistiller.discriminator_step` - L_D = hinge(real, fake) + gp_weight * GP,
+  minimised by the discriminator heads only.
+
+Plain LCM is this step with motion="raw", no discriminator and no mixed trajectories.
+All randomness of a step is drawn up front by :meth:`MCMDistiller.sample_draws` from one
+generator, so a test can pass hand-written draws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from mcm.diffusion import (
+    add_noise,
+    consistency_output,
+    consistency_scalings,
+    ddim_step,
+    guidance_scale_embedding,
+    lcm_guidance,
+    skipping_step_grid,
+)
+from mcm.motion import l2_loss, pseudo_huber_loss
+
+
+@dataclass
+class MCMConfig:
+    """Hyperparameters of the method (defaults: the paper's reference recipe)."""
+
+    num_ode_steps: int = 50  # N: skipping-step DDIM grid over the teacher's T timesteps
+    w_min: float = 5.0  # guidance scale w ~ U[w_min, w_max], LCM form
+    w_max: float = 15.0
+    w_embedding_dim: int = 0  # >0: give w to the student as timestep_cond (full-model recipe: 256)
+    sigma_data: float = 0.5  # consistency boundary scalings
+    timestep_scaling: float = 4.0  # s in c_skip/c_out (reference MCM 4; diffusers LCM 10)
+    pure_noise_at_top: bool = True  # x_{t_{n+k}} = eps when t_{n+k} = T - 1 (reference behaviour)
+    distance: str = "huber"  # "huber" (pseudo-Huber, c = huber_c) or "l2"
+    huber_c: float = 0.001
+    lambda_adv: float = 1.0  # weight of the generator's adversarial loss (0 or no D: off)
+    lambda_real: float = 0.5  # P(real-data trajectory); 1 - lambda_real: the student's own sample
+    mixed_trajectories: bool = True  # only meaningful with a discriminator
+    frames_per_video: int = 2  # fake frames per generated video for the discriminator
+    target: str = "online"  # "online" (student under no_grad) or "ema" (EMA of the LoRA)
+
+    def __post_init__(self):
+        if self.distance not in ("huber", "l2"):
+            raise ValueError(f"distance must be 'huber' or 'l2'; got {self.distance!r}.")
+        if self.target not in ("online", "ema"):
+            raise ValueError(f"target must be 'online' or 'ema'; got {self.target!r}.")
+        if not 0.0 <= self.lambda_real <= 1.0:
+            raise ValueError(f"lambda_real must be in [0, 1]; got {self.lambda_real}.")
+        if self.w_min > self.w_max:
+            raise ValueError(f"w_min ({self.w_min}) must be <= w_max ({self.w_max}).")
+
+
+@dataclass
+class Draws:
+    """Every random quantity of one step. Shapes for a latent batch [B, C, F, h, w]."""
+
+    index: Tensor  # [B] long: grid index i, t_{n+k} = tau_i
+    noise: Tensor  # [B, C, F, h, w]: eps for x_{t_{n+k}}
+    w: Tensor  # [B]: guidance scales
+    use_real: bool  # mixed trajectory: True -> data z0, False -> the student's own sample
+    start_noise: Tensor  # [B, C, F, h, w]: x_T for the student's one-step sample
+    frame_index: Tensor  # [k] long: frames of each video shown to the discriminator
+    seed: int  # seeds the discriminator's own draws (augmentation, noise level)
+
+
+@dataclass
+class DistillBatch:
+    """What a step consumes. Text embeddings come from the frozen text encoder."""
+
+    latents: Tensor  # z0 [B, C, F, h, w], VAE latents times the scaling factor
+    text_emb: Tensor  # [B, L, D] caption embeddings
+    uncond_emb: Tensor  # [B, L, D] empty-prompt embeddings
+    pooled_text: Tensor | None = None  # [B, D'] discriminator conditioning for the fakes
+    real_frames: Tensor | None = None  # [N, C, h, w] (latent D) or [N, 3, H, W] (pixel D)
+    real_pooled_text: Tensor | None = None  # [N, D'] their captions
+
+
+@dataclass
+class GeneratorOutput:
+    loss: Tensor  # scalar L_G, minimised by the student and the motion head
+    terms: dict[str, Tensor] = field(default_factory=dict)  # detached scalars for logging
+    fake_frames: Tensor | None = None  # [B*k, ...] detached, for the discriminator step
+    fake_pooled_text: Tensor | None = None
+
+
+class MCMDistiller:
+    """The MCM step over a student, its teacher, a target and optional discriminator.
+
+    Args:
+        cfg: MCMConfig.
+        student: a ``VideoDenoiser`` carrying the trainable LoRA.
+        teacher: a callable context manager factory giving the teacher: by default the
+            student with its adapters disabled (one UNet in memory); pass a separate frozen
+            denoiser via ``teacher_model`` instead.
+        motion: m for the student side; motion_target: m for the target side (the EMA
+            copy of a learnable head, or ``motion`` itself for fixed representations).
+        discriminator: an ``mcm.adversarial.FrameDiscriminator`` or None.
+        decode_frames: maps latent frames [N, C, h, w] to what the discriminator sees
+            (identity for a latent discriminator; VAE decode, with gradient, for a pixel one).
+        target_ema: a ``LoRAEMA`` when cfg.target == "ema".
+    """
+
+    def __init__(
+        self,
+        cfg: MCMConfig,
+        student: nn.Module,
+        motion: nn.Module,
+        motion_target: nn.Module | None = None,
+        teacher_model: nn.Module | None = None,
+        disable_adapters: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
+        discriminator: nn.Module | None = None,
+        decode_frames: Callable[[Tensor], Tensor] | None = None,
+        target_ema=None,
+    ):
+        if teacher_model is None and disable_adapters is None:
+            raise ValueError("Give either teacher_model or disable_adapters (teacher = student without LoRA).")
+        if cfg.target == "ema" and target_ema is None:
+            raise ValueError("cfg.target == 'ema' needs target_ema (a LoRAEMA of the student).")
+        self.cfg = cfg
+        self.student = student
+        self.teacher_model = teacher_model
+        self.disable_adapters = disable_adapters
+        self.motion = motion
+        self.motion_target = motion_target if motion_target is not None else motion
+        self.discriminator = discriminator
+        self.decode_frames = decode_frames or (lambda z: z)
+        self.target_ema = target_ema
+        self.schedule = student.schedule
+        T = self.schedule.num_train_timesteps
+        self.grid, self.grid_prev = skipping_step_grid(T, cfg.num_ode_steps)
+
+    # -- randomness ---------------------------------------------------------------------
+    def sample_draws(self, latents: Tensor, generator: torch.Generator) -> Draws:
+        """Draw everything random for one step from ``generator`` (on the CPU)."""
+        B, C, Fr = latents.shape[:3]
+        cfg = self.cfg
+        k = min(cfg.frames_per_video, Fr)
+        return Draws(
+            index=torch.randint(0, cfg.num_ode_steps, (B,), generator=generator),
+            noise=torch.randn(latents.shape, generator=generator),
+            w=cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(B, generator=generator),
+            use_real=bool(torch.rand((), generator=generator) < cfg.lambda_real),
+            start_noise=torch.randn(latents.shape, generator=generator),
+            frame_index=torch.randperm(Fr, generator=generator)[:k].sort().values,
+            seed=int(torch.randint(0, 2**31 - 1, (), generator=generator)),
+        )
+
+    # -- networks -----------------------------------------------------------------------
+    def _teacher(self):
+        if self.teacher_model is not None:
+            return contextlib.nullcontext(self.teacher_model)
+        return _yielding(self.disable_adapters(self.student), self.student)
+
+    def _target(self):
+        if self.cfg.target == "ema":
+            return _yielding(self.target_ema.swapped_in(), self.student)
+        return contextlib.nullcontext(self.student)
+
+    def _consistency(self, net, x: Tensor, t: Tensor, emb: Tensor, tcond: Tensor | None) -> Tensor:
+        """f(x, t) = c_skip(t) x + c_out(t) x0(x, t) for one network. [B, C, F, h, w]."""
+        x0, _ = net.predict_x0_eps(x, t, emb, timestep_cond=tcond)
+        c_skip, c_out = consistency_scalings(t, self.cfg.sigma_data, self.cfg.timestep_scaling)
+        return consistency_output(x, x0, c_skip.to(x.device), c_out.to(x.device))
+
+    @torch.no_grad()
+    def student_sample(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:
+        """The student's one-step sample f(x_T, T-1) (no grad, no CFG): [B, C, F, h, w]."""
+        T = self.schedule.num_train_timesteps
+        t = torch.full((start_noise.shape[0],), T - 1, dtype=torch.long, device=start_noise.device)
+        return self._consistency(self.student, start_noise, t, text_emb, tcond)
+
+    @torch.no_grad()
+    def teacher_ddim_step(self, x: Tensor, t: Tensor, t_prev: Tensor, batch: DistillBatch, w: Tensor) -> Tensor:
+        """One guided DDIM step of the teacher from t_{n+k} to t_n (LCM-form CFG on x0 and eps).
+
+        Conditional and unconditional predictions come from one batched call.
+        """
+        with self._teacher() as teacher:
+            x0, eps = teacher.predict_x0_eps(
+                torch.cat([x, x]), torch.cat([t, t]), torch.cat([batch.text_emb, batch.uncond_emb])
+            )
+        x0_c, x0_u = x0.chunk(2)
+        eps_c, eps_u = eps.chunk(2)
+        x0_hat = lcm_guidance(x0_c, x0_u, w)
+        eps_hat = lcm_guidance(eps_c, eps_u, w)
+        return ddim_step(self.schedule, x0_hat, eps_hat, t_prev)
+
+    # -- the two losses -----------------------------------------------------------------
+    def generator_step(self, batch: DistillBatch, draws: Draws) -> GeneratorOutput:
+        """L_G = L_mcd + lambda_adv * L_adv_G (method page, steps 2-11)."""
+        cfg, dev = self.cfg, batch.latents.device
+        z0 = batch.latents
+        w = draws.w.to(dev)
+        tcond = guidance_scale_embedding(w, cfg.w_embedding_dim).to(dev) if cfg.w_embedding_dim else None
+
+        # 2. a point of the skipping-step grid: t_{n+k} = tau_i, t_n = max(tau_i - k, 0)
+        t = self.grid[draws.index].to(dev)
+        t_prev = self.grid_prev[draws.index].to(dev)
+
+        # 4. mixed trajectory: with prob. 1 - lambda_real, the student's own one-step sample is the data
+        use_real = draws.use_real or not self._mixing_on()
+        if not use_real:
+            z0 = self.student_sample(draws.start_noise.to(dev), batch.text_emb, tcond)
+
+        # 5. noise to t_{n+k}; pure noise at the top of the grid (reference behaviour)
+        noise = draws.noise.to(dev, z0.dtype)
+        x_t = add_noise(self.schedule, z0, noise, t)
+        if cfg.pure_noise_at_top:
+            top = (t == self.schedule.num_train_timesteps - 1).view(-1, *[1] * (z0.ndim - 1))
+            x_t = torch.where(top, noise, x_t)
+
+        # 6. student consistency output f_theta(x_{t_{n+k}}, t_{n+k}) (with gradient)
+        f_student = self._consistency(self.student, x_t, t, batch.text_emb, tcond)
+
+        # 7. teacher DDIM step to t_n;  8. target y = f_target(x_{t_n}, t_n) (no grad)
+        x_prev = self.teacher_ddim_step(x_t, t, t_prev, batch, w)
+        with torch.no_grad(), self._target() as target:
+            y = self._consistency(target, x_prev, t_prev, batch.text_emb, tcond)
+            m_target = self.motion_target(y)
+
+        # 9. disentangled motion loss d(m(f_theta), m_target(y)), per sample
+        m_student = self.motion(f_student)
+        if cfg.distance == "huber":
+            mcd = pseudo_huber_loss(m_student.float(), m_target.float(), cfg.huber_c)
+        else:
+            mcd = l2_loss(m_student.float(), m_target.float())
+        loss = mcd.mean()
+        terms = {"loss_mcd": mcd.mean().detach(), "use_real": torch.tensor(float(use_real))}
+
+        # 10. generator adversarial loss on k frames of f_theta: -mean(D(fake)), minimised
+        out = GeneratorOutput(loss=loss, terms=terms)
+        if self.discriminator is not None:
+            fake = self._frames(f_student, draws.frame_index)
+            pooled = batch.pooled_text.repeat_interleave(len(draws.frame_index), dim=0)
+            logits = self.discriminator(fake, pooled, generator=self._d_generator(draws.seed))
+            from mcm.adversarial import hinge_g_loss
+
+            adv = hinge_g_loss(logits)
+            out.loss = loss + cfg.lambda_adv * adv
+            terms["loss_adv_g"] = adv.detach()
+            out.fake_frames, out.fake_pooled_text = fake.detach(), pooled
+        terms["loss_g"] = out.loss.detach()
+        return out
+
+    def discriminator_step(self, gen: GeneratorOutput, batch: DistillBatch, draws: Draws):
+        """L_D = mean(relu(1 - D(real))) + mean(relu(1 + D(fake))) (+ gradient penalty).
+
+        Returns (loss, terms); minimised by the discriminator heads only (fakes detached).
+        """
+        from mcm.adversarial import hinge_d_loss
+
+        if self.discriminator is None or gen.fake_frames is None:
+            raise ValueError("discriminator_step needs a discriminator and a generator_step output.")
+        if batch.real_frames is None:
+            raise ValueError("The batch has no real frames: give an image set or frames of the clips.")
+        g = self._d_generator(draws.seed + 1)
+        real_logits = self.discriminator(batch.real_frames, batch.real_pooled_text, generator=g)
+        fake_logits = self.discriminator(gen.fake_frames, gen.fake_pooled_text, generator=g)
+        loss = hinge_d_loss(real_logits, fake_logits)
+        terms = {
+            "loss_d": loss.detach(),
+            "d_real": real_logits.mean().detach(),
+            "d_fake": fake_logits.mean().detach(),
+        }
+        return loss, terms
+
+    # -- helpers ------------------------------------------------------------------------
+    def _mixing_on(self) -> bool:
+        return self.cfg.mixed_trajectories and self.discriminator is not None
+
+    def _frames(self, video: Tensor, index: Tensor) -> Tensor:
+        """k frames of each video [B, C, F, h, w] -> decoded frames [B*k, ...]."""
+        frames = video[:, :, index.to(video.device)]  # [B, C, k, h, w]
+        frames = frames.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*k, C, h, w]
+        return self.decode_frames(frames)
+
+    def _d_generator(self, seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _yielding(ctx, value):
+    with ctx:
+        yield value
