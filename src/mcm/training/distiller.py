@@ -32,7 +32,7 @@ from mcm.diffusion import (
     lcm_guidance,
     skipping_step_grid,
 )
-from mcm.motion import l2_loss, pseudo_huber_loss
+from mcm.motion import DISTANCES
 
 
 @dataclass
@@ -235,10 +235,8 @@ class MCMDistiller:
 
         # 9. disentangled motion loss d(m(f_theta), m_target(y)), per sample
         m_student = self.motion(f_student)
-        if cfg.distance == "huber":
-            mcd = pseudo_huber_loss(m_student.float(), m_target.float(), cfg.huber_c)
-        else:
-            mcd = l2_loss(m_student.float(), m_target.float())
+        extra = {"c": cfg.huber_c} if cfg.distance == "huber" else {}
+        mcd = DISTANCES[cfg.distance](m_student.float(), m_target.float(), **extra)
         loss = mcd.mean()
         terms = {"loss_mcd": mcd.mean().detach(), "use_real": torch.tensor(float(use_real))}
 

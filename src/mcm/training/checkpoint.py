@@ -1,0 +1,85 @@
+"""Atomic, prunable training checkpoints.
+
+A checkpoint is a directory ``checkpoint-<step>`` holding safetensors weights and a
+``state.pt`` of optimiser/scheduler/RNG states (tensors and plain Python values only, so it
+loads with ``weights_only=True``). It is written to a temporary sibling directory and
+renamed into place, so a crash never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(root: str | Path, which: str) -> Path:
+    """``latest`` -> the newest checkpoint under root; anything else is a checkpoint path."""
+    if which == "latest":
+        found = list_checkpoints(root)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume latest: no checkpoint-<step> directory under {str(root)!r}; "
+                "train without --resume first, or pass a checkpoint path."
+            )
+        return found[-1]
+    path = Path(which)
+    if not (path / "state.pt").is_file():
+        raise FileNotFoundError(
+            f"--resume {which!r} is not a checkpoint directory (no state.pt inside); "
+            "pass a checkpoint-<step> directory or 'latest'."
+        )
+    return path
+
+
+def write_checkpoint(root: str | Path, step: int, write: Callable[[Path], None], keep: int) -> Path:
+    """Call ``write(tmp_dir)``, then atomically rename it to ``root/checkpoint-<step>`` and
+    delete all but the newest ``keep`` checkpoints."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"checkpoint-{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=root))
+    try:
+        write(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(root)[: -max(keep, 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def save_state(state: dict, path: Path) -> None:
+    torch.save(state, path)
+
+
+def load_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,507 @@
+"""The distillation recipe: `mcm train` runs this, top to bottom.
+
+torchtune-style: ``setup()`` builds everything from the config, ``train()`` is the loop,
+``save_checkpoint()`` / ``load_checkpoint()`` make a run resumable bit for bit.
+
+Multi-process (accelerate/torchrun): the trainable parameters are the LoRA, the motion head
+and the discriminator heads - a few MB - so instead of wrapping the UNet in DDP the loop
+all-reduces their gradients once per optimiser step. Every rank then takes the same step
+and ends with identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from mcm.training import checkpoint as ckpt
+from mcm.training.config import TrainConfig
+from mcm.training.config_io import save_config, to_dict
+from mcm.training.distiller import DistillBatch, MCMDistiller
+from mcm.training.schedules import lr_scheduler
+
+log = logging.getLogger("mcm.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class DistillRecipe:
+    """Distil an MCM (or plain LCM) student from a teacher, as the config says."""
+
+    def __init__(self, cfg: TrainConfig, resume: str | None = None):
+        self.cfg = cfg
+        self.resume = resume
+        self.out = Path(cfg.output_dir)
+        self.step = 0
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        from mcm.models import LoRAEMA, attach_lora, disable_adapters, load_teacher, lora_parameters
+        from mcm.motion import EMAModule, build_motion_representation
+
+        cfg = self.cfg
+        self.accelerator = acc = Accelerator(
+            mixed_precision=cfg.train.mixed_precision,
+            log_with=None if cfg.train.tracker == "none" else cfg.train.tracker,
+            project_dir=str(self.out),
+        )
+        set_seed(cfg.train.seed + acc.process_index)
+        # One generator draws everything random in a step; the same on every rank except for
+        # the rank offset, so ranks see different noise but a resumed run replays exactly.
+        self.generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + acc.process_index)
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+            if cfg.train.tracker != "none":
+                acc.init_trackers("mcm", config=_flat(to_dict(cfg)))
+
+        device = acc.device
+        self.bundle = load_teacher(cfg.model.teacher, device=device, frozen_dtype=cfg.model.frozen_dtype)
+        self.bundle.vae.chunk_size = cfg.model.vae_chunk_size
+        student = self.bundle.denoiser
+        attach_lora(
+            student,
+            rank=cfg.model.lora_rank,
+            alpha=cfg.model.lora_alpha,
+            dropout=cfg.model.lora_dropout,
+            target_modules=cfg.model.lora_target_modules,
+        )
+        if cfg.model.gradient_checkpointing:
+            student.enable_gradient_checkpointing()
+        teacher_model = None
+        if cfg.model.separate_teacher:
+            teacher_model = load_teacher(cfg.model.teacher, device=device, frozen_dtype=cfg.model.frozen_dtype).denoiser
+            teacher_model.requires_grad_(False).eval()
+
+        channels = self.bundle.vae.latent_channels
+        self.motion = build_motion_representation(cfg.method.motion, channels).to(device)
+        learnable = any(p.requires_grad for p in self.motion.parameters())
+        self.motion_target = EMAModule(self.motion, cfg.method.motion_ema_decay) if learnable else None
+        self.target_ema = LoRAEMA(student, cfg.method.target_ema_decay) if cfg.method.target == "ema" else None
+
+        self.discriminator = self._build_discriminator() if cfg.discriminator.enabled else None
+        self.distiller = MCMDistiller(
+            cfg.method,
+            student,
+            motion=self.motion,
+            motion_target=self.motion_target.module if self.motion_target else None,
+            teacher_model=teacher_model,
+            disable_adapters=disable_adapters,
+            discriminator=self.discriminator,
+            decode_frames=self._decode_frames,
+            target_ema=self.target_ema,
+        )
+
+        self.student_params = lora_parameters(student) + [p for p in self.motion.parameters() if p.requires_grad]
+        self.optim_g = self._optimizer(self.student_params, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
+        self.sched_g = lr_scheduler(self.optim_g, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.lr_schedule)
+        if self.discriminator is not None:
+            d = cfg.discriminator
+            self.optim_d = self._optimizer(self.discriminator.head_parameters(), d.lr, d.betas, d.weight_decay)
+            self.sched_d = lr_scheduler(self.optim_d, cfg.train.warmup_steps, cfg.train.max_steps, "constant")
+            from mcm.adversarial import AdaptivePenaltyWeight
+
+            self.gp_weight = AdaptivePenaltyWeight(d.gp_weight)
+        self.optim_g, *rest = acc.prepare(self.optim_g, *([self.optim_d] if self.discriminator else []))
+        if self.discriminator is not None:
+            self.optim_d = rest[0]
+
+        self._build_data()
+        if self.resume:
+            self.load_checkpoint(ckpt.resolve_checkpoint(self.out, self.resume))
+
+    def _optimizer(self, params, lr, betas, weight_decay):
+        if self.cfg.train.optimizer == "adamw8bit":
+            try:
+                import bitsandbytes as bnb
+            except ImportError as e:
+                raise ImportError(
+                    "train.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`, "
+                    "or set train.optimizer=adamw."
+                ) from e
+            return bnb.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        return torch.optim.AdamW(
+            params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=self.cfg.train.adam_eps
+        )
+
+    def _build_discriminator(self):
+        from mcm.adversarial import DinoV2Backbone, FrameDiscriminator, LatentUNetBackbone
+        from mcm.models import disable_adapters
+
+        d, student = self.cfg.discriminator, self.bundle.denoiser
+        if d.backbone == "latent":
+
+            def teacher_features(x, t, emb):
+                with disable_adapters(student):
+                    return student.encoder_features(x, t, emb)
+
+            backbone = LatentUNetBackbone(teacher_features, student.schedule, t_range=(d.latent_t_min, d.latent_t_max))
+        else:
+            backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
+        text_dim = self.bundle.text_encoder.embedding_dim
+        disc = FrameDiscriminator(backbone, text_dim=text_dim, head_channels=d.head_channels, augment=d.augment)
+        return disc.to(self.accelerator.device)
+
+    def _decode_frames(self, frames):
+        """Latent frames [N, C, h, w] -> what the discriminator sees (decoded with gradient
+        for a pixel-space backbone; unchanged for the latent backbone)."""
+        if self.cfg.discriminator.backbone == "latent":
+            return frames
+        return self.bundle.vae.decode(frames[:, :, None])[:, :, 0]
+
+    # ------------------------------------------------------------------ data
+    def _build_data(self) -> None:
+        from mcm.data import build_image_loader, build_video_loader
+
+        acc, cfg = self.accelerator, self.cfg
+        self.video_loader = build_video_loader(
+            cfg.data.video,
+            batch_size=cfg.train.batch_size,
+            seed=cfg.train.seed,
+            rank=acc.process_index,
+            world_size=acc.num_processes,
+            latent_cache=cfg.data.latent_cache,
+        )
+        self.image_loader = None
+        if cfg.data.images is not None and self.discriminator is not None:
+            self.image_loader = build_image_loader(
+                cfg.data.images,
+                batch_size=cfg.train.batch_size * cfg.method.frames_per_video,
+                seed=cfg.train.seed,
+                rank=acc.process_index,
+                world_size=acc.num_processes,
+            )
+        self._video_iter = self._image_iter = None
+
+    def _next(self, loader, attr):
+        if getattr(self, attr) is None:
+            setattr(self, attr, iter(loader))
+        return next(getattr(self, attr))
+
+    @torch.no_grad()
+    def next_batch(self) -> DistillBatch:
+        """Encode the next clips (unless cached) and captions into a DistillBatch."""
+        from mcm.adversarial import real_frames_from_clips
+
+        dev, vae, text = self.accelerator.device, self.bundle.vae, self.bundle.text_encoder
+        raw = self._next(self.video_loader, "_video_iter")
+        captions = list(raw["caption"])
+        if "latents" in raw:
+            latents = raw["latents"].to(dev)
+        else:
+            latents = vae.encode(raw["video"].to(dev), generator=self.generator)
+        text_emb = raw["text_emb"].to(dev) if "text_emb" in raw else text(captions)
+        batch = DistillBatch(latents=latents, text_emb=text_emb, uncond_emb=text.empty(len(captions)))
+        if self.discriminator is None:
+            return batch
+        batch.pooled_text = text.pooled(captions)
+        if self.image_loader is not None:
+            images = self._next(self.image_loader, "_image_iter")
+            real, real_captions = images["image"].to(dev), list(images["caption"])
+            if self.cfg.discriminator.backbone == "latent":
+                real = vae.encode(real[:, :, None], generator=self.generator)[:, :, 0]
+        else:  # one frame from each half of every clip
+            clips = latents if self.cfg.discriminator.backbone == "latent" else raw["video"].to(dev)
+            real = real_frames_from_clips(clips, self.generator)
+            real_captions = [c for c in captions for _ in range(real.shape[0] // len(captions))]
+        batch.real_frames, batch.real_pooled_text = real, text.pooled(real_captions)
+        return batch
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> dict:
+        cfg, acc = self.cfg, self.accelerator
+        self._install_signal_handlers()
+        bar = tqdm(
+            total=cfg.train.max_steps, initial=self.step, disable=not acc.is_main_process, desc="distil", unit="step"
+        )
+        t_last, logged = time.perf_counter(), {}
+        while self.step < cfg.train.max_steps and self._stop_signal is None:
+            terms = self.train_step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if k.startswith("loss")})
+            if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
+                now = time.perf_counter()
+                terms["steps_per_s"] = cfg.train.log_every / max(now - t_last, 1e-9)
+                terms["nonfinite_total"] = self.nonfinite_total
+                if torch.cuda.is_available():
+                    terms["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                t_last, logged = now, terms
+                if cfg.train.tracker != "none":
+                    acc.log(terms, step=self.step)
+            if cfg.train.validate_every and self.step % cfg.train.validate_every == 0:
+                self.validate()
+            if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        if self._stop_signal is not None:
+            log.warning("Received signal %d: saving a checkpoint at step %d and stopping.", self._stop_signal, self.step)
+        self.save_checkpoint()
+        if self._stop_signal is None and cfg.train.export:
+            self.export()
+        return logged
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step: grad_accum micro-batches of the MCM step, then the updates."""
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        skip = False
+        for _ in range(cfg.train.grad_accum):
+            batch = self.next_batch()
+            draws = self.distiller.sample_draws(batch.latents, self.generator)
+            if self.discriminator is not None:
+                self.discriminator.requires_grad_heads(False)  # L_G must not train D
+            with self.accelerator.autocast():
+                gen = self.distiller.generator_step(batch, draws)
+            if not torch.isfinite(gen.loss):
+                skip = True
+                break
+            self.accelerator.backward(gen.loss / cfg.train.grad_accum)
+            terms = dict(gen.terms)
+            if self.discriminator is not None:
+                self.discriminator.requires_grad_heads(True)
+                d_loss, d_terms = self._discriminator_loss(gen, batch, draws)
+                if not torch.isfinite(d_loss):
+                    skip = True
+                    break
+                self.accelerator.backward(d_loss / cfg.train.grad_accum)
+                terms.update(d_terms)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / cfg.train.grad_accum
+        if skip:
+            return self._skip_nonfinite()
+        self.nonfinite_in_row = 0
+
+        self._all_reduce_grads()
+        if cfg.train.max_grad_norm > 0:
+            sums["grad_norm_g"] = float(
+                self.accelerator.clip_grad_norm_(self.student_params, cfg.train.max_grad_norm)
+            )
+        self.optim_g.step()
+        self.sched_g.step()
+        self.optim_g.zero_grad(set_to_none=True)
+        sums["lr_g"] = self.sched_g.get_last_lr()[0]
+        if self.discriminator is not None:
+            sums["grad_norm_d"] = _grad_norm(self.discriminator.head_parameters())
+            self.optim_d.step()
+            self.sched_d.step()
+            self.optim_d.zero_grad(set_to_none=True)
+        if self.motion_target is not None:
+            self.motion_target.update(self.motion)
+        if self.target_ema is not None:
+            self.target_ema.update()
+        return sums
+
+    def _discriminator_loss(self, gen, batch, draws):
+        """Hinge loss of D plus the adaptive feature-space gradient penalty."""
+        from mcm.adversarial import gradient_penalty
+
+        loss, terms = self.distiller.discriminator_step(gen, batch, draws)
+        d = self.cfg.discriminator
+        if d.gp_weight > 0 and self.step % d.gp_every == 0:
+            gp = gradient_penalty(self.discriminator, batch.real_frames, gen.fake_frames, batch.real_pooled_text,
+                                  generator=torch.Generator().manual_seed(draws.seed + 2))
+            weight = self.gp_weight.update(float(gp), self.step)
+            loss = loss + weight * gp
+            terms.update(gradient_penalty=gp.detach(), gp_weight=torch.tensor(weight))
+        return loss, terms
+
+    def _skip_nonfinite(self) -> dict[str, float]:
+        self.optim_g.zero_grad(set_to_none=True)
+        if self.discriminator is not None:
+            self.optim_d.zero_grad(set_to_none=True)
+        self.nonfinite_in_row += 1
+        self.nonfinite_total += 1
+        log.warning("Non-finite loss at step %d: step skipped (%d in a row).", self.step, self.nonfinite_in_row)
+        if self.nonfinite_in_row >= self.cfg.train.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_row} non-finite losses in a row (train.max_nonfinite="
+                f"{self.cfg.train.max_nonfinite}); lower train.lr, check the data, or use "
+                "train.mixed_precision=no/bf16 instead of fp16."
+            )
+        return {"nonfinite_total": float(self.nonfinite_total)}
+
+    def _all_reduce_grads(self) -> None:
+        if self.accelerator.num_processes == 1:
+            return
+        params = list(self.student_params)
+        if self.discriminator is not None:
+            params += list(self.discriminator.head_parameters())
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self._stop_signal = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not in the main thread
+                pass
+
+    # ------------------------------------------------------------------ validation / export
+    @torch.no_grad()
+    def validate(self) -> None:
+        from mcm.generate import sample_student, sample_teacher, write_video
+
+        cfg, acc = self.cfg, self.accelerator
+        if not acc.is_main_process or not cfg.train.validation_prompts:
+            return
+        out = self.out / "validation" / f"step-{self.step}"
+        out.mkdir(parents=True, exist_ok=True)
+        prompts = cfg.train.validation_prompts
+        for steps in cfg.train.validation_steps:
+            videos = sample_student(self.bundle, prompts, steps, seed=cfg.train.validation_seed,
+                                    timestep_scaling=cfg.method.timestep_scaling,
+                                    original_inference_steps=cfg.method.num_ode_steps)
+            for i, video in enumerate(videos):
+                write_video(out / f"student-{steps}step-{i}.mp4", video)
+        teacher_dir = self.out / "validation" / "teacher"
+        if not teacher_dir.exists():
+            teacher_dir.mkdir(parents=True)
+            from mcm.models import disable_adapters
+
+            with disable_adapters(self.bundle.denoiser):
+                videos = sample_teacher(self.bundle, prompts, steps=50, guidance_scale=7.5, seed=cfg.train.validation_seed)
+            for i, video in enumerate(videos):
+                write_video(teacher_dir / f"teacher-50step-{i}.mp4", video)
+
+    def export(self) -> Path | None:
+        from mcm.models import export_student
+
+        if not self.accelerator.is_main_process:
+            return None
+        extra = {"motion_head": self.motion} if self.motion_target is not None else {}
+        if self.motion_target is not None:
+            extra["motion_head_ema"] = self.motion_target.module
+        sampling = {
+            "timestep_scaling": self.cfg.method.timestep_scaling,
+            "original_inference_steps": self.cfg.method.num_ode_steps,
+            "recommended_steps": [1, 2, 4, 8],
+            "guidance_scale": 1.0,
+        }
+        return export_student(self.bundle, self.out / "export", sampling=sampling, extra_modules=extra)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        from mcm.models import lora_state_dict
+
+        state = {"lora": lora_state_dict(self.bundle.denoiser)}
+        if self.motion_target is not None:
+            state["motion_head"] = self.motion.state_dict()
+            state["motion_head_ema"] = self.motion_target.state_dict()
+        if self.discriminator is not None:
+            state["discriminator_heads"] = self.discriminator.heads_state_dict()
+        if self.target_ema is not None:
+            state["lora_ema"] = self.target_ema.state_dict()
+        return state
+
+    def save_checkpoint(self) -> Path | None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return None
+
+        def write(tmp: Path) -> None:
+            for name, tensors in self._trainable_state().items():
+                ckpt.save_weights(tensors, tmp / f"{name}.safetensors")
+            state = {
+                "step": self.step,
+                "optim_g": self.optim_g.state_dict(),
+                "sched_g": self.sched_g.state_dict(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "data": self.video_loader.state_dict(),
+                "nonfinite_total": self.nonfinite_total,
+            }
+            if self.discriminator is not None:
+                state.update(optim_d=self.optim_d.state_dict(), sched_d=self.sched_d.state_dict(),
+                             gp_weight=self.gp_weight.state_dict())
+                if self.image_loader is not None:
+                    state["images"] = self.image_loader.state_dict()
+            ckpt.save_state(state, tmp / "state.pt")
+            save_config(self.cfg, tmp / "config.yaml")
+            (tmp / "meta.json").write_text(json.dumps({"step": self.step, "seed": self.cfg.train.seed}))
+
+        path = ckpt.write_checkpoint(self.out, self.step, write, self.cfg.train.keep_checkpoints)
+        log.info("Saved %s", path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        from mcm.models import load_lora_state_dict
+
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("seed") != self.cfg.train.seed:
+            log.warning("Resuming a run seeded %s with train.seed=%s.", meta.get("seed"), self.cfg.train.seed)
+        load_lora_state_dict(self.bundle.denoiser, ckpt.load_weights(path / "lora.safetensors"))
+        if self.motion_target is not None:
+            self.motion.load_state_dict(ckpt.load_weights(path / "motion_head.safetensors"))
+            self.motion_target.load_state_dict(ckpt.load_weights(path / "motion_head_ema.safetensors"))
+        if self.discriminator is not None:
+            self.discriminator.load_heads_state_dict(ckpt.load_weights(path / "discriminator_heads.safetensors"))
+        if self.target_ema is not None:
+            self.target_ema.load_state_dict(ckpt.load_weights(path / "lora_ema.safetensors"))
+        state = ckpt.load_state(path / "state.pt")
+        self.step = state["step"]
+        self.optim_g.load_state_dict(state["optim_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.video_loader.load_state_dict(state["data"])
+        self.nonfinite_total = state["nonfinite_total"]
+        if self.discriminator is not None:
+            self.optim_d.load_state_dict(state["optim_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+            self.gp_weight.load_state_dict(state["gp_weight"])
+            if self.image_loader is not None and "images" in state:
+                self.image_loader.load_state_dict(state["images"])
+        log.info("Resumed from %s at step %d", path, self.step)
+
+    def cleanup(self) -> None:
+        if self.cfg.train.tracker != "none":
+            self.accelerator.end_training()
+
+
+def _grad_norm(params) -> float:
+    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "/"))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+def run_training(cfg: TrainConfig, resume: str | None = None) -> dict:
+    """setup, train, cleanup: what `mcm train` calls."""
+    recipe = DistillRecipe(cfg, resume=resume)
+    recipe.setup()
+    try:
+        return recipe.train()
+    finally:
+        recipe.cleanup()
+
+
+__all__ = ["DistillRecipe", "NonFiniteLossError", "run_training"]
