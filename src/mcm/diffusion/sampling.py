@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from mcm.diffusion.consistency import consistency_output, consistency_scalings
-from mcm.diffusion.solvers import ddim_previous_timestep, ddim_step
 from mcm.diffusion.schedules import NoiseSchedule, add_noise
+from mcm.diffusion.solvers import ddim_previous_timestep, ddim_step
 
 # x_t [B, ...], t [B] (long) -> predicted x0 [B, ...]
 X0Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -29,13 +29,28 @@ def consistency_timesteps(
 ) -> Tensor:
     """Descending timesteps [n] for n-step consistency sampling on the original grid.
 
-    The grid is k (i + 1) - 1 for i < N * strength (k = T // N), reversed; the n
-    timesteps are taken at indices floor(linspace(0, len, n, endpoint=False)). For T=1000,
-    N=50: 1 step [999], 2 [999, 499], 4 [999, 759, 499, 259]. Equals diffusers'
-    LCMScheduler.set_timesteps.
+    The grid is k (i + 1) - 1 for i = 0..int(N * strength) - 1 (k = T // N, N =
+    original_inference_steps), reversed; the n timesteps are taken at indices
+    floor(linspace(0, len, n, endpoint=False)). For T=1000, N=50: 1 step [999],
+    2 [999, 499], 4 [999, 759, 499, 259]. Equals diffusers'
+    ``LCMScheduler.set_timesteps(n, original_inference_steps=N, strength=strength)``.
+
+    Raises:
+        ValueError: original_inference_steps outside 1..T, a strength that leaves no
+            grid point, or num_inference_steps outside 1..len(grid).
     """
+    if not 1 <= original_inference_steps <= num_train_timesteps:
+        raise ValueError(
+            f"original_inference_steps must be in 1..{num_train_timesteps} "
+            f"(num_train_timesteps); got {original_inference_steps}."
+        )
     k = num_train_timesteps // original_inference_steps
     grid = (torch.arange(1, int(original_inference_steps * strength) + 1) * k - 1).flip(0)
+    if len(grid) == 0:
+        raise ValueError(
+            f"strength must leave at least one grid point: need original_inference_steps * "
+            f"strength >= 1; got {original_inference_steps} * {strength}."
+        )
     if not 1 <= num_inference_steps <= len(grid):
         raise ValueError(
             f"num_inference_steps must be in 1..{len(grid)} (the original grid's length); "
@@ -58,15 +73,20 @@ def sample_consistency(
 ) -> Tensor:
     """Multistep consistency sampling (Song et al. 2023, Algorithm 1; LCM).
 
-    For each t_i: denoised = c_skip x + c_out x0(x, t_i); unless last, re-noise
-    x = alpha(t_{i+1}) denoised + sigma(t_{i+1}) z with fresh z from ``generator``.
-    Same arithmetic and noise draws as diffusers' LCMScheduler.step.
+    For each t_i: denoised = c_skip(t_i) x + c_out(t_i) x0(x, t_i); unless last, re-noise
+    x = alpha(t_{i+1}) denoised + sigma(t_{i+1}) z with z = randn(x.shape, generator).
+    Same arithmetic and noise draws as a loop of diffusers' LCMScheduler.step (with
+    clip_sample and thresholding off) over the same timesteps, so with the same
+    generator the result is bit for bit the same.
 
     Args:
-        denoiser: (x_t [B, ...], t [B]) -> x0 [B, ...].
-        noise: x_T [B, ...]. timesteps: descending [n].
+        denoiser: (x_t [B, ...], t [B] long) -> predicted x0 [B, ...].
+        noise: x_T [B, ...]. schedule: gives alpha, sigma for the re-noising.
+        timesteps: descending [n], e.g. from :func:`consistency_timesteps`.
+        sigma_data, timestep_scaling: see :func:`consistency_scalings`.
+        generator: source of the re-noising draws (n - 1 of them).
     Returns:
-        the sample [B, ...].
+        the sample [B, ...] (the last step's denoised output).
     """
     x = noise
     B = noise.shape[0]
@@ -76,7 +96,9 @@ def sample_consistency(
         denoised = consistency_output(x, denoiser(x, tb), c_skip.to(x.device), c_out.to(x.device))
         if i == len(timesteps) - 1:
             return denoised
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        # Drawn on the generator's device, then moved (as diffusers' randn_tensor does).
+        gen_device = generator.device if generator is not None else x.device
+        z = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
         x = add_noise(schedule, denoised, z, torch.full_like(tb, int(timesteps[i + 1])))
     return x
 
@@ -90,8 +112,20 @@ def sample_ddim(
 ) -> Tensor:
     """Deterministic DDIM sampling (eta = 0) over descending ``timesteps``.
 
-    Each step goes from t to t - T // n (diffusers' DDIMScheduler rule); the last lands on
-    the clean end. Guidance, if any, lives inside ``denoiser``.
+    Each step goes from t to t - T // n with n = len(timesteps) (diffusers'
+    DDIMScheduler rule, whatever the spacing), a negative target meaning the clean end
+    (timestep -1, alpha_bar = final_alpha_cumprod). With "leading" or "linspace" spacing,
+    or "trailing" with n dividing T, the last step lands on the clean end; otherwise it
+    stops at t_last - T // n >= 0, as diffusers does. Guidance, if any, lives inside
+    ``denoiser``. Equals a loop of DDIMScheduler.step (eta = 0, clip_sample off).
+
+    Args:
+        denoiser: (x_t [B, ...], t [B] long) -> (x0, eps), each [B, ...].
+        noise: x_T [B, ...]. timesteps: descending [n], e.g. from
+            :func:`~mcm.diffusion.solvers.ddim_timesteps`.
+        num_train_timesteps: T; defaults to ``schedule.num_train_timesteps``.
+    Returns:
+        the sample [B, ...].
     """
     T = num_train_timesteps or schedule.num_train_timesteps
     n = len(timesteps)
