@@ -57,7 +57,6 @@ class DiscriminatorConfig:
 class DataSection:
     video: VideoDataConfig = field(default_factory=VideoDataConfig)  # training clips (captioned)
     images: ImageDataConfig | None = None  # high-quality / style images for the discriminator; None: frames of the clips
-    latent_cache: str | None = None  # a folder written by `mcm data cache-latents`; skips the VAE encode
 
 
 @dataclass
@@ -122,10 +121,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 1; got {getattr(self.train, key)}.")
         if self.model.lora_rank < 1:
             raise ConfigError(f"model.lora_rank must be >= 1; got {self.model.lora_rank}.")
-        if not self.data.video.source and self.data.latent_cache is None:
+        if not self.data.video.source and self.data.video.latent_cache is None:
             raise ConfigError(
                 "data.video.source is empty: set it to a folder/CSV/JSONL/shards of captioned clips "
-                "(or data.latent_cache to a cache written by `mcm data cache-latents`)."
+                "(or data.video.latent_cache to a cache written by `mcm data cache-latents`)."
             )
         if any(s < 1 or s > self.method.num_ode_steps for s in self.train.validation_steps):
             raise ConfigError(

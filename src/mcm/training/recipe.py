@@ -173,7 +173,6 @@ class DistillRecipe:
             seed=cfg.train.seed,
             rank=acc.process_index,
             world_size=acc.num_processes,
-            latent_cache=cfg.data.latent_cache,
         )
         self.image_loader = None
         if cfg.data.images is not None and self.discriminator is not None:

@@ -1,0 +1,45 @@
+"""`world:<domain>` data sources: the world's domains rendered once into a local cache.
+
+A training config may name ``world:lowq_video`` (clips) or ``world:hq_image`` /
+``world:style_image`` (images) as a source; they are rendered with a fixed seed into
+``$MCM_CACHE`` (default ``~/.cache/mcm``) the first time and read from disk after that,
+through the same loaders as any user's folder of clips or images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mcm.world.domains import DOMAINS
+
+WORLD_PREFIX = "world:"
+DEFAULT_COUNTS = {"lowq_video": 2000, "clean_video": 500, "hq_image": 2000, "style_image": 2000}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MCM_CACHE", Path.home() / ".cache" / "mcm"))
+
+
+def world_source(spec: str, seed: int = 0) -> str:
+    """``world:<domain>[:<count>]`` -> a folder holding that many rendered samples."""
+    from mcm.world.render import render_domain
+
+    parts = spec[len(WORLD_PREFIX):].split(":")
+    domain = parts[0]
+    if domain not in DOMAINS:
+        raise ValueError(f"Unknown world source {spec!r}; use world:<domain> with domain in {list(DOMAINS)}.")
+    count = int(parts[1]) if len(parts) > 1 else DEFAULT_COUNTS[domain]
+    out = cache_dir() / "world-data" / f"{domain}-n{count}-seed{seed}"
+    done = out / ".complete"
+    if not done.exists():
+        render_domain(domain, out, count=count, seed=seed)
+        done.write_text("ok\n")
+    return str(out)
+
+
+def resolve_world_sources(cfg) -> None:
+    """Replace ``world:...`` sources of a TrainConfig's data section by rendered folders."""
+    for section in (cfg.data.video, cfg.data.images):
+        if section is not None and section.source.startswith(WORLD_PREFIX):
+            section.source = world_source(section.source)
