@@ -1,0 +1,181 @@
+"""Trainable, text-conditioned discriminator heads on frozen backbone tokens.
+
+Each tapped layer gets a :class:`DiscriminatorHead`: 1-D convs over the token sequence
+with spectral norm, normalisation and LeakyReLU, a residual block, a projection to
+``cmap_dim`` (64) channels, and projection conditioning on the caption:
+
+    logit[n, l] = sum_c feat[n, c, l] * (W e_n)[c] / sqrt(cmap_dim)
+
+with e_n the frozen pooled text embedding and W a trainable linear map. Normalisation
+is GroupNorm with one group, i.e. per sample (never across the batch), so each frame's
+logits depend on that frame alone - the per-sample gradient penalty relies on this.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from mcm.adversarial.augment import diff_augment, parse_policy
+from mcm.adversarial.backbones import FrameBackbone
+from mcm.adversarial.losses import gradient_penalty
+
+
+def _conv_block(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        spectral_norm(nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2)),
+        nn.GroupNorm(1, c_out),
+        nn.LeakyReLU(0.2),
+    )
+
+
+class DiscriminatorHead(nn.Module):
+    """Per-token, text-conditioned logits for one tapped layer.
+
+    Args:
+        in_channels (int): C_i of the backbone tokens.
+        text_dim (int): D of the pooled text embedding.
+        hidden (int | None): conv width; None uses in_channels. Default: None.
+        cmap_dim (int): projection width. Default: 64.
+        kernel_size (int): odd kernel of the residual conv. Default: 9.
+
+    Raises:
+        ValueError: non-positive sizes or an even kernel.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        text_dim: int,
+        hidden: int | None = None,
+        cmap_dim: int = 64,
+        kernel_size: int = 9,
+    ):
+        super().__init__()
+        hidden = hidden or in_channels
+        if min(in_channels, text_dim, hidden, cmap_dim, kernel_size) < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                "in_channels, text_dim, hidden, cmap_dim must be >= 1 and kernel_size odd; got "
+                f"{in_channels}, {text_dim}, {hidden}, {cmap_dim}, {kernel_size}."
+            )
+        self.cmap_dim = cmap_dim
+        self.stem = _conv_block(in_channels, hidden, 1)
+        self.residual = _conv_block(hidden, hidden, kernel_size)
+        self.to_cmap = spectral_norm(nn.Conv1d(hidden, cmap_dim, 1))
+        self.text_proj = nn.Linear(text_dim, cmap_dim)  # W of the projection conditioning
+
+    def forward(self, tokens: Tensor, text_emb: Tensor) -> Tensor:
+        """tokens [N, L, C_i], text_emb [N, D] -> logits [N, L]."""
+        h = self.stem(tokens.transpose(1, 2))  # (N, hidden, L)
+        h = h + self.residual(h)
+        feat = self.to_cmap(h)  # (N, cmap, L)
+        cond = self.text_proj(text_emb.to(feat.dtype))  # (N, cmap)
+        return torch.einsum("ncl,nc->nl", feat, cond) / math.sqrt(self.cmap_dim)
+
+
+class FrameDiscriminator(nn.Module):
+    """Frozen backbone + one trainable head per tap.
+
+    ``forward`` returns per-token logits of all heads concatenated, [N, sum_i L_i]; the
+    hinge losses average over every element. Only the heads are trainable
+    (:meth:`head_parameters`); the backbone is frozen.
+
+    Use in a training step (signs: the D loss is minimised by the discriminator, the G
+    loss by the student):
+
+        fake = frames of the student's output (with gradient)
+        L_G = hinge_g_loss(D(fake, e_fake, g))                   # student's optimiser
+        with torch.no_grad():                                    # D step: backbone frozen,
+            f_real = D.features(real, g); f_fake = D.features(fake.detach(), g)
+        L_D = hinge_d_loss(D.logits(f_real, e_real), D.logits(f_fake, e_fake))
+        gp = D.gradient_penalty(f_real, f_fake, e_real, e_fake, g)
+        (L_D + penalty_weight.update(gp.item(), step) * gp).backward()   # D's optimiser
+
+    Args:
+        backbone (FrameBackbone): the frozen feature extractor.
+        text_dim (int): D of the pooled text embeddings.
+        hidden (int | None): head width; None uses each tap's channels. Default: None.
+        cmap_dim (int): projection width. Default: 64.
+        kernel_size (int): residual conv kernel. Default: 9.
+        augment_policy (str): DiffAugment policy applied when ``augment=True``.
+            Default: "color,translation,cutout".
+    """
+
+    def __init__(
+        self,
+        backbone: FrameBackbone,
+        text_dim: int,
+        hidden: int | None = None,
+        cmap_dim: int = 64,
+        kernel_size: int = 9,
+        augment_policy: str = "color,translation,cutout",
+    ):
+        super().__init__()
+        parse_policy(augment_policy)
+        self.backbone = backbone.requires_grad_(False)
+        self.heads = nn.ModuleList(
+            DiscriminatorHead(c, text_dim, hidden, cmap_dim, kernel_size) for c in backbone.channels
+        )
+        self.augment_policy = augment_policy
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable parameters (give these, and only these, to D's optimiser)."""
+        return self.heads.parameters()
+
+    def head_state_dict(self) -> dict[str, Tensor]:
+        """State of the heads only (the frozen backbone is not checkpointed)."""
+        return self.heads.state_dict()
+
+    def load_head_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.heads.load_state_dict(state)
+
+    def features(
+        self,
+        frames: Tensor,
+        generator: torch.Generator | None = None,
+        augment: bool = True,
+        text_emb: Tensor | None = None,
+    ) -> list[Tensor]:
+        """Augment (if asked) and run the backbone: frames [N, C, H, W] -> [[N, L_i, C_i]].
+
+        ``text_emb`` [N, L, D] is the full text embedding, needed by the latent backbone.
+        """
+        if augment and self.augment_policy:
+            if generator is None:
+                raise ValueError("augment=True needs a torch.Generator (or pass augment=False).")
+            frames = diff_augment(frames, generator, self.augment_policy)
+        return self.backbone(frames, text_emb=text_emb, generator=generator)
+
+    def logits(self, features: list[Tensor], text_emb_pooled: Tensor) -> Tensor:
+        """Head logits: features [[N, L_i, C_i]], text_emb_pooled [N, D] -> [N, sum L_i]."""
+        if len(features) != len(self.heads):
+            raise ValueError(f"Expected {len(self.heads)} feature maps; got {len(features)}.")
+        return torch.cat([h(f, text_emb_pooled) for h, f in zip(self.heads, features)], dim=1)
+
+    def forward(
+        self,
+        frames: Tensor,
+        text_emb_pooled: Tensor,
+        generator: torch.Generator | None = None,
+        augment: bool = True,
+        text_emb: Tensor | None = None,
+    ) -> Tensor:
+        """frames [N, C, H, W], text_emb_pooled [N, D] -> per-token logits [N, sum L_i]."""
+        return self.logits(self.features(frames, generator, augment, text_emb), text_emb_pooled)
+
+    def gradient_penalty(
+        self,
+        real_features: list[Tensor],
+        fake_features: list[Tensor],
+        real_text: Tensor,
+        fake_text: Tensor,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """:func:`mcm.adversarial.gradient_penalty` with this discriminator's heads."""
+        return gradient_penalty(
+            self.logits, real_features, fake_features, real_text, fake_text, generator
+        )
