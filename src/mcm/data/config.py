@@ -1,0 +1,213 @@
+"""Typed configs of the video and image data sources.
+
+Plain dataclasses with defaults: the training config embeds them as-is, YAML sets only what
+differs. ``validate()`` turns an impossible combination into a ``ValueError`` naming the field
+and the fix; the dataset builders call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+SOURCE_FORMATS = ("auto", "folder", "csv", "jsonl", "webdataset")
+SHORT_CLIP_POLICIES = ("skip", "lower_stride")
+CROP_MODES = ("random", "center")
+START_MODES = ("random", "first")
+
+
+@dataclass
+class _SourceFields:
+    """Fields shared by video and image sources (see the subclasses for the full docs)."""
+
+    source: str = ""
+    """Where the data is. A folder of media files with same-name ``.txt`` captions (or a
+    ``captions.{jsonl,csv,json}`` file in it); a ``.csv``/``.jsonl`` manifest; or webdataset
+    shards: a ``.tar`` path, a folder of ``.tar`` files, a brace pattern such as
+    ``shards/{000000..000099}.tar``, an ``http(s)://`` URL or a ``pipe:COMMAND``. Several
+    patterns can be joined with ``::``."""
+
+    format: str = "auto"
+    """One of ``auto``, ``folder``, ``csv``, ``jsonl``, ``webdataset``. ``auto`` decides from the
+    source: ``.csv`` -> csv, ``.jsonl``/``.json`` -> jsonl, ``.tar``/braces/``pipe:`` or a folder
+    holding only ``.tar`` files -> webdataset, any other folder -> folder."""
+
+    captions_file: str | None = None
+    """Folder sources: a CSV/JSONL manifest or a JSON ``{"relative/path.mp4": "caption"}`` file
+    giving the captions instead of same-name ``.txt`` files. Default: same-name ``.txt`` files,
+    or ``captions.jsonl``/``captions.csv``/``captions.json`` when the folder has one."""
+
+    media_root: str | None = None
+    """Manifests: the folder that relative paths are relative to (default: the manifest's own
+    folder)."""
+
+    path_column: str | None = None
+    """Manifests: the column holding the file path or URL. Default: the first present of
+    ``path, file, filepath, file_name, filename, video, video_path, image, image_path, url,
+    contentUrl, URL``; a WebVid CSV without a path but with ``videoid`` and ``page_dir`` reads
+    ``{page_dir}/{videoid}.mp4``."""
+
+    caption_column: str | None = None
+    """Manifests and webdataset ``.json``: the caption field. Default: the first present of
+    ``caption, text, prompt, name, TEXT, title`` (``name`` is WebVid's caption column)."""
+
+    min_side: int = 16
+    """Skip media whose shorter side (in pixels) is below this, as ``too_small`` (bad input).
+    Applied to the decoded media, and before decoding when the metadata has width/height."""
+
+    min_aesthetic: float | None = None
+    """Filter: drop samples whose metadata aesthetic score (``aesthetic``, ``aesthetic_score``
+    or ``AESTHETIC_SCORE``) is below this. Filtered samples are counted, not treated as bad.
+    Samples without the score pass."""
+
+    max_watermark_prob: float | None = None
+    """Filter: drop samples whose metadata watermark probability (``pwatermark``,
+    ``watermark_prob``, ``watermark``) is above this. Samples without the score pass."""
+
+    resolution: int | list[int] = 256
+    """Output size: ``S`` for S x S or ``[H, W]``."""
+
+    crop: str = "random"
+    """``random``: random-resized-crop (area fraction drawn from ``crop_scale`` of the largest
+    box with the output aspect ratio, at a random position, same box for every frame of a clip).
+    ``center``: the largest centred box with the output aspect ratio (deterministic)."""
+
+    shuffle: bool = True
+    """Shuffle the sample order each epoch (manifests/folders) or through a shuffle buffer and a
+    shard shuffle (webdataset). The order is a function of the seed, rank and worker count."""
+
+    shuffle_buffer: int = 1000
+    """Webdataset: size of the in-memory shuffle buffer of each worker (samples)."""
+
+    resampled: bool = False
+    """Webdataset: each rank and worker draws shards at random with replacement (infinite,
+    no epochs) instead of splitting the shard list; use when shards are fewer than
+    ``world_size * num_workers`` or unequal."""
+
+    max_bad_fraction: float = 0.05
+    """Stop with an error once more than this fraction of the distinct samples seen were bad
+    (undecodable, truncated, empty, too short, ...), after ``min_samples_before_abort``."""
+
+    min_samples_before_abort: int = 100
+    """Distinct samples to see before ``max_bad_fraction`` is enforced."""
+
+    num_workers: int = 2
+    """DataLoader worker processes (0: decode in the training process)."""
+
+    download_timeout: float = 30.0
+    """Seconds to wait for one remote file or shard (``http(s)://`` URLs)."""
+
+    def output_size(self) -> tuple[int, int]:
+        """The output (height, width)."""
+        r = self.resolution
+        if isinstance(r, int):
+            return (r, r)
+        if len(r) != 2:
+            raise ValueError(f"resolution={r!r}: give one int or [height, width].")
+        return (int(r[0]), int(r[1]))
+
+    def _validate_common(self, crop_scale: tuple[float, float] | list[float]) -> None:
+        if not self.source:
+            raise ValueError("source is empty: set it to a folder, a CSV/JSONL manifest or shards.")
+        if self.format not in SOURCE_FORMATS:
+            raise ValueError(f"format={self.format!r}: use one of {SOURCE_FORMATS}.")
+        if self.crop not in CROP_MODES:
+            raise ValueError(f"crop={self.crop!r}: use one of {CROP_MODES}.")
+        h, w = self.output_size()
+        if h < 1 or w < 1:
+            raise ValueError(f"resolution={self.resolution!r}: sizes must be positive.")
+        lo, hi = crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale={list(crop_scale)}: need 0 < low <= high <= 1.")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"max_bad_fraction={self.max_bad_fraction}: must be in [0, 1].")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers}: must be >= 0.")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer={self.shuffle_buffer}: must be >= 1.")
+
+
+@dataclass
+class VideoDataConfig(_SourceFields):
+    """A video-clip source and how clips become ``[C, F, H, W]`` tensors in ``[-1, 1]``.
+
+    Source fields (``source``, ``format``, ``captions_file``, ``media_root``, ``path_column``,
+    ``caption_column``, filters, ``resolution``, ``crop``, shuffling, bad-input handling,
+    ``num_workers``) are documented on each attribute. Video-specific fields:
+    ``num_frames``, ``frame_stride``, ``fps``, ``start``, ``crop_scale``,
+    ``short_clip_policy``, ``latent_cache``.
+    """
+
+    num_frames: int = 16
+    """Frames per clip (F)."""
+
+    frame_stride: int = 8
+    """Take every ``frame_stride``-th decoded frame (reference MCM: 8). Ignored when ``fps``
+    is set."""
+
+    fps: float | None = None
+    """Sample frames at this rate (frame times ``start + i / fps`` mapped to the nearest
+    decoded frame) instead of a fixed stride."""
+
+    start: str = "random"
+    """``random``: the first sampled frame is drawn uniformly among the positions where the
+    whole clip fits; ``first``: always frame 0 (deterministic views, e.g. to compare runs)."""
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.75, 1.0])
+    """Random-resized-crop area fraction range (reference MCM videos: 0.75-1.0)."""
+
+    short_clip_policy: str = "lower_stride"
+    """When a clip has fewer frames than ``(num_frames - 1) * stride + 1``: ``skip`` it (counted
+    as ``too_short``) or ``lower_stride`` (spread ``num_frames`` frames over the whole clip with
+    a smaller stride; clips with fewer than ``num_frames`` frames are still skipped as
+    ``too_short``)."""
+
+    latent_cache: str | None = None
+    """A folder written by ``mcm data cache-latents``. When set, batches carry ``latents``
+    ``[B, C, F, h, w]`` and ``text_emb`` ``[B, L, D]`` read from it instead of ``video``, and
+    training skips the VAE encode."""
+
+    def validate(self) -> VideoDataConfig:
+        """Raise ``ValueError`` naming the field and the fix for an impossible setting."""
+        if self.latent_cache is None:
+            self._validate_common(self.crop_scale)
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames={self.num_frames}: must be >= 1.")
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride={self.frame_stride}: must be >= 1.")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps={self.fps}: must be > 0 (or null to use frame_stride).")
+        if self.short_clip_policy not in SHORT_CLIP_POLICIES:
+            raise ValueError(
+                f"short_clip_policy={self.short_clip_policy!r}: use one of {SHORT_CLIP_POLICIES}."
+            )
+        if self.start not in START_MODES:
+            raise ValueError(f"start={self.start!r}: use one of {START_MODES}.")
+        return self
+
+
+@dataclass
+class ImageDataConfig(_SourceFields):
+    """A still-image source (high-quality or style images for the frame discriminator).
+
+    Images become ``[C, H, W]`` tensors in ``[-1, 1]``; decoding is done by PyAV (png, jpeg,
+    webp, ...). See the attributes for every field.
+    """
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    """Random-resized-crop area fraction range (reference MCM images: 0.5-1.0)."""
+
+    def validate(self) -> ImageDataConfig:
+        """Raise ``ValueError`` naming the field and the fix for an impossible setting."""
+        self._validate_common(self.crop_scale)
+        return self
+
+
+def config_from_dict(cls, values: dict):
+    """Build ``cls`` (a data config class) from a dict, rejecting unknown keys by name."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} field(s) {unknown}: valid fields are {sorted(known)}."
+        )
+    return cls(**values)
