@@ -1,0 +1,111 @@
+"""`mcm export`: a trained student LoRA -> diffusers LoRA + merged pipeline + sampling card.
+
+    mcm export --teacher PATH --lora FILE_OR_DIR --out DIR [--timestep-scaling 4 ...]
+
+A thin wrapper over :func:`mcm.models.export_lora`; see that module for the output layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "export a trained student as a diffusers LoRA and a merged pipeline"
+
+
+def _aux_item(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--aux wants NAME=FILE.safetensors; got {text!r}.")
+    return name, Path(path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="teacher pipeline dir, hub id, or 'world'")
+    parser.add_argument(
+        "--lora",
+        required=True,
+        help="LoRA .safetensors (written by mcm.models.save_lora or diffusers) or a folder "
+        "holding pytorch_lora_weights.safetensors",
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--motion-adapter", default=None, help="MotionAdapter for an SD1.5 teacher")
+    parser.add_argument(
+        "--lora-alpha",
+        type=float,
+        default=None,
+        help="LoRA alpha (default: from the file, else rank)",
+    )
+    parser.add_argument(
+        "--timestep-scaling",
+        type=float,
+        default=4.0,
+        help="LCM timestep scaling s (reference MCM: 4)",
+    )
+    parser.add_argument(
+        "--original-inference-steps", type=int, default=50, help="the skipping-step grid's N"
+    )
+    parser.add_argument("--steps", type=int, default=4, help="recommended number of sampling steps")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.0,
+        help="pipeline guidance (1: none, CFG is distilled in)",
+    )
+    parser.add_argument("--num-frames", type=int, default=16, help="recommended frames per video")
+    parser.add_argument(
+        "--fps", type=int, default=8, help="recommended frames per second when saving videos"
+    )
+    parser.add_argument(
+        "--aux",
+        type=_aux_item,
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="an auxiliary module's safetensors weights to ship in aux/ (e.g. motion_head=head.safetensors); repeatable",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="allow writing into a non-empty --out"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file
+
+    from mcm.models import export_lora, read_lora
+
+    out = Path(args.out)
+    try:
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise ValueError(f"{out} is not empty; choose another --out or pass --overwrite.")
+        lora, meta = read_lora(args.lora)
+        alpha = args.lora_alpha if args.lora_alpha is not None else float(meta["lora_alpha"])
+        aux = {}
+        for name, path in args.aux:
+            if not path.is_file():
+                raise FileNotFoundError(f"--aux {name}: no such file {path}.")
+            aux[name] = load_file(str(path))
+        sampling = {
+            "timestep_scaling": args.timestep_scaling,
+            "original_inference_steps": args.original_inference_steps,
+            "num_inference_steps": args.steps,
+            "guidance_scale": args.guidance_scale,
+            "num_frames": args.num_frames,
+            "fps": args.fps,
+        }
+        export_lora(
+            args.teacher,
+            lora,
+            out,
+            alpha=alpha,
+            sampling=sampling,
+            extra_modules=aux or None,
+            motion_adapter=args.motion_adapter,
+            lora_meta=meta,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mcm export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported to {out}: lora/, merged/, mcm_student.json" + (", aux/" if aux else ""))
+    return 0

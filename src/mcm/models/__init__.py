@@ -1,0 +1,82 @@
+"""Layer 3: the only package that knows diffusers / transformers / peft model classes.
+
+* :class:`VideoDenoiser` (+ ModelScope and AnimateDiff adapters), :class:`TextEncoder`,
+  :class:`VideoVAE`, :func:`load_teacher` -> :class:`TeacherBundle`.
+* LoRA: :func:`attach_lora`, :func:`disable_adapters` (the teacher), :class:`LoRAEMA`,
+  :func:`lora_parameters`, :func:`lora_state_dict`, :func:`save_lora`, :func:`read_lora`.
+* Export: :func:`export_student`, :func:`load_student_lora`.
+* :mod:`mcm.models.tiny`: tiny offline pipelines for tests.
+"""
+
+from mcm.models.denoiser import (
+    FAMILIES,
+    AnimateDiffDenoiser,
+    ModelScopeDenoiser,
+    VideoDenoiser,
+    make_denoiser,
+)
+from mcm.models.export import (
+    DEFAULT_SAMPLING,
+    export_lora,
+    export_student,
+    lcm_scheduler,
+    load_student_lora,
+)
+from mcm.models.loading import TeacherBundle, detect_family, load_pipeline, load_teacher
+from mcm.models.lora import (
+    DEFAULT_TARGET_MODULES,
+    LoRAEMA,
+    attach_lora,
+    attach_lora_from_state_dict,
+    copy_teacher,
+    disable_adapters,
+    fuse_lora,
+    load_lora_state_dict,
+    lora_parameters,
+    lora_state_dict,
+    lora_target_modules,
+    read_lora,
+    remove_lora,
+    save_lora,
+)
+from mcm.models.precision import DTYPE_POLICIES, resolve_dtype
+from mcm.models.sampling import initial_noise, sample_student
+from mcm.models.text import TextEncoder
+from mcm.models.vae import VideoVAE
+
+__all__ = [
+    "DEFAULT_SAMPLING",
+    "DEFAULT_TARGET_MODULES",
+    "DTYPE_POLICIES",
+    "FAMILIES",
+    "AnimateDiffDenoiser",
+    "LoRAEMA",
+    "ModelScopeDenoiser",
+    "TeacherBundle",
+    "TextEncoder",
+    "VideoDenoiser",
+    "VideoVAE",
+    "attach_lora",
+    "attach_lora_from_state_dict",
+    "copy_teacher",
+    "detect_family",
+    "disable_adapters",
+    "export_lora",
+    "export_student",
+    "fuse_lora",
+    "initial_noise",
+    "lcm_scheduler",
+    "load_lora_state_dict",
+    "load_pipeline",
+    "load_student_lora",
+    "load_teacher",
+    "lora_parameters",
+    "lora_state_dict",
+    "lora_target_modules",
+    "make_denoiser",
+    "read_lora",
+    "remove_lora",
+    "resolve_dtype",
+    "sample_student",
+    "save_lora",
+]

@@ -1,0 +1,300 @@
+"""Export a distilled student, and load it back into stock diffusers pipelines.
+
+``export_student`` writes, under ``out_dir``::
+
+    lora/pytorch_lora_weights.safetensors   diffusers-format LoRA ("unet.<module>.lora_A.weight")
+    merged/                                 the full pipeline, LoRA fused, LCMScheduler set up
+    mcm_student.json                        what a user needs to sample (scheduler settings,
+                                            recommended steps, guidance, LoRA settings)
+    aux/<name>.safetensors                  auxiliary modules (e.g. the learnable motion head)
+
+The LoRA scale alpha / rank is folded into the B matrices, so every loader that assumes
+alpha = rank (the diffusers convention when no alphas are stored) gets the right scale.
+
+Loading (no mcm code needed for the merged folder)::
+
+    DiffusionPipeline.from_pretrained("out/merged")               # either family
+    AnimateDiffPipeline(...).load_lora_weights("out/lora")         # AnimateDiff, stock
+    mcm.models.load_student_lora(pipe, "out/lora")                 # ModelScope (and AnimateDiff)
+
+diffusers 0.42 cannot load LoRA into ``UNet3DConditionModel`` (no PEFT mixin), hence
+:func:`load_student_lora`, which injects the layers with peft directly.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import LCMScheduler, UNet3DConditionModel, UNetMotionModel
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from mcm.diffusion import consistency_timesteps
+from mcm.models.loading import detect_family, load_pipeline, read_model_index
+from mcm.models.lora import (
+    attach_lora_from_state_dict,
+    check_lora_family,
+    fuse_lora,
+    lora_rank,
+    lora_state_dict,
+    read_lora,
+)
+from mcm.paths import resolve_teacher
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+STUDENT_JSON = "mcm_student.json"
+
+# The reference MCM samples with LCMScheduler, timestep scaling 4, on the 50-step grid.
+DEFAULT_SAMPLING: dict[str, Any] = {
+    "timestep_scaling": 4.0,
+    "original_inference_steps": 50,
+    "num_inference_steps": 4,
+    "recommended_steps": [1, 2, 4, 8],
+    "guidance_scale": 1.0,
+    "num_frames": 16,
+    "fps": 8,
+}
+
+
+def sampling_settings(sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """DEFAULT_SAMPLING updated with ``sampling``, validated.
+
+    Without an explicit ``recommended_steps``, the default 1/2/4/8 are kept up to
+    ``original_inference_steps``.
+    """
+    sampling = dict(sampling or {})
+    out = {**DEFAULT_SAMPLING, **sampling}
+    if not float(out["timestep_scaling"]) > 0:
+        raise ValueError(f"timestep_scaling must be > 0; got {out['timestep_scaling']}.")
+    n_orig = int(out["original_inference_steps"])
+    if "recommended_steps" not in sampling:
+        out["recommended_steps"] = [n for n in DEFAULT_SAMPLING["recommended_steps"] if n <= n_orig]
+    for n in [out["num_inference_steps"], *out["recommended_steps"]]:
+        if not 1 <= int(n) <= n_orig:
+            raise ValueError(
+                f"Step counts must be in 1..original_inference_steps={n_orig}; got {n}."
+            )
+    if float(out["guidance_scale"]) != 1.0:
+        warnings.warn(
+            "guidance_scale != 1 makes the stock pipeline run CFG on top of the distilled "
+            "(already guided) student.",
+            stacklevel=2,
+        )
+    return out
+
+
+def lcm_scheduler(base_config: dict[str, Any], sampling: dict[str, Any]) -> LCMScheduler:
+    """An LCMScheduler on the teacher's betas with the student's sampling settings."""
+    return LCMScheduler.from_config(
+        base_config,
+        timestep_scaling=float(sampling["timestep_scaling"]),
+        original_inference_steps=int(sampling["original_inference_steps"]),
+        clip_sample=False,
+        thresholding=False,
+    )
+
+
+def diffusers_lora_state_dict(lora: dict[str, Tensor], alpha: float) -> dict[str, Tensor]:
+    """Our LoRA weights -> diffusers' format: "unet." prefix, alpha / rank folded into B."""
+    scale = float(alpha) / lora_rank(lora)
+    return {
+        f"unet.{k}": (v * scale if ".lora_B." in k else v).float().cpu().contiguous()
+        for k, v in lora.items()
+    }
+
+
+def pipeline_family(pipe) -> str:
+    unet = getattr(pipe, "unet", None)
+    if isinstance(unet, UNet3DConditionModel):
+        return "modelscope"
+    if isinstance(unet, UNetMotionModel):
+        return "animatediff"
+    raise ValueError(
+        f"{type(pipe).__name__} with a {type(unet).__name__} is not a supported video "
+        "pipeline (need UNet3DConditionModel or UNetMotionModel)."
+    )
+
+
+def _save_aux(modules: dict[str, nn.Module | dict[str, Tensor]], aux_dir: Path) -> list[str]:
+    aux_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for name, module in modules.items():
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"Auxiliary module name {name!r} must be alphanumeric (with _ or -).")
+        state = module.state_dict() if isinstance(module, nn.Module) else module
+        meta = {
+            "format": "pt",
+            "class": type(module).__qualname__ if isinstance(module, nn.Module) else "state_dict",
+        }
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+        save_file(tensors, str(aux_dir / f"{name}.safetensors"), metadata=meta)
+        names.append(name)
+    return names
+
+
+def export_lora(
+    teacher: str,
+    lora: dict[str, Tensor],
+    out_dir: str | Path,
+    alpha: float | None = None,
+    sampling: dict[str, Any] | None = None,
+    extra_modules: dict[str, nn.Module | dict[str, Tensor]] | None = None,
+    motion_adapter: str | None = None,
+    lora_meta: dict[str, str] | None = None,
+) -> Path:
+    """Export LoRA weights trained on ``teacher`` (see the module docstring for the layout).
+
+    Args:
+        teacher: the teacher pipeline (directory, hub id or "world"), reloaded in fp32.
+        lora: weights keyed ``<module>.lora_{A,B}.weight`` (:func:`lora_state_dict`).
+        alpha: LoRA alpha (default: the rank, i.e. scale 1).
+        sampling: overrides of :data:`DEFAULT_SAMPLING`.
+        extra_modules: auxiliary modules saved to ``aux/<name>.safetensors``.
+        motion_adapter: the MotionAdapter used with an SD1.5 AnimateDiff teacher.
+        lora_meta: metadata read with the LoRA (its family is checked).
+
+    Raises:
+        ValueError: the LoRA was made for another family or does not fit the teacher.
+    """
+    out_dir = Path(out_dir)
+    settings = sampling_settings(sampling)
+    path = resolve_teacher(teacher)
+    family = detect_family(read_model_index(path), motion_adapter)
+    check_lora_family(lora_meta or {}, lora, family)
+    rank = lora_rank(lora)
+    alpha = float(alpha if alpha is not None else rank)
+
+    # 1. The LoRA in diffusers format, with the sampling settings in its metadata.
+    (out_dir / "lora").mkdir(parents=True, exist_ok=True)
+    scheduler_meta = {
+        "timestep_scaling": float(settings["timestep_scaling"]),
+        "original_inference_steps": int(settings["original_inference_steps"]),
+    }
+    save_file(
+        diffusers_lora_state_dict(lora, alpha),
+        str(out_dir / "lora" / LORA_WEIGHT_NAME),
+        metadata={
+            "format": "pt",
+            "mcm_family": family,
+            "lora_rank": str(rank),
+            "lora_alpha": str(rank),  # alpha / rank is folded into lora_B
+            "mcm_scheduler": json.dumps(scheduler_meta),
+        },
+    )
+
+    # 2. The merged pipeline: teacher in fp32 + LoRA fused + LCMScheduler.
+    pipe = load_pipeline(path, family, motion_adapter, dtype=torch.float32)
+    attach_lora_from_state_dict(pipe.unet, lora, alpha=alpha)
+    fuse_lora(pipe.unet)
+    if family == "animatediff" and getattr(pipe, "motion_adapter", None) is not None:
+        # Keep the saved motion adapter consistent with the fused UNet's motion modules.
+        motion = {k: v for k, v in pipe.unet.state_dict().items() if "motion_modules" in k}
+        pipe.motion_adapter.load_state_dict(motion)
+    base_scheduler_config = dict(pipe.scheduler.config)
+    pipe.scheduler = lcm_scheduler(base_scheduler_config, settings)
+    pipe.save_pretrained(out_dir / "merged", safe_serialization=True)
+
+    # 3. Auxiliary modules and the sampling card.
+    aux = _save_aux(extra_modules or {}, out_dir / "aux") if extra_modules else []
+    n_train = int(base_scheduler_config.get("num_train_timesteps", 1000))
+    card = {
+        "family": family,
+        "pipeline_class": type(pipe).__name__,
+        "teacher": str(teacher),
+        "motion_adapter": motion_adapter,
+        "scheduler": {"_class_name": "LCMScheduler", **scheduler_meta},
+        "sampling": settings,
+        "timesteps": {
+            str(n): consistency_timesteps(
+                int(n), n_train, int(settings["original_inference_steps"])
+            ).tolist()
+            for n in settings["recommended_steps"]
+        },
+        "lora": {
+            "file": f"lora/{LORA_WEIGHT_NAME}",
+            "rank": rank,
+            "alpha": alpha,
+            "alpha_folded_into_lora_B": True,
+            "modules": len({k.split(".lora_")[0] for k in lora}),
+        },
+        "merged": "merged",
+        "aux_modules": {name: f"aux/{name}.safetensors" for name in aux},
+        "usage": {
+            "merged": "DiffusionPipeline.from_pretrained('<out>/merged')(prompt, "
+            "num_inference_steps=4, guidance_scale=1.0)",
+            "lora": "mcm.models.load_student_lora(pipe, '<out>/lora')"
+            + (" or pipe.load_lora_weights('<out>/lora')" if family == "animatediff" else ""),
+        },
+    }
+    (out_dir / STUDENT_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    return out_dir
+
+
+def export_student(
+    bundle,
+    out_dir: str | Path,
+    sampling: dict[str, Any] | None = None,
+    extra_modules: dict[str, nn.Module] | None = None,
+) -> Path:
+    """Export the student of a :class:`TeacherBundle` whose denoiser has LoRA attached."""
+    config = getattr(bundle.denoiser, "lora_config", None)
+    if config is None:
+        raise ValueError("The bundle's denoiser has no LoRA; call attach_lora and train first.")
+    return export_lora(
+        bundle.path,
+        lora_state_dict(bundle.denoiser),
+        out_dir,
+        alpha=config["alpha"],
+        sampling=sampling,
+        extra_modules=extra_modules,
+        motion_adapter=bundle.motion_adapter,
+        lora_meta={"mcm_family": bundle.family},
+    )
+
+
+def load_student_lora(pipe, lora: str | Path, fuse: bool = False, set_scheduler: bool = True):
+    """Load an exported student LoRA into a stock pipeline, in one call.
+
+    Args:
+        pipe: a ``TextToVideoSDPipeline`` (ModelScope) or ``AnimateDiffPipeline``.
+        lora: the ``lora/`` folder of an export, or a LoRA ``.safetensors`` file.
+        fuse: fold the LoRA into the UNet weights (then ``pipe.save_pretrained`` writes a
+            plain merged model).
+        set_scheduler: replace the scheduler by the LCMScheduler the student was
+            distilled for (from the file's metadata).
+
+    Returns:
+        pipe (modified in place).
+
+    Raises:
+        ValueError: the LoRA was made for the other family or does not fit the UNet.
+    """
+    weights, meta = read_lora(lora)
+    family = pipeline_family(pipe)
+    check_lora_family(meta, weights, family)
+    modules = dict(pipe.unet.named_modules())
+    absent = sorted({k.split(".lora_")[0] for k in weights} - set(modules))
+    if absent:
+        raise ValueError(
+            f"{len(absent)} LoRA target modules are not in this {family} UNet (e.g. "
+            f"{absent[:2]}): the LoRA was made for a different model."
+        )
+    alpha = float(meta["lora_alpha"])
+    if family == "animatediff":
+        pipe.load_lora_weights(diffusers_lora_state_dict(weights, alpha), adapter_name="mcm")
+        if fuse:
+            pipe.fuse_lora()
+            pipe.unload_lora_weights()
+    else:
+        attach_lora_from_state_dict(pipe.unet, weights, alpha=alpha)
+        if fuse:
+            fuse_lora(pipe.unet)
+    if set_scheduler and "mcm_scheduler" in meta:
+        pipe.scheduler = lcm_scheduler(
+            dict(pipe.scheduler.config), json.loads(meta["mcm_scheduler"])
+        )
+    return pipe

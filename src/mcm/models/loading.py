@@ -1,0 +1,199 @@
+"""Load a teacher (a diffusers text-to-video pipeline) as the pieces the library uses.
+
+The family is read from ``model_index.json``: ``TextToVideoSDPipeline`` -> ModelScope,
+``AnimateDiffPipeline`` -> AnimateDiff. An SD1.5 ``StableDiffusionPipeline`` becomes an
+AnimateDiff teacher when a ``motion_adapter`` is given. Anything else is a clear error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AnimateDiffPipeline,
+    DiffusionPipeline,
+    MotionAdapter,
+    TextToVideoSDPipeline,
+    UNet2DConditionModel,
+    UNet3DConditionModel,
+    UNetMotionModel,
+)
+
+from mcm.models.denoiser import VideoDenoiser, make_denoiser
+from mcm.models.precision import default_device, resolve_dtype
+from mcm.models.text import TextEncoder
+from mcm.models.vae import VideoVAE
+from mcm.paths import resolve_teacher
+
+PIPELINE_FAMILIES = {
+    "TextToVideoSDPipeline": "modelscope",
+    "AnimateDiffPipeline": "animatediff",
+}
+_IMAGE_PIPELINES = ("StableDiffusionPipeline",)
+
+
+@dataclass
+class TeacherBundle:
+    """Everything a trainer or sampler needs from a teacher.
+
+    Attributes:
+        denoiser: the UNet behind :class:`VideoDenoiser` (the student once LoRA is attached).
+        vae: :class:`VideoVAE`; text_encoder: :class:`TextEncoder` (tokenizer inside).
+        scheduler_config: the teacher's scheduler config (dict, with ``_class_name``).
+        family: "modelscope" | "animatediff"; path: where it was loaded from;
+        motion_adapter: the MotionAdapter path used for an SD1.5 base (else None).
+    """
+
+    denoiser: VideoDenoiser
+    vae: VideoVAE
+    text_encoder: TextEncoder
+    scheduler_config: dict[str, Any]
+    family: str
+    path: str
+    motion_adapter: str | None = None
+    model_index: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self):
+        return self.text_encoder.tokenizer
+
+
+def read_model_index(name_or_path: str) -> dict[str, Any]:
+    """model_index.json of a local pipeline directory or a hub id.
+
+    Raises:
+        FileNotFoundError: a local path without model_index.json, or an unreachable hub id.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise FileNotFoundError(
+                f"{path} has no model_index.json: it is not a diffusers pipeline directory. "
+                "Pass a folder written by DiffusionPipeline.save_pretrained."
+            )
+        return json.loads(index.read_text())
+    try:
+        return dict(DiffusionPipeline.load_config(name_or_path))
+    except Exception as e:  # hub errors come in many types
+        raise FileNotFoundError(
+            f"Cannot find teacher {name_or_path!r}: no such local directory, and the hub "
+            f"lookup failed ({type(e).__name__}). Pass a local diffusers pipeline directory."
+        ) from e
+
+
+def detect_family(model_index: dict[str, Any], motion_adapter: str | None = None) -> str:
+    """ "modelscope" or "animatediff" from a pipeline's model_index.json.
+
+    Raises:
+        ValueError: the pipeline is not a supported text-to-video pipeline.
+    """
+    name = model_index.get("_class_name", "<missing _class_name>")
+    if name in PIPELINE_FAMILIES:
+        return PIPELINE_FAMILIES[name]
+    if name in _IMAGE_PIPELINES:
+        if motion_adapter is not None:
+            return "animatediff"
+        raise ValueError(
+            f"{name} is an image pipeline, not a video one. To use it as an AnimateDiff "
+            "teacher, also pass motion_adapter=<MotionAdapter directory or hub id>."
+        )
+    raise ValueError(
+        f"Unsupported pipeline {name!r}: mcm knows text-to-video pipelines of the types "
+        f"{', '.join(PIPELINE_FAMILIES)} (ModelScopeT2V, AnimateDiff)."
+    )
+
+
+def _load_component(path: str, name: str, spec: list[str], **kwargs):
+    library, class_name = spec
+    cls = getattr(importlib.import_module(library), class_name)
+    return cls.from_pretrained(path, subfolder=name, **kwargs)
+
+
+def _load_unet(path: str, family: str, index: dict, motion_adapter: str | None, dtype):
+    unet_class = index.get("unet", [None, None])[1]
+    if family == "modelscope":
+        if unet_class != "UNet3DConditionModel":
+            raise ValueError(
+                f"A TextToVideoSDPipeline needs a UNet3DConditionModel; got {unet_class}."
+            )
+        return UNet3DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+    if unet_class == "UNetMotionModel":
+        return UNetMotionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+    adapter = (
+        MotionAdapter.from_pretrained(motion_adapter, torch_dtype=dtype)
+        if motion_adapter is not None
+        else MotionAdapter.from_pretrained(path, subfolder="motion_adapter", torch_dtype=dtype)
+    )
+    unet2d = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+    return UNetMotionModel.from_unet2d(unet2d, adapter).to(dtype)
+
+
+def load_teacher(
+    name_or_path: str,
+    device: torch.device | str | None = None,
+    dtype_policy: str = "auto",
+    motion_adapter: str | None = None,
+    vae_chunk_size: int = 16,
+) -> TeacherBundle:
+    """Load a teacher pipeline as a :class:`TeacherBundle` (all parts frozen).
+
+    Args:
+        name_or_path: a local diffusers pipeline directory, a hub id, or "world" (the
+            shipped world teacher).
+        device: default CUDA if available else CPU.
+        dtype_policy: see :mod:`mcm.models.precision` ("auto": bf16/fp16 on GPU, fp32 on CPU).
+        motion_adapter: a MotionAdapter (dir or hub id) to turn an SD1.5 pipeline, or an
+            AnimateDiff pipeline saved with a UNet2DConditionModel, into AnimateDiff.
+        vae_chunk_size: frames per VAE call.
+
+    Raises:
+        FileNotFoundError: no such directory / not a pipeline directory.
+        ValueError: not a supported text-to-video pipeline.
+    """
+    path = resolve_teacher(name_or_path)
+    index = read_model_index(path)
+    family = detect_family(index, motion_adapter)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = resolve_dtype(dtype_policy, device)
+
+    unet = _load_unet(path, family, index, motion_adapter, dtype)
+    vae = _load_component(path, "vae", index["vae"], torch_dtype=dtype)
+    text_model = _load_component(path, "text_encoder", index["text_encoder"], torch_dtype=dtype)
+    tokenizer = _load_component(path, "tokenizer", index["tokenizer"])
+    scheduler_cls = _scheduler_class(index)
+    scheduler_config = dict(scheduler_cls.load_config(path, subfolder="scheduler"))
+
+    denoiser = make_denoiser(family, unet.requires_grad_(False), scheduler_config).to(device)
+    return TeacherBundle(
+        denoiser=denoiser,
+        vae=VideoVAE(vae, chunk_size=vae_chunk_size).to(device),
+        text_encoder=TextEncoder(tokenizer, text_model).to(device),
+        scheduler_config=scheduler_config,
+        family=family,
+        path=str(path),
+        motion_adapter=motion_adapter,
+        model_index=index,
+    )
+
+
+def _scheduler_class(index: dict):
+    library, class_name = index["scheduler"]
+    return getattr(importlib.import_module(library), class_name)
+
+
+def load_pipeline(
+    path: str, family: str, motion_adapter: str | None = None, dtype=torch.float32
+) -> DiffusionPipeline:
+    """The teacher as a stock diffusers pipeline (TextToVideoSD / AnimateDiff), on CPU."""
+    if family == "modelscope":
+        return TextToVideoSDPipeline.from_pretrained(path, torch_dtype=dtype)
+    if motion_adapter is not None:
+        adapter = MotionAdapter.from_pretrained(motion_adapter, torch_dtype=dtype)
+        return AnimateDiffPipeline.from_pretrained(path, motion_adapter=adapter, torch_dtype=dtype)
+    return AnimateDiffPipeline.from_pretrained(path, torch_dtype=dtype)

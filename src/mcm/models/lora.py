@@ -1,0 +1,412 @@
+"""LoRA on the student UNet (peft), the teacher as the same UNet with adapters disabled.
+
+* :func:`attach_lora` injects LoRA layers (the reference MCM target modules by default),
+  freezes everything else and keeps the LoRA weights in fp32.
+* :func:`disable_adapters` - inside it the denoiser *is* the teacher (one UNet in memory).
+* :class:`LoRAEMA` - an EMA of the LoRA weights only, for an EMA consistency target.
+* :func:`lora_state_dict` / :func:`load_lora_state_dict` / :func:`save_lora` /
+  :func:`read_lora` - LoRA weights keyed by UNet module names, e.g.
+  ``down_blocks.0.attentions.0.proj_in.lora_A.weight``.
+* :func:`fuse_lora` / :func:`remove_lora` - fold LoRA into the base weights, or drop it.
+
+Works on ``UNet3DConditionModel`` too, which has no diffusers PEFT mixin: we use peft's
+``inject_adapter_in_model`` directly for both families.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+ADAPTER = "default"
+
+# Module-name suffixes the reference MCM trains: attention q/k/v/out, transformer
+# proj_in/out, feed-forward, resnet convs + shortcut, down/upsampler convs, time_emb_proj.
+DEFAULT_TARGET_MODULES = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+)
+# Never targeted, per family (regexes searched in the module name):
+# * ModelScope: the temporal 3-D convs (as the reference).
+# * AnimateDiff: the motion modules' proj_in/proj_out. diffusers 0.42 calls them as
+#   ``proj_in(input=x)``, a keyword peft's LoRA layers do not accept, so a LoRA there could
+#   not run in a stock pipeline. The motion modules' attention and feed-forward layers
+#   are targeted.
+EXCLUDED_MODULES = {
+    "modelscope": (r"(^|\.)temp_convs\.",),
+    "animatediff": (r"(^|\.)motion_modules\.\d+\.proj_(in|out)$",),
+}
+_LORA_TYPES = (nn.Linear, nn.Conv2d)
+
+
+def lora_target_modules(
+    unet: nn.Module, family: str, target_modules: tuple[str, ...] | list[str] | None = None
+) -> list[str]:
+    """Full names of the Linear/Conv2d modules that get LoRA.
+
+    A module is a target if its name equals a suffix in ``target_modules`` (default
+    :data:`DEFAULT_TARGET_MODULES`) or ends with "." + suffix, and it is not excluded for
+    ``family`` (:data:`EXCLUDED_MODULES`). AnimateDiff's motion modules match through their attention,
+    projection and feed-forward layers.
+    """
+    suffixes = tuple(target_modules or DEFAULT_TARGET_MODULES)
+    excluded = [re.compile(p) for p in EXCLUDED_MODULES.get(family, ())]
+    names = []
+    for name, module in unet.named_modules():
+        if not isinstance(module, _LORA_TYPES) or any(p.search(name) for p in excluded):
+            continue
+        if any(name == s or name.endswith("." + s) for s in suffixes):
+            names.append(name)
+    return names
+
+
+def has_lora(module: nn.Module) -> bool:
+    return any(isinstance(m, BaseTunerLayer) for m in module.modules())
+
+
+def _unet(model: nn.Module) -> nn.Module:
+    return getattr(model, "unet", model)
+
+
+def attach_lora(
+    denoiser: nn.Module,
+    rank: int = 64,
+    alpha: float = 64,
+    dropout: float = 0.0,
+    target_modules: tuple[str, ...] | list[str] | None = None,
+) -> None:
+    """Inject LoRA (scale alpha / rank) into the denoiser's UNet; only LoRA stays trainable.
+
+    The LoRA B matrices start at zero, so the student starts equal to the teacher. The
+    settings are recorded in ``denoiser.lora_config``.
+
+    Raises:
+        ValueError: bad rank/alpha/dropout, LoRA already attached, or no module matched.
+    """
+    if rank < 1 or alpha <= 0 or not 0.0 <= dropout < 1.0:
+        raise ValueError(
+            f"Need rank >= 1, alpha > 0, 0 <= dropout < 1; got rank={rank}, alpha={alpha}, "
+            f"dropout={dropout}."
+        )
+    unet = _unet(denoiser)
+    if has_lora(unet):
+        raise ValueError("This UNet already has LoRA layers; attach_lora must be called once.")
+    family = getattr(denoiser, "family", "")
+    names = lora_target_modules(unet, family, target_modules)
+    if not names:
+        raise ValueError(
+            f"No Linear/Conv2d module of the UNet matches target_modules={target_modules}; "
+            "use module-name suffixes such as 'to_q' or 'conv1'."
+        )
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=names, init_lora_weights=True
+    )
+    unet.requires_grad_(False)
+    inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+    for p in lora_parameters(denoiser):
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    denoiser.lora_config = {
+        "rank": rank,
+        "alpha": float(alpha),
+        "dropout": dropout,
+        "target_modules": names,
+    }
+
+
+def lora_parameters(denoiser: nn.Module) -> list[nn.Parameter]:
+    """The LoRA weights (A and B of every adapted layer), in a fixed order."""
+    return [p for n, p in _unet(denoiser).named_parameters() if ".lora_" in n]
+
+
+def _public_key(name: str) -> str:
+    return name.replace(f".{ADAPTER}.", ".")
+
+
+def lora_state_dict(denoiser: nn.Module) -> dict[str, Tensor]:
+    """LoRA weights keyed ``<module>.lora_A.weight`` / ``<module>.lora_B.weight`` (copies)."""
+    return {
+        _public_key(n): p.detach().clone()
+        for n, p in _unet(denoiser).named_parameters()
+        if ".lora_" in n
+    }
+
+
+def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Copy LoRA weights (as given by :func:`lora_state_dict`) into an attached LoRA.
+
+    Raises:
+        ValueError: keys or shapes do not match (wrong family, rank or target modules).
+    """
+    params = {_public_key(n): p for n, p in _unet(denoiser).named_parameters() if ".lora_" in n}
+    missing = sorted(set(params) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(params))
+    if missing or unexpected:
+        raise ValueError(
+            f"LoRA weights do not fit this {getattr(denoiser, 'family', '')} UNet: "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:2]}). Was it trained for the other model family or with "
+            "other target modules?"
+        )
+    with torch.no_grad():
+        for k, p in params.items():
+            if p.shape != state_dict[k].shape:
+                raise ValueError(
+                    f"LoRA weight {k} has shape {tuple(state_dict[k].shape)}, the model "
+                    f"expects {tuple(p.shape)} (different rank?)."
+                )
+            p.copy_(state_dict[k])
+
+
+@contextlib.contextmanager
+def disable_adapters(denoiser: nn.Module) -> Iterator[nn.Module]:
+    """Inside this context the denoiser computes exactly the teacher (base weights only).
+
+    Restores the previous adapter state and every LoRA weight's ``requires_grad`` on exit.
+    """
+    layers = [m for m in _unet(denoiser).modules() if isinstance(m, BaseTunerLayer)]
+    was_disabled = [m.disable_adapters for m in layers]
+    grads = [(p, p.requires_grad) for p in lora_parameters(denoiser)]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield denoiser
+    finally:
+        for m, off in zip(layers, was_disabled):
+            m.enable_adapters(not off)
+        for p, g in grads:
+            p.requires_grad_(g)
+
+
+def _replace_with_base(unet: nn.Module, merge: bool) -> nn.Module:
+    layers = [(n, m) for n, m in unet.named_modules() if isinstance(m, LoraLayer)]
+    for name, layer in layers:
+        if merge:
+            layer.merge(adapter_names=list(layer.lora_A.keys()))
+        parent_name, _, child = name.rpartition(".")
+        parent = unet.get_submodule(parent_name) if parent_name else unet
+        setattr(parent, child, layer.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded", "lora_config"):
+        if attr in unet.__dict__:
+            delattr(unet, attr)
+    return unet
+
+
+def fuse_lora(unet: nn.Module) -> nn.Module:
+    """Fold every LoRA delta into its base weight and remove the LoRA layers (in place)."""
+    return _replace_with_base(unet, merge=True)
+
+
+def remove_lora(unet: nn.Module) -> nn.Module:
+    """Remove the LoRA layers without merging (in place): the teacher's UNet."""
+    return _replace_with_base(unet, merge=False)
+
+
+def copy_teacher(denoiser: nn.Module) -> nn.Module:
+    """A separate frozen teacher: a deep copy of the denoiser without its LoRA layers.
+
+    For configs that ask for a separate teacher (e.g. a teacher in a different dtype);
+    the default is :func:`disable_adapters` on the student, which costs no memory.
+    """
+    teacher = copy.deepcopy(denoiser)
+    remove_lora(teacher.unet)
+    teacher.__dict__.pop("lora_config", None)
+    return teacher.eval().requires_grad_(False)
+
+
+class LoRAEMA:
+    """Exponential moving average of the LoRA weights only (the EMA-target policy).
+
+    shadow <- decay * shadow + (1 - decay) * weight, in fp32, on each :meth:`update`.
+
+    Args:
+        denoiser: a denoiser with LoRA attached.
+        decay: EMA decay per update (the LCM full-model recipe uses 0.95).
+    """
+
+    def __init__(self, denoiser: nn.Module, decay: float = 0.95):
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay must be in [0, 1]; got {decay}.")
+        self.params = lora_parameters(denoiser)
+        if not self.params:
+            raise ValueError("The denoiser has no LoRA weights; call attach_lora first.")
+        self.decay = decay
+        self.shadow = [p.detach().float().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach().float(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """Temporarily put the EMA weights into the model; the live weights come back on exit."""
+        live = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                p.copy_(s)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, w in zip(self.params, live):
+                    p.copy_(w)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow]}
+
+    def load_state_dict(self, state: dict) -> None:
+        shadow = state["shadow"]
+        if len(shadow) != len(self.shadow) or any(
+            a.shape != b.shape for a, b in zip(shadow, self.shadow)
+        ):
+            raise ValueError("EMA state does not match this model's LoRA weights (rank/targets?).")
+        self.decay = float(state["decay"])
+        self.shadow = [s.to(t.device, torch.float32).clone() for s, t in zip(shadow, self.shadow)]
+
+
+# -- files -------------------------------------------------------------------------------
+LORA_FORMAT = "mcm-lora"
+
+
+def lora_rank(state_dict: dict[str, Tensor]) -> int:
+    ranks = {v.shape[0] for k, v in state_dict.items() if ".lora_A." in k}
+    if len(ranks) != 1:
+        raise ValueError(f"Expected one LoRA rank in the weights; found {sorted(ranks)}.")
+    return ranks.pop()
+
+
+def save_lora(denoiser: nn.Module, path: str | Path) -> Path:
+    """Write the LoRA weights + their settings (family, rank, alpha) as safetensors.
+
+    This is the file ``mcm export --lora`` reads back (see :func:`read_lora`).
+    """
+    config = getattr(denoiser, "lora_config", None)
+    if config is None:
+        raise ValueError("The denoiser has no LoRA; call attach_lora first.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.float().cpu().contiguous() for k, v in lora_state_dict(denoiser).items()}
+    meta = {
+        "format": "pt",
+        "mcm_format": LORA_FORMAT,
+        "mcm_family": denoiser.family,
+        "lora_rank": str(config["rank"]),
+        "lora_alpha": str(config["alpha"]),
+        "lora_target_modules": json.dumps(config["target_modules"]),
+    }
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def read_lora(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a LoRA file: ours (:func:`save_lora`) or a diffusers ``pytorch_lora_weights``.
+
+    ``path`` may be a ``.safetensors`` file or a directory holding
+    ``pytorch_lora_weights.safetensors`` (or an ``mcm export`` folder with ``lora/``).
+    Returns (weights keyed ``<module>.lora_{A,B}.weight``, metadata). Diffusers files get
+    their ``unet.`` prefix removed; their alpha is their rank (scale 1) unless the metadata
+    says otherwise.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (
+            path / "pytorch_lora_weights.safetensors",
+            path / "lora" / "pytorch_lora_weights.safetensors",
+        ):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise FileNotFoundError(
+                f"No pytorch_lora_weights.safetensors in {path}; pass the LoRA file itself."
+            )
+    if not path.is_file():
+        raise FileNotFoundError(f"LoRA file not found: {path}.")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"LoRA weights must be a .safetensors file; got {path.name}.")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    lora = {}
+    for k, v in tensors.items():
+        if ".lora_A." not in k and ".lora_B." not in k:
+            continue
+        if k.startswith("text_encoder."):
+            raise ValueError(
+                f"{path.name} holds text-encoder LoRA weights ({k}); only UNet LoRA is supported."
+            )
+        lora[k.removeprefix("unet.")] = v
+    if not lora:
+        raise ValueError(f"{path} holds no LoRA weights (no '.lora_A.' / '.lora_B.' keys).")
+    if "lora_rank" not in meta:
+        meta["lora_rank"] = str(lora_rank(lora))
+    meta.setdefault("lora_alpha", meta["lora_rank"])
+    return lora, meta
+
+
+def guess_family(state_dict: dict[str, Tensor]) -> str | None:
+    """The model family a LoRA was made for, from its module names (None if unclear)."""
+    keys = " ".join(state_dict)
+    if "motion_modules" in keys:
+        return "animatediff"
+    if "temp_attentions" in keys or "transformer_in" in keys:
+        return "modelscope"
+    return None
+
+
+def check_lora_family(meta: dict[str, str], state_dict: dict[str, Tensor], family: str) -> None:
+    """Raise a clear ValueError when a LoRA was made for another model family."""
+    made_for = meta.get("mcm_family") or guess_family(state_dict)
+    if made_for is not None and made_for != family:
+        raise ValueError(
+            f"This LoRA was made for a {made_for} UNet but the model is {family}; load it into "
+            f"a {made_for} pipeline (or export it with the teacher it was trained on)."
+        )
+
+
+def attach_lora_from_state_dict(
+    denoiser: nn.Module, state_dict: dict[str, Tensor], alpha: float | None = None
+) -> None:
+    """Attach LoRA on exactly the modules named in ``state_dict`` and load its weights.
+
+    Raises:
+        ValueError: a named module does not exist in the UNet (wrong family or model).
+    """
+    unet = _unet(denoiser)
+    names = sorted({k.split(".lora_")[0] for k in state_dict})
+    modules = dict(unet.named_modules())
+    absent = [n for n in names if n not in modules]
+    if absent:
+        raise ValueError(
+            f"{len(absent)} of {len(names)} LoRA target modules are not in this "
+            f"{getattr(denoiser, 'family', '')} UNet (e.g. {absent[:2]}): the LoRA was made "
+            "for a different model."
+        )
+    rank = lora_rank(state_dict)
+    attach_lora(denoiser, rank=rank, alpha=alpha or rank, target_modules=names)
+    load_lora_state_dict(denoiser, state_dict)

@@ -1,0 +1,218 @@
+"""Tiny, complete text-to-video pipelines built offline from configs (tests, CPU debugging).
+
+Both builders return *stock* diffusers pipeline objects with random weights: a
+``TextToVideoSDPipeline`` (ModelScope layout: UNet3DConditionModel) and an
+``AnimateDiffPipeline`` (UNet2DConditionModel + MotionAdapter -> UNetMotionModel). Each
+builds in well under a second and round-trips through ``save_pretrained`` /
+``DiffusionPipeline.from_pretrained``.
+
+Weights are drawn under a forked RNG seeded with ``seed``, so the same seed gives the same
+pipeline and the caller's global RNG is left untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AnimateDiffPipeline,
+    AutoencoderKL,
+    DDIMScheduler,
+    MotionAdapter,
+    TextToVideoSDPipeline,
+    UNet2DConditionModel,
+    UNet3DConditionModel,
+    UNetMotionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def byte_to_unicode() -> dict[int, str]:
+    """The byte-level BPE alphabet: every byte -> one printable unicode character.
+
+    Printable Latin-1 bytes map to themselves; the other bytes map to 256, 257, ... in
+    order, so that no byte maps to whitespace or a control character (GPT-2's scheme, which
+    CLIP's byte-level pre-tokenizer uses).
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\xa1"), ord("\xac") + 1),
+        *range(ord("\xae"), ord("\xff") + 1),
+    ]
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def build_clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
+    """A CLIP tokenizer with a byte-level vocabulary and no merges (offline, no files).
+
+    Vocab: the 256 byte symbols, the same 256 with the end-of-word suffix ``</w>``, then
+    ``<|startoftext|>`` (512) and ``<|endoftext|>`` (513, also the pad token): 514 ids.
+    Every character of a prompt becomes one token.
+    """
+    symbols = list(byte_to_unicode().values())
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": 256 + i for i, s in enumerate(symbols)})
+    vocab[BOS], vocab[EOS] = 512, 513
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token=EOS,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=EOS,
+        model_max_length=model_max_length,
+    )
+
+
+def tiny_text_encoder(tokenizer: CLIPTokenizer, hidden_size: int = 32) -> CLIPTextModel:
+    """A 2-layer CLIP text encoder matched to ``tokenizer`` (embedding width ``hidden_size``)."""
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=hidden_size,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def tiny_vae(latent_channels: int = 4) -> AutoencoderKL:
+    """A 2-level AutoencoderKL: pixels [N, 3, H, W] <-> latents [N, 4, H/2, W/2]."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=8,
+        sample_size=32,
+    ).eval()
+
+
+def tiny_unet3d(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
+    """A ModelScope-layout UNet3DConditionModel with two levels (~1.3M parameters)."""
+    return UNet3DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=32,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        time_cond_proj_dim=time_cond_proj_dim,
+    )
+
+
+def tiny_unet_motion(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
+    """An SD1.5-layout UNet2DConditionModel plus a MotionAdapter, joined into a UNetMotionModel.
+
+    Returns (unet_motion, motion_adapter).
+    """
+    unet2d = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=32,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        time_cond_proj_dim=time_cond_proj_dim,
+    )
+    adapter = MotionAdapter(
+        block_out_channels=(32, 64),
+        motion_layers_per_block=1,
+        motion_mid_block_layers_per_block=1,
+        motion_num_attention_heads=2,
+        motion_norm_num_groups=32,
+        motion_max_seq_length=32,
+        use_motion_mid_block=True,
+    )
+    return UNetMotionModel.from_unet2d(unet2d, adapter), adapter
+
+
+def _scheduler(beta_schedule: str) -> DDIMScheduler:
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule=beta_schedule,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+
+
+def tiny_modelscope_pipeline(seed: int = 0, time_cond_proj_dim: int | None = None):
+    """A stock ``TextToVideoSDPipeline`` with tiny random weights (ModelScopeT2V layout).
+
+    Scheduler: DDIM on scaled_linear betas 0.00085..0.012 (ModelScopeT2V's).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = build_clip_tokenizer()
+        return TextToVideoSDPipeline(
+            vae=tiny_vae(),
+            text_encoder=tiny_text_encoder(tokenizer),
+            tokenizer=tokenizer,
+            unet=tiny_unet3d(time_cond_proj_dim=time_cond_proj_dim),
+            scheduler=_scheduler("scaled_linear"),
+        )
+
+
+def tiny_animatediff_pipeline(seed: int = 0, time_cond_proj_dim: int | None = None):
+    """A stock ``AnimateDiffPipeline`` with tiny random weights (SD1.5 UNet + MotionAdapter).
+
+    Scheduler: DDIM on linear betas 0.00085..0.012 (what AnimateDiff trains with).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = build_clip_tokenizer()
+        unet, adapter = tiny_unet_motion(time_cond_proj_dim=time_cond_proj_dim)
+        return AnimateDiffPipeline(
+            vae=tiny_vae(),
+            text_encoder=tiny_text_encoder(tokenizer),
+            tokenizer=tokenizer,
+            unet=unet,
+            motion_adapter=adapter,
+            scheduler=_scheduler("linear"),
+        )
+
+
+TINY_BUILDERS = {"modelscope": tiny_modelscope_pipeline, "animatediff": tiny_animatediff_pipeline}
+
+
+def save_tiny_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build the tiny pipeline of ``family`` ("modelscope" | "animatediff") and save it.
+
+    Returns the directory, loadable by ``DiffusionPipeline.from_pretrained``.
+    """
+    if family not in TINY_BUILDERS:
+        raise ValueError(f"Unknown family {family!r}; choose one of {', '.join(TINY_BUILDERS)}.")
+    out_dir = Path(out_dir)
+    TINY_BUILDERS[family](seed=seed).save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
