@@ -154,15 +154,19 @@ def test_dino_discriminator_gradients_flow_only_where_intended():
     _assert_unchanged(disc.backbone, backbone_before)
     assert any(not torch.equal(a, b) for a, b in zip(heads_before, disc.head_parameters()))
 
-    # Generator step: gradient reaches the fake frames through the frozen backbone.
+    # Generator step: gradient reaches the fake frames through the frozen backbone; with
+    # the heads switched off, L_G leaves nothing on D.
     opt_d.zero_grad(set_to_none=True)
+    disc.requires_grad_heads(False)
     fake = torch.tanh(student(z))
     fake.retain_grad()
     loss_g = hinge_g_loss(disc(fake, e_fake, g))
     loss_g.backward()
+    disc.requires_grad_heads(True)
     assert fake.grad is not None and fake.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-    assert all(p.grad is None for p in disc.backbone.parameters())
+    assert all(p.grad is None for p in disc.parameters())
+    assert all(p.requires_grad for p in disc.head_parameters())
     _assert_unchanged(disc.backbone, backbone_before)
 
 
@@ -221,6 +225,16 @@ def test_latent_backbone_channels_probe_and_validation(tiny_unet):
         LatentUNetBackbone(encoder_features(tiny_unet), schedule, t_range=(0, 1000))
     with pytest.raises(ValueError, match="text_emb"):
         backbone(torch.randn(1, 4, 8, 8), None, _gen())
+    # With a null (empty-prompt) context the backbone runs without per-frame text.
+    null = torch.randn(1, 5, TEXT_DIM)
+    unconditional = LatentUNetBackbone(encoder_features(tiny_unet), schedule, null_text_emb=null)
+    assert unconditional.probe_channels(torch.randn(2, 4, 8, 8)) == [16, 32]
+    frames = torch.randn(2, 4, 8, 8)
+    for a, b in zip(
+        unconditional(frames, generator=_gen(1)),
+        unconditional(frames, null.expand(2, -1, -1), _gen(1)),
+    ):
+        torch.testing.assert_close(a, b)
 
 
 def test_latent_discriminator_gradients_flow_only_where_intended(tiny_unet):

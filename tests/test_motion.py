@@ -253,6 +253,8 @@ def test_ema_state_dict_round_trip_and_decay_zero_copies():
     torch.testing.assert_close(restored(x), ema(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="decay"):
         EMAModule(online, decay=1.5)
+    with pytest.raises(ValueError, match="differ"):
+        ema.update(LearnableMotionHead(2, hidden=4, num_groups=2, num_layers=2))
 
 
 # ---- distances -------------------------------------------------------------------------

@@ -157,6 +157,9 @@ class LatentUNetBackbone(FrameBackbone):
             Default: (0, 500).
         channels (Sequence[int] | None): C_i of the feature maps; if None, call
             :meth:`probe_channels` once before building heads.
+        null_text_emb (Tensor | None): [1, L, D] context used when ``forward`` gets no
+            ``text_emb`` (e.g. the empty-prompt embedding: the UNet then extracts
+            unconditional features and the caption enters only through the heads).
 
     Raises:
         ValueError: an empty or out-of-schedule t_range.
@@ -170,6 +173,7 @@ class LatentUNetBackbone(FrameBackbone):
         schedule: NoiseSchedule,
         t_range: tuple[int, int] = (0, 500),
         channels: Sequence[int] | None = None,
+        null_text_emb: Tensor | None = None,
     ):
         super().__init__()
         lo, hi = (int(t) for t in t_range)
@@ -180,6 +184,7 @@ class LatentUNetBackbone(FrameBackbone):
         self.__dict__["features_fn"] = features_fn
         self.schedule, self.t_range = schedule, (lo, hi)
         self._channels = list(channels) if channels is not None else None
+        self.null_text_emb = null_text_emb
 
     @property
     def channels(self) -> list[int]:
@@ -191,9 +196,18 @@ class LatentUNetBackbone(FrameBackbone):
         return self._channels
 
     @torch.no_grad()
-    def probe_channels(self, frames: Tensor, text_emb: Tensor) -> list[int]:
-        """Run ``features_fn`` once at t = 0 to learn (and store) C_i."""
+    def probe_channels(self, frames: Tensor, text_emb: Tensor | None = None) -> list[int]:
+        """Run ``features_fn`` once at t = 0 to learn (and store) C_i.
+
+        frames [N, C, h, w]; text_emb [N, L, D] (default: ``null_text_emb``).
+        """
         t = torch.zeros(frames.shape[0], dtype=torch.long, device=frames.device)
+        if text_emb is None:
+            if self.null_text_emb is None:
+                raise ValueError(
+                    "probe_channels needs text_emb (or null_text_emb at construction)."
+                )
+            text_emb = self.null_text_emb.to(frames.device).expand(frames.shape[0], -1, -1)
         feats = self.features_fn(frames.unsqueeze(2), t, text_emb)
         self._channels = [f.shape[1] for f in feats]
         return self._channels
@@ -204,17 +218,23 @@ class LatentUNetBackbone(FrameBackbone):
         text_emb: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> list[Tensor]:
-        """latent frames [N, C, h, w], text_emb [N, L, D] -> per tap [N, h_i*w_i, C_i]."""
+        """latent frames [N, C, h, w], text_emb [N, L, D] -> per tap [N, h_i*w_i, C_i].
+
+        Without ``text_emb`` the ``null_text_emb`` given at construction is used.
+        """
         if frames.ndim != 4:
             raise ValueError(
                 f"LatentUNetBackbone takes latent frames [N, C, h, w]; got {tuple(frames.shape)}."
             )
+        N = frames.shape[0]
+        if text_emb is None and self.null_text_emb is not None:
+            text_emb = self.null_text_emb.to(frames.device).expand(N, -1, -1)
         if text_emb is None or generator is None:
             raise ValueError(
                 "LatentUNetBackbone needs text_emb [N, L, D] (the UNet's cross-attention "
-                "context) and a torch.Generator (noise level and noise)."
+                "context; or construct it with null_text_emb) and a torch.Generator (noise "
+                "level and noise)."
             )
-        N = frames.shape[0]
         lo, hi = self.t_range
         t = torch.randint(lo, hi + 1, (N,), generator=generator, device=generator.device)
         eps = torch.randn(frames.shape, generator=generator, device=generator.device)

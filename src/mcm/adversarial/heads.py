@@ -88,7 +88,9 @@ class FrameDiscriminator(nn.Module):
     loss by the student):
 
         fake = frames of the student's output (with gradient)
+        D.requires_grad_heads(False)                             # L_G must not train D
         L_G = hinge_g_loss(D(fake, e_fake, g))                   # student's optimiser
+        D.requires_grad_heads(True)
         with torch.no_grad():                                    # D step: backbone frozen,
             f_real = D.features(real, g); f_fake = D.features(fake.detach(), g)
         L_D = hinge_d_loss(D.logits(f_real, e_real), D.logits(f_fake, e_fake))
@@ -125,6 +127,11 @@ class FrameDiscriminator(nn.Module):
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """The trainable parameters (give these, and only these, to D's optimiser)."""
         return self.heads.parameters()
+
+    def requires_grad_heads(self, flag: bool) -> None:
+        """Switch the heads' requires_grad, e.g. off during the student's step so that
+        L_G leaves no gradient on D (the fakes still get theirs through the heads)."""
+        self.heads.requires_grad_(flag)
 
     def head_state_dict(self) -> dict[str, Tensor]:
         """State of the heads only (the frozen backbone is not checkpointed)."""

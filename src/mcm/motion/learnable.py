@@ -141,8 +141,16 @@ class EMAModule(nn.Module):
 
     @torch.no_grad()
     def update(self, online: nn.Module) -> None:
-        """One EMA step towards ``online`` (same architecture as the copy)."""
+        """One EMA step towards ``online`` (same architecture as the copy; a DDP wrapper
+        is unwrapped)."""
+        if isinstance(online, nn.parallel.DistributedDataParallel):
+            online = online.module
         ema_params = dict(self.module.named_parameters())
+        if set(ema_params) != {n for n, _ in online.named_parameters()}:
+            raise ValueError(
+                "EMAModule.update got a module whose parameters differ from the EMA copy's; "
+                "pass the same (unwrapped) module the EMA was built from."
+            )
         for name, p in online.named_parameters():
             ema_params[name].lerp_(p.detach().to(ema_params[name].dtype), 1.0 - self.decay)
         ema_buffers = dict(self.module.named_buffers())
