@@ -255,26 +255,44 @@ class MCMDistiller:
         terms["loss_g"] = out.loss.detach()
         return out
 
-    def discriminator_step(self, gen: GeneratorOutput, batch: DistillBatch, draws: Draws):
-        """L_D = mean(relu(1 - D(real))) + mean(relu(1 + D(fake))) (+ gradient penalty).
+    def discriminator_step(
+        self,
+        gen: GeneratorOutput,
+        batch: DistillBatch,
+        draws: Draws,
+        penalty_weight: Callable[[float], float] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_D = mean(relu(1 - D(real))) + mean(relu(1 + D(fake))) + lambda_gp * GP.
 
-        Returns (loss, terms); minimised by the discriminator heads only (fakes detached).
+        GP = mean((||grad of D's heads w.r.t. real/fake feature interpolates|| - 1)^2);
+        ``penalty_weight(gp) -> lambda_gp`` (the adaptive weight) or None to skip it.
+        The frozen backbone runs under no_grad and the fakes are detached, so L_D trains
+        the discriminator heads only. Returns (loss, terms).
         """
         from mcm.adversarial import hinge_d_loss
 
-        if self.discriminator is None or gen.fake_frames is None:
+        D = self.discriminator
+        if D is None or gen.fake_frames is None:
             raise ValueError("discriminator_step needs a discriminator and a generator_step output.")
         if batch.real_frames is None:
             raise ValueError("The batch has no real frames: give an image set or frames of the clips.")
         g = self._d_generator(draws.seed + 1)
-        real_logits = self.discriminator(batch.real_frames, batch.real_pooled_text, generator=g)
-        fake_logits = self.discriminator(gen.fake_frames, gen.fake_pooled_text, generator=g)
+        with torch.no_grad():
+            f_real = D.features(batch.real_frames, g)
+            f_fake = D.features(gen.fake_frames, g)
+        real_logits = D.logits(f_real, batch.real_pooled_text)
+        fake_logits = D.logits(f_fake, gen.fake_pooled_text)
         loss = hinge_d_loss(real_logits, fake_logits)
         terms = {
             "loss_d": loss.detach(),
             "d_real": real_logits.mean().detach(),
             "d_fake": fake_logits.mean().detach(),
         }
+        if penalty_weight is not None:
+            gp = D.gradient_penalty(f_real, f_fake, batch.real_pooled_text, gen.fake_pooled_text, g)
+            weight = penalty_weight(float(gp))
+            loss = loss + weight * gp
+            terms.update(gradient_penalty=gp.detach(), gp_weight=torch.tensor(weight))
         return loss, terms
 
     # -- helpers ------------------------------------------------------------------------

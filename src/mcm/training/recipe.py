@@ -110,7 +110,7 @@ class DistillRecipe:
         self.sched_g = lr_scheduler(self.optim_g, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.lr_schedule)
         if self.discriminator is not None:
             d = cfg.discriminator
-            self.optim_d = self._optimizer(self.discriminator.head_parameters(), d.lr, d.betas, d.weight_decay)
+            self.optim_d = self._optimizer(list(self.discriminator.head_parameters()), d.lr, d.betas, d.weight_decay)
             self.sched_d = lr_scheduler(self.optim_d, cfg.train.warmup_steps, cfg.train.max_steps, "constant")
             from mcm.adversarial import AdaptivePenaltyWeight
 
@@ -148,11 +148,21 @@ class DistillRecipe:
                 with disable_adapters(student):
                     return student.encoder_features(x, t, emb)
 
-            backbone = LatentUNetBackbone(teacher_features, student.schedule, t_range=(d.latent_t_min, d.latent_t_max))
+            # Unconditional UNet features: the caption enters through the heads' projection.
+            backbone = LatentUNetBackbone(
+                teacher_features,
+                student.schedule,
+                t_range=(d.latent_t_min, d.latent_t_max),
+                null_text_emb=self.bundle.text_encoder.empty(1),
+            )
+            vae = self.bundle.vae
+            size = student.unet.config.sample_size
+            probe = torch.zeros(1, vae.latent_channels, size, size, device=self.accelerator.device)
+            backbone.probe_channels(probe)
         else:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
         text_dim = self.bundle.text_encoder.embedding_dim
-        disc = FrameDiscriminator(backbone, text_dim=text_dim, head_channels=d.head_channels, augment=d.augment)
+        disc = FrameDiscriminator(backbone, text_dim=text_dim, cmap_dim=d.head_channels, augment_policy=d.augment)
         return disc.to(self.accelerator.device)
 
     def _decode_frames(self, frames):
@@ -294,7 +304,7 @@ class DistillRecipe:
         self.optim_g.zero_grad(set_to_none=True)
         sums["lr_g"] = self.sched_g.get_last_lr()[0]
         if self.discriminator is not None:
-            sums["grad_norm_d"] = _grad_norm(self.discriminator.head_parameters())
+            sums["grad_norm_d"] = _grad_norm(list(self.discriminator.head_parameters()))
             self.optim_d.step()
             self.sched_d.step()
             self.optim_d.zero_grad(set_to_none=True)
@@ -306,17 +316,10 @@ class DistillRecipe:
 
     def _discriminator_loss(self, gen, batch, draws):
         """Hinge loss of D plus the adaptive feature-space gradient penalty."""
-        from mcm.adversarial import gradient_penalty
-
-        loss, terms = self.distiller.discriminator_step(gen, batch, draws)
         d = self.cfg.discriminator
-        if d.gp_weight > 0 and self.step % d.gp_every == 0:
-            gp = gradient_penalty(self.discriminator, batch.real_frames, gen.fake_frames, batch.real_pooled_text,
-                                  generator=torch.Generator().manual_seed(draws.seed + 2))
-            weight = self.gp_weight.update(float(gp), self.step)
-            loss = loss + weight * gp
-            terms.update(gradient_penalty=gp.detach(), gp_weight=torch.tensor(weight))
-        return loss, terms
+        use_gp = d.gp_weight > 0 and self.step % d.gp_every == 0
+        weight = (lambda gp: self.gp_weight.update(gp, self.step)) if use_gp else None
+        return self.distiller.discriminator_step(gen, batch, draws, penalty_weight=weight)
 
     def _skip_nonfinite(self) -> dict[str, float]:
         self.optim_g.zero_grad(set_to_none=True)
@@ -406,7 +409,7 @@ class DistillRecipe:
             state["motion_head"] = self.motion.state_dict()
             state["motion_head_ema"] = self.motion_target.state_dict()
         if self.discriminator is not None:
-            state["discriminator_heads"] = self.discriminator.heads_state_dict()
+            state["discriminator_heads"] = self.discriminator.head_state_dict()
         if self.target_ema is not None:
             state["lora_ema"] = self.target_ema.state_dict()
         return state
@@ -453,7 +456,7 @@ class DistillRecipe:
             self.motion.load_state_dict(ckpt.load_weights(path / "motion_head.safetensors"))
             self.motion_target.load_state_dict(ckpt.load_weights(path / "motion_head_ema.safetensors"))
         if self.discriminator is not None:
-            self.discriminator.load_heads_state_dict(ckpt.load_weights(path / "discriminator_heads.safetensors"))
+            self.discriminator.load_head_state_dict(ckpt.load_weights(path / "discriminator_heads.safetensors"))
         if self.target_ema is not None:
             self.target_ema.load_state_dict(ckpt.load_weights(path / "lora_ema.safetensors"))
         state = ckpt.load_state(path / "state.pt")
