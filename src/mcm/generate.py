@@ -11,13 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mcm.diffusion import (
-    cfg_guidance,
-    consistency_timesteps,
-    ddim_timesteps,
-    sample_consistency,
-    sample_ddim,
-)
+from mcm.diffusion import cfg_guidance, ddim_timesteps, sample_ddim
 from mcm.media import write_video
 
 __all__ = ["latent_shape", "sample_student", "sample_teacher", "write_video"]
@@ -94,19 +88,21 @@ def sample_student(
     height: int | None = None,
     width: int | None = None,
 ) -> Tensor:
-    """Multistep consistency sampling of the student (1 NFE per step, no CFG)."""
+    """Multistep consistency sampling of the student (1 NFE per step, no CFG); the same
+    draws as the stock pipeline with LCMScheduler (see mcm.models.sample_student)."""
+    from mcm.models import sample_student as sample_denoiser
+
     _check(prompts, steps, original_inference_steps)
-    den, text = bundle.denoiser, bundle.text_encoder
-    T = den.schedule.num_train_timesteps
+    den = bundle.denoiser
     shape = latent_shape(bundle, len(prompts), num_frames, height, width)
     noise, generator = _noise(shape, seed, den.device)
-    cond = text(prompts)
-    timesteps = consistency_timesteps(steps, T, original_inference_steps)
-
-    def denoiser(x, t):
-        return den.predict_x0_eps(x, t, cond)[0]
-
-    latents = sample_consistency(
-        denoiser, noise, den.schedule, timesteps, timestep_scaling=timestep_scaling, generator=generator
+    latents = sample_denoiser(
+        den,
+        bundle.text_encoder(prompts),
+        noise,
+        num_inference_steps=steps,
+        generator=generator,
+        timestep_scaling=timestep_scaling,
+        original_inference_steps=original_inference_steps,
     )
     return bundle.vae.decode(latents).clamp(-1, 1)

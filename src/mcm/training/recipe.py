@@ -69,8 +69,8 @@ class DistillRecipe:
                 acc.init_trackers("mcm", config=_flat(to_dict(cfg)))
 
         device = acc.device
-        self.bundle = load_teacher(cfg.model.teacher, device=device, frozen_dtype=cfg.model.frozen_dtype)
-        self.bundle.vae.chunk_size = cfg.model.vae_chunk_size
+        m = cfg.model
+        self.bundle = load_teacher(m.teacher, device=device, dtype_policy=m.frozen_dtype, vae_chunk_size=m.vae_chunk_size)
         student = self.bundle.denoiser
         attach_lora(
             student,
@@ -83,7 +83,7 @@ class DistillRecipe:
             student.enable_gradient_checkpointing()
         teacher_model = None
         if cfg.model.separate_teacher:
-            teacher_model = load_teacher(cfg.model.teacher, device=device, frozen_dtype=cfg.model.frozen_dtype).denoiser
+            teacher_model = load_teacher(m.teacher, device=device, dtype_policy=m.frozen_dtype).denoiser
             teacher_model.requires_grad_(False).eval()
 
         channels = self.bundle.vae.latent_channels
