@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mcm.world.scenes import DEFAULT_FRAMES, DEFAULT_SIZE, Scene, render_frame, render_video, sample_scene
+from mcm.world.scenes import (
+    DEFAULT_FRAMES,
+    DEFAULT_SIZE,
+    Scene,
+    render_frame,
+    render_video,
+    sample_scene,
+)
 
 DOMAINS = ("lowq_video", "hq_image", "style_image", "clean_video")
 
@@ -82,10 +89,12 @@ def render_sample(
     size: int = DEFAULT_SIZE,
     num_frames: int = DEFAULT_FRAMES,
     scene: Scene | None = None,
+    frame: int | None = None,
 ) -> tuple[Tensor, str, Scene]:
     """One sample of a domain: (pixels, caption, ground truth).
 
-    Videos are [3, F, H, W]; images [3, H, W] (a random frame of a scene). All in [-1, 1].
+    Videos are [3, F, H, W]; images [3, H, W] (frame ``frame`` of the scene, default a
+    random one). All in [-1, 1].
     """
     if domain not in DOMAINS:
         raise ValueError(f"Unknown world domain {domain!r}; allowed: {', '.join(DOMAINS)}.")
@@ -95,6 +104,7 @@ def render_sample(
         if domain == "lowq_video":
             video = degrade(video, generator)
         return video, scene.prompt, scene
-    frame = int(torch.randint(num_frames, (1,), generator=generator))
+    if frame is None:
+        frame = int(torch.randint(num_frames, (1,), generator=generator))
     style = "cartoon" if domain == "style_image" else "clean"
     return render_frame(scene, frame, size, style), scene.image_caption, scene

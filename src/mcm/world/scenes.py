@@ -131,20 +131,23 @@ def shape_mask(shape: str, cx: float, cy: float, radius: float, size: int) -> Te
     coords = (torch.arange(n, dtype=torch.float32) + 0.5) / _SUPERSAMPLE
     y, x = torch.meshgrid(coords, coords, indexing="ij")
     u, v = (x - cx) / radius, (y - cy) / radius  # unit-radius coordinates
-    if shape == "circle":
-        inside = u**2 + v**2 <= 1.0
-    elif shape == "square":
-        inside = (u.abs() <= 0.85) & (v.abs() <= 0.85)
-    elif shape == "diamond":
-        inside = u.abs() + v.abs() <= 1.1
-    elif shape == "triangle":  # pointing up
-        inside = (v <= 0.8) & (v >= -1.0 + 1.8 * u.abs() * 1.0)
-    elif shape == "cross":
-        inside = ((u.abs() <= 0.33) & (v.abs() <= 1.0)) | ((v.abs() <= 0.33) & (u.abs() <= 1.0))
-    else:
-        raise ValueError(f"Unknown shape {shape!r}; allowed: {', '.join(SHAPES)}.")
-    cover = inside.float().reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE)
+    cover = shape_inside(shape, u, v).float().reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE)
     return cover.mean(dim=(1, 3))
+
+
+def shape_inside(shape: str, u: Tensor, v: Tensor) -> Tensor:
+    """Whether unit-radius coordinates (u, v) (any equal shapes) lie inside ``shape``."""
+    if shape == "circle":
+        return u**2 + v**2 <= 1.0
+    if shape == "square":
+        return (u.abs() <= 0.85) & (v.abs() <= 0.85)
+    if shape == "diamond":
+        return u.abs() + v.abs() <= 1.1
+    if shape == "triangle":  # pointing up
+        return (v <= 0.8) & (v >= -1.0 + 1.8 * u.abs() * 1.0)
+    if shape == "cross":
+        return ((u.abs() <= 0.33) & (v.abs() <= 1.0)) | ((v.abs() <= 0.33) & (u.abs() <= 1.0))
+    raise ValueError(f"Unknown shape {shape!r}; allowed: {', '.join(SHAPES)}.")
 
 
 def _outline(mask: Tensor, width: int = 1) -> Tensor:

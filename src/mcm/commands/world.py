@@ -1,0 +1,206 @@
+"""`mcm world ...`: render the built-in world's domains, build its teacher and probes.
+
+mcm world render --out DIR [--n-videos N --n-images M --seed S]
+mcm world build  --out DIR [--vae-steps ... --unet-steps ... --device cuda --resume]
+mcm world build-probes --out DIR [--steps ... --device ... --seed ...]
+mcm world teacher-metrics [--teacher DIR] [--videos N] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+HELP = "render the built-in world's data domains, build its teacher and probes"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="world_command", metavar="SUBCOMMAND", required=True)
+    fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+
+    p = sub.add_parser(
+        "render", **fmt, help="write the world's domains (mp4/png + .txt captions + .json truth)"
+    )
+    p.add_argument("--out", required=True, help="output folder (one subfolder per domain)")
+    p.add_argument("--n-videos", type=int, default=256, help="clips per video domain")
+    p.add_argument("--n-images", type=int, default=256, help="images per image domain")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--size", type=int, default=32, help="frame height = width in pixels (default 32)"
+    )
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    p.add_argument(
+        "--domains",
+        nargs="+",
+        default=None,
+        help="subset of lowq_video hq_image style_image clean_video (default all)",
+    )
+    p.set_defaults(world_handler=_render)
+
+    from mcm.world.train_config import BuildConfig
+
+    d = BuildConfig()
+    p = sub.add_parser(
+        "build", **fmt, help="train the world teacher (VAE, then UNet3D + text encoder)"
+    )
+    p.add_argument(
+        "--out",
+        default="world_teacher",
+        help="pipeline folder to write; checkpoints go to <out>.checkpoints (default world_teacher)",
+    )
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--unet-steps", type=int, default=d.unet_steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per UNet step")
+    p.add_argument(
+        "--vae-batch-size", type=int, default=d.vae_batch_size, help="frames per VAE step"
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help="UNet + text encoder learning rate")
+    p.add_argument("--vae-lr", type=float, default=d.vae_lr)
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        default=d.pool_size,
+        help="low-quality clips rendered + encoded once for the UNet stage",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints")
+    p.add_argument(
+        "--vae-max-seconds",
+        type=float,
+        default=None,
+        help="stop the VAE stage after this wall time",
+    )
+    p.add_argument(
+        "--unet-max-seconds",
+        type=float,
+        default=None,
+        help="stop the UNet stage after this wall time",
+    )
+    p.add_argument(
+        "--eval-videos",
+        type=int,
+        default=0,
+        help="if > 0 and the probes exist: record world metrics of this many samples in the manifest",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(world_handler=_build)
+
+    p = sub.add_parser(
+        "build-probes", **fmt, help="train the evaluation-only probes behind the world metrics"
+    )
+    p.add_argument("--out", required=True, help="probe folder to write")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(world_handler=_build_probes)
+
+    p = sub.add_parser(
+        "teacher-metrics",
+        **fmt,
+        help="world metrics of a world teacher's samples (needs the probes)",
+    )
+    p.add_argument(
+        "--teacher", default="world", help="teacher folder, or 'world' for the shipped one"
+    )
+    p.add_argument(
+        "--videos", type=int, default=120, help="videos per step count (cycles the 120 prompts)"
+    )
+    p.add_argument("--steps", type=int, nargs="+", default=[50, 4], help="DDIM step counts")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="CFG scale (default: the teacher's)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--write", action="store_true", help="store the result in the teacher's manifest.json"
+    )
+    p.set_defaults(world_handler=_teacher_metrics)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.world_handler(args)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from mcm.world.domains import DOMAINS
+    from mcm.world.render import render_world
+
+    info = render_world(
+        args.out,
+        args.n_videos,
+        args.n_images,
+        args.seed,
+        args.size,
+        args.frames,
+        domains=args.domains or DOMAINS,
+        progress=True,
+    )
+    print(json.dumps(info["domains"]))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    import torch
+
+    from mcm.world.teacher import build_world_teacher
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = build_world_teacher(
+        args.out,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+        evaluate_videos=args.eval_videos,
+        command=shlex.join(["mcm", *sys.argv[1:]]) if sys.argv[1:] else None,
+        vae_batch_size=args.vae_batch_size,
+        lr=args.lr,
+        vae_lr=args.vae_lr,
+        pool_size=args.pool_size,
+        checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
+        vae_max_seconds=args.vae_max_seconds,
+        unet_max_seconds=args.unet_max_seconds,
+        progress=not args.no_progress,
+    )
+    print(f"world teacher written to {out} (copy it to src/mcm/world/assets/teacher to ship it)")
+    return 0
+
+
+def _build_probes(args: argparse.Namespace) -> int:
+    try:
+        from mcm.world.probes import build_probes
+    except ImportError as e:
+        print(f"mcm world build-probes: the probes module is not available ({e}).", file=sys.stderr)
+        return 2
+    build_probes(args.out, steps=args.steps, device=args.device, seed=args.seed)
+    print(f"world probes written to {args.out}")
+    return 0
+
+
+def _teacher_metrics(args: argparse.Namespace) -> int:
+    from mcm.paths import resolve_teacher
+    from mcm.world.teacher import TEACHER_GUIDANCE, read_manifest, teacher_metrics, write_manifest
+
+    teacher = resolve_teacher(args.teacher)
+    guidance = TEACHER_GUIDANCE if args.guidance is None else args.guidance
+    metrics = teacher_metrics(
+        teacher, args.videos, args.device, args.seed, tuple(args.steps), guidance
+    )
+    print(json.dumps(metrics, indent=1))
+    if "skipped" in metrics:
+        return 1
+    if args.write:
+        manifest = read_manifest(teacher)
+        manifest["metrics"] = metrics
+        write_manifest(teacher, manifest)
+    return 0

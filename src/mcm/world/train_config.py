@@ -1,0 +1,46 @@
+"""Settings of ``mcm world build`` (no heavy imports, so the CLI parser stays fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# How the shipped teacher is meant to be sampled (ModelScope-like: DDIM, 50 steps, CFG).
+TEACHER_STEPS = 50
+TEACHER_GUIDANCE = 7.5
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Every knob of ``mcm world build``. Defaults are sized for one GPU (~8 minutes)."""
+
+    vae_steps: int = 3000  # VAE optimiser steps
+    unet_steps: int = 12000  # UNet + text encoder optimiser steps
+    vae_batch_size: int = 256  # frames per VAE step
+    batch_size: int = 128  # clips per UNet step
+    vae_lr: float = 1e-3
+    lr: float = 5e-4  # UNet + text encoder (AdamW, constant after warm-up)
+    warmup_steps: int = 200
+    kl_weight: float = 1e-6  # on the KL summed over latent elements, per frame
+    prompt_dropout: float = 0.1  # fraction of prompts replaced by "" (CFG)
+    ema_decay: float = 0.999  # of the UNet / text encoder weights that get saved
+    grad_clip: float = 1.0
+    pool_size: int = 20000  # low-quality clips rendered + encoded once for stage 2
+    checkpoint_every: int = 500  # steps; also at the end of each stage
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
+    vae_max_seconds: float | None = None  # optional wall-time cap per stage
+    unet_max_seconds: float | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("vae_steps", "unet_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}.")
+        for name in ("vae_batch_size", "batch_size", "pool_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16; got {self.precision!r}.")
+        if not 0 <= self.prompt_dropout < 1:
+            raise ValueError(f"prompt_dropout must be in [0, 1); got {self.prompt_dropout}.")
