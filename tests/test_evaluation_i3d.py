@@ -57,7 +57,10 @@ def expected(i3d, clips8) -> dict[str, Tensor]:
     """Logits [2, 400] and pooled features [2, 1024] of the eager model on the repeated clips."""
     with torch.no_grad():
         pooled = i3d.pooled(clips8.repeat_interleave(2, dim=2))
-        return {"logits": i3d.logits(pooled).mean(dim=(2, 3, 4)), "pool": pooled.mean(dim=(2, 3, 4))}
+        return {
+            "logits": i3d.logits(pooled).mean(dim=(2, 3, 4)),
+            "pool": pooled.mean(dim=(2, 3, 4)),
+        }
 
 
 def _videos(n: int, frames: int, size: int = SMALL, seed: int = 0) -> Tensor:
@@ -102,7 +105,9 @@ def test_state_dict_has_the_videogpt_layout(i3d):
     assert sum(p.numel() for p in i3d.parameters()) == 12_697_264
 
 
-@pytest.mark.parametrize("size,stride,kernel", [(224, 2, 7), (16, 1, 3), (9, 2, 3), (7, 2, 2), (5, 2, 1)])
+@pytest.mark.parametrize(
+    "size,stride,kernel", [(224, 2, 7), (16, 1, 3), (9, 2, 3), (7, 2, 2), (5, 2, 1)]
+)
 def test_same_padding_gives_ceil_size_over_stride(size, stride, kernel):
     front, back = same_padding(size, kernel, stride)
     assert back - front in (0, 1)
@@ -163,7 +168,9 @@ class TFHubPortStandIn(nn.Module):
         super().__init__()
         self.i3d = i3d
 
-    def forward(self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> Tensor:
         if rescale:
             x = x / 127.5 - 1
         if resize:
@@ -179,11 +186,11 @@ def test_torchscript_port_path(i3d, clips8, expected, tmp_path):
 
     ext = I3DFeatureExtractor.from_pretrained(path, resolution=SMALL)
     assert ext.kind == "torchscript"
-    torch.testing.assert_close(ext(clips8), expected["logits"], rtol=1e-4, atol=1e-4)
+    # (one clip per call: the TorchScript interpreter is slower than eager mode on CPU)
+    torch.testing.assert_close(ext(clips8[:1]), expected["logits"][:1], rtol=1e-4, atol=1e-4)
     # the call keywords are passed through: asking for probabilities changes the output
-    probs = I3DFeatureExtractor.from_pretrained(
-        path, resolution=SMALL, call_kwargs={"rescale": False, "resize": False, "return_features": False}
-    )(clips8[:1])
+    call = {"rescale": False, "resize": False, "return_features": False}
+    probs = I3DFeatureExtractor.from_model(ext.model, path, resolution=SMALL, call_kwargs=call)(clips8[:1])
     torch.testing.assert_close(probs, expected["logits"][:1].softmax(dim=-1), rtol=1e-4, atol=1e-6)
     assert "TorchScript" in ext.describe()["feature_network"]
     with pytest.raises(ValueError, match="VideoGPT-layout"):
@@ -220,7 +227,9 @@ def test_resize_center_crop_keeps_the_centre_of_wide_frames():
     assert out.shape == (1, 3, 10, 10)
     torch.testing.assert_close(out, torch.ones_like(out))
     constant = torch.full((2, 3, 8, 8), 0.25)
-    torch.testing.assert_close(resize_center_crop(constant, 224), torch.full((2, 3, 224, 224), 0.25))
+    torch.testing.assert_close(
+        resize_center_crop(constant, 224), torch.full((2, 3, 224, 224), 0.25)
+    )
 
 
 def test_frechet_video_distance_closed_form():

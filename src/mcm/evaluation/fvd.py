@@ -143,9 +143,13 @@ class I3DFeatureExtractor:
                 "its output with call_kwargs instead."
             )
         if temporal_policy not in TEMPORAL_POLICIES:
-            raise ValueError(f"temporal_policy must be one of {TEMPORAL_POLICIES}, got {temporal_policy!r}.")
+            raise ValueError(
+                f"temporal_policy must be one of {TEMPORAL_POLICIES}, got {temporal_policy!r}."
+            )
         if min_frames < MIN_FRAMES:
-            raise ValueError(f"min_frames must be >= {MIN_FRAMES} (I3D's shortest clip), got {min_frames}.")
+            raise ValueError(
+                f"min_frames must be >= {MIN_FRAMES} (I3D's shortest clip), got {min_frames}."
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.device = torch.device(device)
@@ -161,7 +165,9 @@ class I3DFeatureExtractor:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, format: str = "auto", **kwargs) -> I3DFeatureExtractor:
+    def from_pretrained(
+        cls, path: str | Path, format: str = "auto", **kwargs
+    ) -> I3DFeatureExtractor:
         """Load I3D weights from ``path`` (see the module docstring for the two formats).
 
         Args:
@@ -194,7 +200,9 @@ class I3DFeatureExtractor:
     def preprocess(self, videos: Tensor) -> Tensor:
         """[B, 3, F, H, W] in [-1, 1] -> network input [B, 3, F', R, R] (R = resolution)."""
         if videos.ndim != 5 or videos.shape[1] != 3:
-            raise ValueError(f"videos must be [B, 3, F, H, W] in [-1, 1], got {tuple(videos.shape)}.")
+            raise ValueError(
+                f"videos must be [B, 3, F, H, W] in [-1, 1], got {tuple(videos.shape)}."
+            )
         x = resize_videos(videos.float(), self.resolution, mode="bilinear").clamp(-1, 1)
         x = extend_clips(x, self.min_frames, self.temporal_policy)
         return x * self.input_scale
@@ -224,7 +232,11 @@ class I3DFeatureExtractor:
         if self.kind == "torchscript":
             network = f"I3D (Kinetics-400), TF-Hub TorchScript port, called with {json.dumps(self.call_kwargs)}"
         else:
-            output = "400 logits averaged over time" if self.features == "logits" else "1024-d avg-pooled Mixed_5c"
+            output = (
+                "400 logits averaged over time"
+                if self.features == "logits"
+                else "1024-d avg-pooled Mixed_5c"
+            )
             network = f"I3D (Kinetics-400), VideoGPT PyTorch layout, {output}"
         return {
             "feature_network": network,
@@ -245,7 +257,9 @@ def frechet_video_distance(features_generated: Tensor, features_reference: Tenso
     Like every Frechet distance it is biased by the sample counts: compare numbers computed
     from the same N and M (both are recorded by the `mcm evaluate` protocol).
     """
-    return frechet_distance(*gaussian_stats(features_generated), *gaussian_stats(features_reference))
+    return frechet_distance(
+        *gaussian_stats(features_generated), *gaussian_stats(features_reference)
+    )
 
 
 def constant_videos_check(extractor: I3DFeatureExtractor) -> float:

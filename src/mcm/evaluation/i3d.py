@@ -79,7 +79,9 @@ class Unit3D(nn.Module):
         self.stride = list(stride)
         self.relu = relu
         self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, bias=bias)
-        self.bn = nn.BatchNorm3d(out_channels, eps=1e-5, momentum=0.001) if batch_norm else nn.Identity()
+        self.bn = (
+            nn.BatchNorm3d(out_channels, eps=1e-5, momentum=0.001) if batch_norm else nn.Identity()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn(self.conv3d(pad_same(x, self.kernel, self.stride)))

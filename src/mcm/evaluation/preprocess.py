@@ -29,7 +29,7 @@ def resize_center_crop(frames: Tensor, size: int, mode: str = "bilinear") -> Ten
     if frames.ndim != 4:
         raise ValueError(f"frames must be [N, C, H, W], got shape {tuple(frames.shape)}.")
     H, W = frames.shape[-2:]
-    if (H, W) != (size, size):
+    if (size, size) != (H, W):
         scale = size / min(H, W)
         out = (max(size, round(H * scale)), max(size, round(W * scale)))
         frames = F.interpolate(frames, size=out, mode=mode, align_corners=False, antialias=True)

@@ -1,0 +1,148 @@
+"""`mcm evaluate`: metrics of a folder of videos, each stored with its protocol.
+
+    mcm evaluate --videos out/student --prompts prompts.txt --metrics world --out metrics.json
+    mcm evaluate --videos out/student --reference data/real --metrics fvd \\
+        --i3d i3d_torchscript.pt --out metrics.json
+    mcm evaluate --videos out/student --prompts prompts.txt --metrics clipsim,frame_fid \\
+        --clip openai/clip-vit-base-patch32 --reference-images data/hq --fid-features DIR \\
+        --out metrics.json
+
+Every value in metrics.json sits next to its feature network, weights (path + sha256),
+number of videos and frames, resolution and resize policy (see mcm.evaluation.suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "compute world metrics / FVD / CLIPSIM / frame FID for a folder of videos"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--videos",
+        required=True,
+        help="folder of generated .mp4/.gif videos (read in sorted order)",
+    )
+    p.add_argument(
+        "--prompts",
+        help="prompt file: one per line in the videos' sorted order, or JSON {file: prompt}",
+    )
+    p.add_argument(
+        "--metrics",
+        default="world",
+        help="comma-separated: world, fvd, clipsim, frame_fid (default world)",
+    )
+    p.add_argument("--out", required=True, help="output metrics.json")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="videos per I3D pass (frames per pass: 8x this)"
+    )
+    g = p.add_argument_group("FVD")
+    g.add_argument("--reference", help="folder of reference videos")
+    g.add_argument(
+        "--i3d",
+        help="I3D weights: TF-Hub TorchScript port (i3d_torchscript.pt) or VideoGPT i3d_pretrained_400.pt",
+    )
+    g.add_argument("--i3d-format", default="auto", choices=["auto", "torchscript", "state_dict"])
+    g.add_argument(
+        "--i3d-features",
+        default="logits",
+        choices=["logits", "pool"],
+        help="state-dict layout only: 400 logits or 1024-d pool",
+    )
+    g.add_argument(
+        "--i3d-call",
+        help='TorchScript call keywords as JSON (default {"rescale": false, "resize": false, "return_features": true})',
+    )
+    g.add_argument(
+        "--fvd-resolution", type=int, default=224, help="I3D input size (224 is the standard)"
+    )
+    g.add_argument(
+        "--fvd-input-scale",
+        type=float,
+        default=1.0,
+        help="pixels in [-1,1] times this (0.5: VideoGPT's [-0.5,0.5])",
+    )
+    g.add_argument(
+        "--fvd-min-frames",
+        type=int,
+        default=9,
+        help="clips shorter than this are lengthened (I3D minimum 9)",
+    )
+    g.add_argument(
+        "--fvd-temporal-policy",
+        default="repeat",
+        choices=["repeat", "loop"],
+        help="how short clips are lengthened",
+    )
+    g = p.add_argument_group("CLIPSIM and frame FID")
+    g.add_argument("--clip", help="CLIPModel directory or cached hub id for CLIPSIM")
+    g.add_argument("--reference-images", help="folder of reference images for frame FID")
+    g.add_argument(
+        "--fid-features",
+        help="CLIPModel / CLIPVisionModel / Dinov2Model directory or cached hub id",
+    )
+    g.add_argument(
+        "--fid-resolution", type=int, default=224, help="DINOv2 input size (CLIP uses its own)"
+    )
+    g = p.add_argument_group("world")
+    g.add_argument("--world-probes", help="world probe directory (default: the shipped probes)")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from mcm.evaluation.suite import EvaluationSettings
+
+    call = None
+    if args.i3d_call:
+        try:
+            call = json.loads(args.i3d_call)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"--i3d-call must be a JSON object, e.g. '{{\"rescale\": false}}' ({e})."
+            ) from e
+        if not isinstance(call, dict):
+            raise ValueError("--i3d-call must be a JSON object of keyword arguments.")
+    return EvaluationSettings(
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        prompts=args.prompts,
+        reference=args.reference,
+        reference_images=args.reference_images,
+        i3d=args.i3d,
+        i3d_format=args.i3d_format,
+        i3d_features=args.i3d_features,
+        i3d_call=call,
+        fvd_resolution=args.fvd_resolution,
+        fvd_input_scale=args.fvd_input_scale,
+        fvd_min_frames=args.fvd_min_frames,
+        fvd_temporal_policy=args.fvd_temporal_policy,
+        clip=args.clip,
+        fid_features=args.fid_features,
+        fid_resolution=args.fid_resolution,
+        world_probes=args.world_probes,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mcm.evaluation.suite import evaluate_folder
+
+    out = Path(args.out)
+    try:
+        settings = settings_from_args(args)
+        settings.validate()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = evaluate_folder(args.videos, settings)
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"mcm evaluate: {e}", file=sys.stderr)
+        return 2
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, record in result["metrics"].items():
+        value = "n/a" if record["value"] is None else f"{record['value']:.4f}"
+        print(f"{name:28s} {value:>12s}   ({record['feature_network']})")
+    print(out)
+    return 0
