@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,11 +99,14 @@ def attach_lora(
     alpha: float = 64,
     dropout: float = 0.0,
     target_modules: tuple[str, ...] | list[str] | None = None,
+    generator: torch.Generator | None = None,
 ) -> None:
     """Inject LoRA (scale alpha / rank) into the denoiser's UNet; only LoRA stays trainable.
 
-    The LoRA B matrices start at zero, so the student starts equal to the teacher. The
-    settings are recorded in ``denoiser.lora_config``.
+    The LoRA B matrices start at zero, so the student starts equal to the teacher. The A
+    matrices are drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (peft's default
+    distribution) with ``generator`` (default: a generator seeded with 0), never from the
+    global RNG. The settings are recorded in ``denoiser.lora_config``.
 
     Raises:
         ValueError: bad rank/alpha/dropout, LoRA already attached, or no module matched.
@@ -127,8 +131,15 @@ def attach_lora(
     )
     unet.requires_grad_(False)
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
-    for p in lora_parameters(denoiser):
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    for name, p in _unet(denoiser).named_parameters():
+        if ".lora_" not in name:
+            continue
         p.data = p.data.float()
+        if ".lora_A." in name:
+            bound = 1.0 / math.sqrt(p[0].numel())  # fan_in = in_features (* kernel size)
+            draw = torch.rand(p.shape, generator=generator, dtype=torch.float32) * 2 - 1
+            p.data.copy_(draw * bound)
         p.requires_grad_(True)
     denoiser.lora_config = {
         "rank": rank,
@@ -186,13 +197,19 @@ def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> 
 def disable_adapters(denoiser: nn.Module) -> Iterator[nn.Module]:
     """Inside this context the denoiser computes exactly the teacher (base weights only).
 
-    Restores the previous adapter state and every LoRA weight's ``requires_grad`` on exit.
+    The UNet is also put in eval mode for the duration (ModelScope's temporal convs have
+    dropout 0.1, which would otherwise make the teacher random in train mode). On exit the
+    adapter state, every module's train/eval mode and every LoRA weight's
+    ``requires_grad`` are restored.
     """
-    layers = [m for m in _unet(denoiser).modules() if isinstance(m, BaseTunerLayer)]
+    unet = _unet(denoiser)
+    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
     was_disabled = [m.disable_adapters for m in layers]
     grads = [(p, p.requires_grad) for p in lora_parameters(denoiser)]
+    modes = [(m, m.training) for m in unet.modules()]
     for m in layers:
         m.enable_adapters(False)
+    unet.eval()
     try:
         yield denoiser
     finally:
@@ -200,6 +217,8 @@ def disable_adapters(denoiser: nn.Module) -> Iterator[nn.Module]:
             m.enable_adapters(not off)
         for p, g in grads:
             p.requires_grad_(g)
+        for m, training in modes:
+            m.training = training
 
 
 def _replace_with_base(unet: nn.Module, merge: bool) -> nn.Module:
