@@ -147,6 +147,17 @@ def test_state_dict_round_trip_safetensors_and_torch_save(i3d, clips8, expected,
     assert "400 logits" in protocol["feature_network"]
 
 
+def test_checkpoint_from_old_torch_without_num_batches_tracked_loads(i3d, tmp_path):
+    # piergiaj's / VideoGPT's I3D weights predate BatchNorm's num_batches_tracked buffer
+    state = {k: v for k, v in i3d.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pt")
+    model = I3DFeatureExtractor.from_pretrained(tmp_path / "old.pt").model
+    assert torch.equal(model.Mixed_5c.b3b.bn.running_var, i3d.Mixed_5c.b3b.bn.running_var)
+    # a torch.save'd state dict keeps its version metadata through our loader
+    torch.save(i3d.state_dict(), tmp_path / "new.pt")
+    assert hasattr(load_i3d_state_dict(tmp_path / "new.pt"), "_metadata")
+
+
 def test_wrong_checkpoint_is_rejected_with_the_reason(i3d, tmp_path):
     state = {k: v.contiguous() for k, v in i3d.state_dict().items()}
     del state["Mixed_4c.b1b.conv3d.weight"]
@@ -190,7 +201,9 @@ def test_torchscript_port_path(i3d, clips8, expected, tmp_path):
     torch.testing.assert_close(ext(clips8[:1]), expected["logits"][:1], rtol=1e-4, atol=1e-4)
     # the call keywords are passed through: asking for probabilities changes the output
     call = {"rescale": False, "resize": False, "return_features": False}
-    probs = I3DFeatureExtractor.from_model(ext.model, path, resolution=SMALL, call_kwargs=call)(clips8[:1])
+    probs = I3DFeatureExtractor.from_model(ext.model, path, resolution=SMALL, call_kwargs=call)(
+        clips8[:1]
+    )
     torch.testing.assert_close(probs, expected["logits"][:1].softmax(dim=-1), rtol=1e-4, atol=1e-6)
     assert "TorchScript" in ext.describe()["feature_network"]
     with pytest.raises(ValueError, match="VideoGPT-layout"):

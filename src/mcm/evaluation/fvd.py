@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -77,7 +78,14 @@ def load_i3d_state_dict(path: str | Path) -> dict[str, Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{str(path)!r} does not hold a state dict of tensors.")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    out = {k.removeprefix("module."): v for k, v in state.items()}
+    # BatchNorm reads the module versions from here: checkpoints from torch < 0.4.1 (no
+    # num_batches_tracked) still load strictly.
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        out = OrderedDict(out)
+        out._metadata = OrderedDict((k.removeprefix("module."), v) for k, v in metadata.items())
+    return out
 
 
 def i3d_from_state_dict(state: dict[str, Tensor]) -> InceptionI3d:
@@ -232,11 +240,10 @@ class I3DFeatureExtractor:
         if self.kind == "torchscript":
             network = f"I3D (Kinetics-400), TF-Hub TorchScript port, called with {json.dumps(self.call_kwargs)}"
         else:
-            output = (
-                "400 logits averaged over time"
-                if self.features == "logits"
-                else "1024-d avg-pooled Mixed_5c"
-            )
+            if self.features == "logits":
+                output = f"{self.model.num_classes} logits averaged over time"
+            else:
+                output = "1024-d avg-pooled Mixed_5c features averaged over time"
             network = f"I3D (Kinetics-400), VideoGPT PyTorch layout, {output}"
         return {
             "feature_network": network,
