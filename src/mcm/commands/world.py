@@ -88,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="if > 0 and the probes exist: record world metrics of this many samples in the manifest",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--note", default=None, help="free text stored in manifest.json")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(world_handler=_build)
 
@@ -171,6 +172,7 @@ def _build(args: argparse.Namespace) -> int:
         vae_max_seconds=args.vae_max_seconds,
         unet_max_seconds=args.unet_max_seconds,
         progress=not args.no_progress,
+        note=args.note,
     )
     print(f"world teacher written to {out} (copy it to src/mcm/world/assets/teacher to ship it)")
     return 0

@@ -57,7 +57,9 @@ def watermark_alpha(size: int = DEFAULT_SIZE) -> Tensor:
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of [N, C, H, W] with reflect padding."""
     radius = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
+    k = torch.exp(
+        -0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) / sigma) ** 2
+    )
     k = k / k.sum()
     C = x.shape[1]
     x = F.pad(x, (radius, radius, 0, 0), mode="reflect")

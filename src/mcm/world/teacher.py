@@ -310,6 +310,11 @@ def train_unet(
     trained = step < cfg.unet_steps
     unet.train()
     text_encoder.train()
+    # UNet3D's temporal convolutions hard-code dropout 0.1, drawn from the global RNG. With
+    # fresh data every step it is not needed, and without it every draw is from `g`.
+    for m in (*unet.modules(), *text_encoder.modules()):
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
     empty = tokens.shape[0] - 1
     while step < cfg.unet_steps:
         if (
@@ -367,6 +372,7 @@ def build_world_teacher(
     model_config: WorldTeacherConfig | None = None,
     evaluate_videos: int = 0,
     command: str | None = None,
+    note: str | None = None,
     **overrides,
 ) -> Path:
     """Train the world teacher and save it to ``out_dir`` as a stock diffusers pipeline.
@@ -381,6 +387,7 @@ def build_world_teacher(
         evaluate_videos: if > 0 and the world probes exist, sample this many videos at
             DDIM-50 and DDIM-4 and record the world metrics in the manifest.
         command: the command line to record in the manifest (default: ``sys.argv``).
+        note: free text stored in the manifest (e.g. why this build was made).
         **overrides: any other :class:`BuildConfig` field.
 
     Returns:
@@ -471,6 +478,8 @@ def build_world_teacher(
         },
         "metrics": None,
     }
+    if note:
+        manifest["note"] = note
     write_manifest(out_dir, manifest)
     if evaluate_videos > 0:
         manifest["metrics"] = teacher_metrics(

@@ -1,0 +1,168 @@
+"""The world teacher: its models, its build command, and the shipped pipeline."""
+
+import json
+
+import pytest
+import torch
+from diffusers import DiffusionPipeline, TextToVideoSDPipeline
+
+from mcm.models.world import (
+    WORLD_WORDS,
+    WorldTeacherConfig,
+    world_teacher_components,
+    world_tokenizer,
+)
+from mcm.paths import WORLD_TEACHER, resolve_teacher
+from mcm.world.teacher import BuildConfig, build_world_teacher, read_manifest, sample_teacher
+from mcm.world.train_data import world_prompts
+
+# Small enough for CI; the sizes are the shipped ones, only the batches and steps shrink.
+TINY_BUILD = {"vae_batch_size": 16, "pool_size": 8, "checkpoint_every": 100, "progress": False}
+
+
+@pytest.fixture
+def one_thread():
+    # Two OpenMP threads on a busy 2-core machine are many times slower than one, and one
+    # thread makes CPU float reductions (conv backward) reproducible bit for bit.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tokenizer_makes_each_world_word_one_token(tmp_path):
+    tok = world_tokenizer(16)
+    for word in WORLD_WORDS:
+        assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
+    ids = tok("a red circle moving left").input_ids
+    assert tok.convert_ids_to_tokens(ids) == [
+        "<|startoftext|>", "a</w>", "red</w>", "circle</w>", "moving</w>", "left</w>", "<|endoftext|>"
+    ]  # fmt: skip
+    # Text outside the world still tokenizes (byte-level fallback) and the tokenizer round-trips.
+    assert len(tok("zebra").input_ids) > 3
+    tok.save_pretrained(tmp_path)
+    again = type(tok).from_pretrained(tmp_path)
+    assert again("a cyan cross").input_ids == tok("a cyan cross").input_ids
+    assert again.model_max_length == 16
+
+
+def test_components_shapes_and_seeded_init():
+    cfg = WorldTeacherConfig()
+    c = world_teacher_components(cfg, seed=3)
+    frames = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = c["vae"].encode(frames).latent_dist.mean
+        assert z.shape == (2, 4, 8, 8)
+        assert c["vae"].decode(z).sample.shape == (2, 3, 32, 32)
+        tokens = c["tokenizer"](
+            ["a red circle moving left"], padding="max_length", return_tensors="pt"
+        )
+        context = c["text_encoder"](tokens.input_ids).last_hidden_state
+        assert context.shape == (1, 16, cfg.text_hidden)
+        eps = c["unet"](
+            torch.randn(1, 4, 8, 8, 8), torch.tensor([500]), encoder_hidden_states=context
+        ).sample
+        assert eps.shape == (1, 4, 8, 8, 8)
+    again = world_teacher_components(cfg, seed=3)
+    for name in ("vae", "text_encoder", "unet"):
+        for a, b in zip(c[name].parameters(), again[name].parameters()):
+            assert torch.equal(a, b)
+    sched = c["scheduler"].config
+    assert (sched.beta_schedule, sched.beta_start, sched.beta_end) == (
+        "scaled_linear",
+        0.00085,
+        0.012,
+    )
+    assert (
+        sched.prediction_type == "epsilon" and not sched.clip_sample and not sched.set_alpha_to_one
+    )
+    params = sum(p.numel() for n in ("vae", "text_encoder", "unet") for p in c[n].parameters())
+    assert params * 4 < 15e6  # fp32 weights within the size budget
+
+
+def test_build_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="batch_size"):
+        BuildConfig(batch_size=0)
+    with pytest.raises(ValueError, match="precision"):
+        BuildConfig(precision="fp8")
+    with pytest.raises(ValueError, match="prompt_dropout"):
+        BuildConfig(prompt_dropout=1.0)
+
+
+def _weights(path):
+    pipe = TextToVideoSDPipeline.from_pretrained(path)
+    return {
+        f"{n}.{k}": v
+        for n in ("vae", "unet", "text_encoder")
+        for k, v in getattr(pipe, n).state_dict().items()
+    }
+
+
+@pytest.mark.slow
+def test_build_saves_a_stock_pipeline_and_resumes_exactly(tmp_path, one_thread):
+    # An uninterrupted build ...
+    full = build_world_teacher(
+        tmp_path / "full", vae_steps=2, unet_steps=3, batch_size=2, seed=5, **TINY_BUILD
+    )
+    # ... equals one that stops after 2 UNet steps and is resumed to 3.
+    part = tmp_path / "part"
+    build_world_teacher(part, vae_steps=2, unet_steps=2, batch_size=2, seed=5, **TINY_BUILD)
+    assert (tmp_path / "part.checkpoints" / "unet.pt").is_file()
+    build_world_teacher(
+        part, vae_steps=2, unet_steps=3, batch_size=2, seed=5, resume=True, **TINY_BUILD
+    )
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+    manifest = read_manifest(full)
+    for key in (
+        "command",
+        "seed",
+        "revision",
+        "device",
+        "stages",
+        "latent_scaling_factor",
+        "metrics",
+    ):
+        assert key in manifest
+    assert manifest["seed"] == 5
+    assert manifest["stages"]["unet"]["steps"] == 3 and manifest["stages"]["vae"]["steps"] == 2
+    assert manifest["stages"]["unet"]["steps_per_s"] > 0
+    assert json.loads((full / "vae" / "config.json").read_text())[
+        "scaling_factor"
+    ] == pytest.approx(manifest["latent_scaling_factor"])
+
+    # Stock diffusers loads it and samples 8 frames of 32x32.
+    pipe = DiffusionPipeline.from_pretrained(full)
+    assert isinstance(pipe, TextToVideoSDPipeline)
+    videos = sample_teacher(pipe, ["a red circle moving left", "a blue square moving up"], 2, 3.0)
+    assert videos.shape == (2, 3, 8, 32, 32) and videos.min() >= -1 and videos.max() <= 1
+
+
+def test_shipped_teacher_loads_with_stock_diffusers_and_samples():
+    assert resolve_teacher("world") == str(WORLD_TEACHER)
+    pipe = DiffusionPipeline.from_pretrained(resolve_teacher("world"))
+    assert isinstance(pipe, TextToVideoSDPipeline)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(
+        "a green triangle moving right",
+        num_inference_steps=2,
+        guidance_scale=7.5,
+        num_frames=8,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).frames
+    assert out.shape == (1, 8, 3, 32, 32)
+    assert torch.isfinite(out).all()
+    manifest = read_manifest(WORLD_TEACHER)
+    assert manifest["sampling"]["num_frames"] == 8
+    size = sum(f.stat().st_size for f in WORLD_TEACHER.rglob("*") if f.is_file())
+    assert size < 15e6
+
+
+def test_every_world_prompt_is_short_enough():
+    tok = world_tokenizer(16)
+    lengths = {len(tok(p).input_ids) for p in world_prompts()}
+    assert max(lengths) <= 16 and len(world_prompts()) == 120
