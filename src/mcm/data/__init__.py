@@ -27,7 +27,12 @@ from mcm.data.datasets import (
     build_video_dataset,
 )
 from mcm.data.decode import crop_box, decode_image, decode_video, frame_indices
-from mcm.data.loader import ResumableLoader, make_dataloader
+from mcm.data.loader import (
+    ResumableLoader,
+    build_image_loader,
+    build_video_loader,
+    make_dataloader,
+)
 from mcm.data.media import write_image, write_video
 
 __all__ = [
@@ -43,7 +48,9 @@ __all__ = [
     "VideoDataConfig",
     "VideoDataset",
     "build_image_dataset",
+    "build_image_loader",
     "build_video_dataset",
+    "build_video_loader",
     "config_from_dict",
     "crop_box",
     "decode_image",

@@ -22,7 +22,7 @@ BAD_REASONS = {
     "undecodable": "not a media file PyAV can open (wrong format, corrupt header)",
     "no_video_stream": "no video stream (e.g. audio-only)",
     "decode_error": "decoding failed part-way (truncated or corrupt data)",
-    "truncated": "the stream ends before the frames its header announces",
+    "truncated": "the file is cut short (no index, or fewer frames than its header announces)",
     "too_short": "fewer frames than num_frames (x stride) needs",
     "too_small": "shorter side below min_side",
     "missing_caption": "no caption found for the file",

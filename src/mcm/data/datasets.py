@@ -160,7 +160,7 @@ class MediaDataset(IterableDataset):
             rec = self.records[payload]
             if rec.error is not None:
                 raise BadSample(*rec.error)
-            apply_filters(rec.meta, self.config)
+            apply_filters(read_meta(rec) if needs_scores(self.config) else rec.meta, self.config)
             caption = rec.caption if rec.caption is not None else read_caption(rec.caption_path)
             media, key = rec.location, rec.key
         else:
@@ -169,6 +169,7 @@ class MediaDataset(IterableDataset):
                 raise BadSample("bad_shard", fields)
             media, caption, meta = unpack_wds_sample(fields, self.media_exts, self.config)
             apply_filters(meta, self.config)
+            key = str(meta.get("key") or key)  # `mcm data pack` keeps the original key here
         return {self.kind: self._decode(media, generator), "caption": caption, "key": key}
 
     def _decode(self, media, generator: torch.Generator):
@@ -242,6 +243,23 @@ def unpack_wds_sample(fields: dict[str, bytes], media_exts, config) -> tuple[byt
     if not caption:
         raise BadSample("bad_caption", "empty caption")
     return fields[ext], caption, meta
+
+
+def needs_scores(config) -> bool:
+    return config.min_aesthetic is not None or config.max_watermark_prob is not None
+
+
+def read_meta(rec: Record) -> dict:
+    """A record's metadata, merged with its same-name ``.json`` (an unreadable one is ignored:
+    metadata only feeds the optional filters)."""
+    if rec.meta_path is None:
+        return rec.meta
+    try:
+        with open(rec.meta_path, encoding="utf-8") as fh:
+            extra = json.load(fh)
+    except (OSError, ValueError):
+        return rec.meta
+    return {**extra, **rec.meta} if isinstance(extra, dict) else rec.meta
 
 
 def _number(meta: dict, keys) -> float | None:

@@ -20,8 +20,6 @@ from torch import Tensor
 
 from mcm.data.badlog import BadSample
 
-av.logging.set_level(av.logging.PANIC)  # bad files are reported by us, once, not by ffmpeg
-
 # Sources: a path, a URL, or the bytes of a webdataset member.
 MediaSource = str | bytes
 
@@ -123,19 +121,33 @@ def _open(src: MediaSource):
     try:
         return av.open(target, mode="r")
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        # An mp4 cut short loses its index (written last by default): it still starts with
-        # ISO media boxes, which a text file named .mp4 does not.
-        truncated = "moov atom not found" in str(e) and _starts_with_mp4_box(src)
-        raise BadSample("truncated" if truncated else "undecodable", str(e)) from e
+        reason = "truncated" if _mp4_cut_short(src) else "undecodable"
+        raise BadSample(reason, str(e)) from e
 
 
-def _starts_with_mp4_box(src: MediaSource) -> bool:
-    if isinstance(src, bytes):
-        head = src[:8]
-    else:
-        with open(src, "rb") as fh:
-            head = fh.read(8)
-    return head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+def _mp4_cut_short(src: MediaSource) -> bool:
+    """True for an ISO-media (mp4/mov) file whose top-level boxes run past its end or that
+    has no index (``moov``): what an mp4 cut short looks like (the index is written last by
+    default). A text file named .mp4 does not start with a box and gives False."""
+    fh = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")  # noqa: SIM115
+    with fh:
+        size = fh.seek(0, io.SEEK_END)
+        pos, boxes = 0, []
+        while pos + 8 <= size:
+            fh.seek(pos)
+            head = fh.read(16)
+            n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if n == 1 and len(head) == 16:
+                n = int.from_bytes(head[8:16], "big")
+            elif n == 0:
+                n = size - pos
+            if n < 8 or not kind.isalnum() and kind not in (b"free", b"skip"):
+                return False
+            boxes.append(kind)
+            pos += n
+    if not boxes or boxes[0] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return False
+    return pos > size or b"moov" not in boxes
 
 
 def _frame_count(stream) -> tuple[int, bool]:

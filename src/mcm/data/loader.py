@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mcm.data.badlog import BadSampleLog, SkipEvent
-from mcm.data.datasets import MediaDataset, StreamSpec
+from mcm.data.datasets import MediaDataset, StreamSpec, build_image_dataset, build_video_dataset
 
 logger = logging.getLogger("mcm.data")
 
@@ -164,3 +164,17 @@ def make_dataloader(
     if num_workers is None:
         num_workers = dataset.config.num_workers
     return ResumableLoader(dataset, batch_size, num_workers, seed, rank, world_size)
+
+
+def build_video_loader(
+    config, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+) -> ResumableLoader:
+    """``make_dataloader(build_video_dataset(config), ...)`` with ``config.num_workers``."""
+    return make_dataloader(build_video_dataset(config), batch_size, None, seed, rank, world_size)
+
+
+def build_image_loader(
+    config, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+) -> ResumableLoader:
+    """``make_dataloader(build_image_dataset(config), ...)`` with ``config.num_workers``."""
+    return make_dataloader(build_image_dataset(config), batch_size, None, seed, rank, world_size)

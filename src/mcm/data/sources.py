@@ -47,6 +47,8 @@ class Record:
         caption: the caption text when the manifest carries it.
         caption_path: a ``.txt`` file to read the caption from (folder sources).
         meta: the other manifest columns (scores, width, height, ...).
+        meta_path: a same-name ``.json`` of metadata (folder sources, as img2dataset writes);
+            read only when a score filter needs it.
         error: ``(reason, detail)`` when the row itself is unusable.
     """
 
@@ -55,6 +57,7 @@ class Record:
     caption: str | None = None
     caption_path: str | None = None
     meta: dict = field(default_factory=dict)
+    meta_path: str | None = None
     error: tuple[str, str] | None = None
 
 
@@ -124,7 +127,9 @@ def folder_records(config, media_exts: tuple[str, ...]) -> list[Record]:
         rel = f.relative_to(root).as_posix()
         key = rel.rsplit(".", 1)[0]
         if captions is None:
-            records.append(Record(key, str(f), caption_path=str(f.with_suffix(".txt"))))
+            txt, meta = f.with_suffix(".txt"), f.with_suffix(".json")
+            meta_path = str(meta) if meta.is_file() else None
+            records.append(Record(key, str(f), caption_path=str(txt), meta_path=meta_path))
             continue
         caption = captions.get(rel, captions.get(key, captions.get(f.name)))
         error = None if caption is not None else ("missing_caption", "not in the captions file")
