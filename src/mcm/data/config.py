@@ -43,8 +43,9 @@ class _SourceFields:
     path_column: str | None = None
     """Manifests: the column holding the file path or URL. Default: the first present of
     ``path, file, filepath, file_name, filename, video, video_path, image, image_path, url,
-    contentUrl, URL``; a WebVid CSV without a path but with ``videoid`` and ``page_dir`` reads
-    ``{page_dir}/{videoid}.mp4``."""
+    contentUrl, URL``. A WebVid CSV (``videoid, contentUrl, duration, page_dir, name``) reads
+    the local files ``{media_root}/{page_dir}/{videoid}.mp4`` when ``media_root`` is set, else
+    streams ``contentUrl``."""
 
     caption_column: str | None = None
     """Manifests and webdataset ``.json``: the caption field. Default: the first present of

@@ -263,7 +263,12 @@ def _decode_clip(
             container.seek(0)
         indices = frame_indices(total, num_frames, stride, generator, start, policy)
         box = crop_box(height, width, out_size, crop_scale, generator, crop)
-        frames, decoded = _decode_indices(container, stream, indices, box, out_size)
+        try:
+            frames, decoded = _decode_indices(container, stream, indices, box, out_size)
+        except BadSample as e:
+            if _mp4_cut_short(src):  # the data ends inside a box: cut short, not corrupt
+                raise BadSample("truncated", e.detail) from e
+            raise
     if len(frames) < len(set(indices)):
         return None, total, decoded, exact
     by_index = dict(frames)

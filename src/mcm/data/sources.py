@@ -102,7 +102,9 @@ def list_records(config, media_exts: tuple[str, ...]) -> list[Record]:
             raise FileNotFoundError(f"manifest {config.source!r} does not exist.")
         rows = read_manifest(path, fmt)
         root = Path(config.media_root) if config.media_root else path.parent
-        return manifest_records(rows, root, config.path_column, config.caption_column, path)
+        return manifest_records(
+            rows, root, config.path_column, config.caption_column, path, bool(config.media_root)
+        )
     raise ValueError(f"{fmt!r} is not an indexable source format (folder, csv, jsonl).")
 
 
@@ -199,9 +201,19 @@ def _pick(columns, wanted: str | None, candidates: tuple[str, ...], what: str, p
 
 
 def manifest_records(
-    rows: list, root: Path, path_column: str | None, caption_column: str | None, manifest: Path
+    rows: list,
+    root: Path,
+    path_column: str | None,
+    caption_column: str | None,
+    manifest: Path,
+    local_webvid: bool = False,
 ) -> list[Record]:
-    """Records from manifest rows. Relative paths are joined to ``root``."""
+    """Records from manifest rows. Relative paths are joined to ``root``.
+
+    A WebVid CSV (``videoid``, ``page_dir``, ``contentUrl``, ``name``) reads the local files
+    ``{root}/{page_dir}/{videoid}.mp4`` when ``local_webvid`` (a ``media_root`` was given) or
+    when it has no ``contentUrl``, else streams ``contentUrl``.
+    """
     columns: set[str] = set()
     for row in rows:
         if isinstance(row, dict):
@@ -209,7 +221,8 @@ def manifest_records(
     if not columns:
         raise ValueError(f"manifest {manifest} has no rows.")
     path_col = _pick(columns, path_column, PATH_COLUMNS, "path_column", manifest)
-    webvid = path_col is None and {"videoid", "page_dir"} <= columns
+    webvid = path_column is None and {"videoid", "page_dir"} <= columns
+    webvid = webvid and (local_webvid or path_col is None)
     if path_col is None and not webvid:
         raise ValueError(
             f"{manifest.name}: no path column among {sorted(columns)}; set path_column to the "
@@ -250,7 +263,7 @@ def manifest_records(
             key = rel.rsplit(".", 1)[0]
         caption = row.get(cap_col)
         caption = None if caption is None else str(caption)
-        meta = {k: v for k, v in row.items() if k not in (path_col, cap_col)}
+        meta = {k: v for k, v in row.items() if k != cap_col and (webvid or k != path_col)}
         error = ("missing_caption", f"row {i}: empty {cap_col!r}") if not caption else None
         records.append(Record(key, loc, caption=caption, meta=meta, error=error))
     return records
