@@ -91,8 +91,10 @@ def _git_revision() -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+        rev, dirty = "", ""
+    if not rev:  # e.g. a copied working tree without .git: let the caller say
+        return os.environ.get("MCM_GIT_REVISION", "unknown")
+    return rev + ("+dirty" if dirty else "")
 
 
 def _device_name(device: torch.device) -> str:

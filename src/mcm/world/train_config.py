@@ -13,10 +13,10 @@ TEACHER_GUIDANCE = 7.5
 class BuildConfig:
     """Every knob of ``mcm world build``. Defaults are sized for one GPU (~8 minutes)."""
 
-    vae_steps: int = 3000  # VAE optimiser steps
-    unet_steps: int = 12000  # UNet + text encoder optimiser steps
+    vae_steps: int = 2000  # VAE optimiser steps
+    unet_steps: int = 10000  # UNet + text encoder optimiser steps
     vae_batch_size: int = 256  # frames per VAE step
-    batch_size: int = 128  # clips per UNet step
+    batch_size: int = 256  # clips per UNet step
     vae_lr: float = 1e-3
     lr: float = 5e-4  # UNet + text encoder (AdamW, constant after warm-up)
     warmup_steps: int = 200
