@@ -166,3 +166,19 @@ def test_every_world_prompt_is_short_enough():
     tok = world_tokenizer(16)
     lengths = {len(tok(p).input_ids) for p in world_prompts()}
     assert max(lengths) <= 16 and len(world_prompts()) == 120
+
+
+@pytest.mark.slow
+def test_cli_build_writes_pipeline_and_manifest(tmp_path, one_thread):
+    from mcm.cli import main
+
+    out = tmp_path / "teacher"
+    args = ["world", "build", "--out", str(out), "--vae-steps", "1", "--unet-steps", "1"]
+    args += ["--batch-size", "1", "--vae-batch-size", "8", "--pool-size", "2", "--no-progress"]
+    assert main([*args, "--note", "ci"]) == 0
+    manifest = read_manifest(out)
+    assert manifest["note"] == "ci" and manifest["build_config"]["pool_size"] == 2
+    assert manifest["asset_bytes"] > 0
+    assert (out / "model_index.json").is_file() and (out / "unet" / "config.json").is_file()
+    assert not (out / "vae.pt").exists()  # checkpoints live beside the pipeline, not in it
+    assert (tmp_path / "teacher.checkpoints" / "vae.pt").is_file()

@@ -118,6 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probes", default=None, help="probe folder (default: the shipped probes)")
     p.add_argument(
         "--write", action="store_true", help="store the result in the teacher's manifest.json"
     )
@@ -196,7 +197,7 @@ def _teacher_metrics(args: argparse.Namespace) -> int:
     teacher = resolve_teacher(args.teacher)
     guidance = TEACHER_GUIDANCE if args.guidance is None else args.guidance
     metrics = teacher_metrics(
-        teacher, args.videos, args.device, args.seed, tuple(args.steps), guidance
+        teacher, args.videos, args.device, args.seed, tuple(args.steps), guidance, args.probes
     )
     print(json.dumps(metrics, indent=1))
     if "skipped" in metrics:

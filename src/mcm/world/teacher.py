@@ -552,14 +552,15 @@ def teacher_metrics(
     seed: int = 0,
     steps: tuple[int, ...] = (TEACHER_STEPS, 4),
     guidance_scale: float = TEACHER_GUIDANCE,
+    probes_dir: str | Path | None = None,
 ) -> dict:
-    """World metrics of the teacher's samples at each DDIM step count, or
-    {"skipped": reason} when the probes are not available."""
+    """World metrics of the teacher's samples at each DDIM step count (probes from
+    ``probes_dir``, default the shipped ones), or {"skipped": reason} without probes."""
     try:
         from mcm.world.metrics import world_metrics
         from mcm.world.probes import load_probes
 
-        probes = load_probes()
+        probes = load_probes() if probes_dir is None else load_probes(probes_dir)
     except (ImportError, FileNotFoundError, OSError) as e:
         return {"skipped": f"world probes not available ({e}); run `mcm world build-probes` first"}
     from mcm.models.world import load_world_pipeline
