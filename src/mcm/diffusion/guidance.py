@@ -30,9 +30,22 @@ def cfg_guidance(cond: Tensor, uncond: Tensor, guidance_scale: Tensor | float) -
 def guidance_scale_embedding(w: Tensor, dim: int = 256, scale: float = 1000.0) -> Tensor:
     """Sinusoidal embedding of guidance scales (the full-model recipe's timestep_cond).
 
-    e = [sin(scale w f_j), cos(scale w f_j)], f_j = exp(-ln(10000) j / (dim/2 - 1)).
-    Args: w [B]. Returns: [B, dim] (zero-padded when dim is odd).
+    e = [sin(scale w f_j), cos(scale w f_j)], f_j = exp(-ln(10000) j / (h - 1)) for
+    j = 0..h-1, h = dim // 2: the sines first, then the cosines. Equals diffusers'
+    LatentConsistencyModelPipeline.get_guidance_scale_embedding, which that pipeline
+    calls with the LCM-form w = guidance_scale - 1.
+
+    Args:
+        w: [B] (LCM-form scales). dim: embedding size, >= 4. scale: multiplies w.
+    Returns:
+        [B, dim] float32 (the last column zero when dim is odd).
+    Raises:
+        ValueError: w not 1-D, or dim < 4.
     """
+    if w.ndim != 1:
+        raise ValueError(f"w must have shape [B]; got shape {tuple(w.shape)}.")
+    if dim < 4:
+        raise ValueError(f"dim must be at least 4; got {dim}.")
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) / (half - 1) * torch.arange(half, dtype=torch.float32))
     args = (w.float() * scale)[:, None] * freqs[None, :].to(w.device)

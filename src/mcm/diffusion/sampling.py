@@ -77,7 +77,7 @@ def sample_consistency(
     x = alpha(t_{i+1}) denoised + sigma(t_{i+1}) z with z = randn(x.shape, generator).
     Same arithmetic and noise draws as a loop of diffusers' LCMScheduler.step (with
     clip_sample and thresholding off) over the same timesteps, so with the same
-    generator the result is bit for bit the same.
+    generator and the same x0 predictions the result is bit for bit the same.
 
     Args:
         denoiser: (x_t [B, ...], t [B] long) -> predicted x0 [B, ...].
@@ -114,10 +114,11 @@ def sample_ddim(
 
     Each step goes from t to t - T // n with n = len(timesteps) (diffusers'
     DDIMScheduler rule, whatever the spacing), a negative target meaning the clean end
-    (timestep -1, alpha_bar = final_alpha_cumprod). With "leading" or "linspace" spacing,
-    or "trailing" with n dividing T, the last step lands on the clean end; otherwise it
-    stops at t_last - T // n >= 0, as diffusers does. Guidance, if any, lives inside
-    ``denoiser``. Equals a loop of DDIMScheduler.step (eta = 0, clip_sample off).
+    (timestep -1, alpha_bar = final_alpha_cumprod). With "linspace" spacing, "leading"
+    (steps_offset < T // n) or "trailing" with n dividing T, the last step lands on the
+    clean end; otherwise it stops at t_last - T // n >= 0, as diffusers does. Guidance, if
+    any, lives inside ``denoiser``. Equals a loop of DDIMScheduler.step (eta = 0,
+    clip_sample off).
 
     Args:
         denoiser: (x_t [B, ...], t [B] long) -> (x0, eps), each [B, ...].

@@ -8,7 +8,9 @@ Two families behind one interface (:class:`NoiseSchedule`):
   s = t / T, so alpha(t) = 1 - s, sigma(t) = s.
 
 Timesteps are always per sample, shape [B]. Timestep -1 means "past the end of the
-trajectory" (the clean sample), which DDIM uses for its last step.
+trajectory" (the clean sample), which DDIM uses for its last step. alpha(t) and sigma(t)
+come back on the schedule's device; the functions that apply them to samples
+(add_noise, the conversions, ddim_step) move them to the samples' device and dtype.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
     """
     sqrt_abar = torch.cumprod(1.0 - betas, dim=0).sqrt()
     first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
-    sqrt_abar = (sqrt_abar - last) * first / (first - last)
+    # Same order of operations as diffusers, so the float32 tables agree bit for bit.
+    sqrt_abar = (sqrt_abar - last) * (first / (first - last))
     abar = sqrt_abar**2
     alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
     return 1.0 - alphas
@@ -97,8 +100,8 @@ def add_noise(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor) -> 
     Returns:
         x_t [B, ...] in x0's dtype.
     """
-    a = append_dims(schedule.alpha(t), x0.ndim).to(x0.dtype)
-    s = append_dims(schedule.sigma(t), x0.ndim).to(x0.dtype)
+    a = append_dims(schedule.alpha(t), x0.ndim).to(x0.device, x0.dtype)
+    s = append_dims(schedule.sigma(t), x0.ndim).to(x0.device, x0.dtype)
     return a * x0 + s * noise
 
 
@@ -132,27 +135,50 @@ class VPSchedule:
         set_alpha_to_one: bool = True,
         dtype: torch.dtype = torch.float32,
     ) -> VPSchedule:
-        """Build from diffusers-style arguments (the defaults are ModelScopeT2V's)."""
+        """Build from diffusers-style arguments (the defaults are ModelScopeT2V's).
+
+        The table equals ``alphas_cumprod`` of diffusers' DDIMScheduler, DDPMScheduler and
+        LCMScheduler built with the same arguments. With ``rescale_betas_zero_snr`` the last
+        alpha_bar is exactly 0, as in those schedulers (the Euler/DPM-Solver/UniPC
+        schedulers instead clamp it to 2**-24): an epsilon prediction cannot be turned into
+        x0 at t = T-1 then, which is why zero-SNR models predict v.
+
+        Raises:
+            ValueError: unknown ``beta_schedule`` (the message lists BETA_SCHEDULES).
+        """
         betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end, dtype)
+        return cls._from_beta_table(betas, rescale_betas_zero_snr, set_alpha_to_one)
+
+    @classmethod
+    def _from_beta_table(
+        cls, betas: Tensor, rescale_betas_zero_snr: bool, set_alpha_to_one: bool
+    ) -> VPSchedule:
         if rescale_betas_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
         abar = torch.cumprod(1.0 - betas, dim=0)
-        if rescale_betas_zero_snr:
-            # As diffusers: keep the last alpha_bar a tiny positive number so that
-            # eps -> x0 conversions at t = T-1 stay finite.
-            abar[-1] = 2**-24
         final = 1.0 if set_alpha_to_one else float(abar[0])
         return cls(alphas_cumprod=abar, final_alpha_cumprod=final)
 
     @classmethod
     def from_config(cls, config: Any, dtype: torch.dtype = torch.float32) -> VPSchedule:
-        """Build from a diffusers scheduler, its config, or a scheduler_config.json dict."""
+        """Build from a diffusers scheduler, its config, or a scheduler_config.json dict.
+
+        Reads ``trained_betas`` (or ``beta_schedule``, ``num_train_timesteps``,
+        ``beta_start``, ``beta_end``), ``rescale_betas_zero_snr`` and ``set_alpha_to_one``
+        as diffusers' DDIMScheduler does; keys missing from a plain dict take
+        DDIMScheduler's defaults (linear, 1000 steps, 0.0001 to 0.02, no rescale,
+        set_alpha_to_one true).
+
+        Raises:
+            ValueError: unknown ``beta_schedule`` (the message lists BETA_SCHEDULES).
+        """
         config = dict(getattr(config, "config", config))
         if config.get("trained_betas") is not None:
-            betas = torch.tensor(config["trained_betas"], dtype=dtype)
-            abar = torch.cumprod(1.0 - betas, dim=0)
-            final = 1.0 if config.get("set_alpha_to_one", True) else float(abar[0])
-            return cls(alphas_cumprod=abar, final_alpha_cumprod=final)
+            return cls._from_beta_table(
+                torch.tensor(config["trained_betas"], dtype=dtype),
+                rescale_betas_zero_snr=config.get("rescale_betas_zero_snr", False),
+                set_alpha_to_one=config.get("set_alpha_to_one", True),
+            )
         return cls.from_betas(
             beta_schedule=config.get("beta_schedule", "linear"),
             num_train_timesteps=config.get("num_train_timesteps", 1000),
@@ -171,7 +197,9 @@ class VPSchedule:
                 f"Timesteps must lie in -1..{self.num_train_timesteps - 1}; got "
                 f"{int(t.min())}..{int(t.max())}."
             )
-        table = torch.cat([self.alphas_cumprod.new_tensor([self.final_alpha_cumprod]), self.alphas_cumprod])
+        table = torch.cat(
+            [self.alphas_cumprod.new_tensor([self.final_alpha_cumprod]), self.alphas_cumprod]
+        )
         return table[t + 1]
 
     def alpha(self, t: Tensor) -> Tensor:
@@ -185,16 +213,23 @@ class VPSchedule:
 class FlowMatchingSchedule:
     """Rectified-flow schedule: x_t = (1 - s) x0 + s eps, s = t / T for t in [0, T].
 
-    Timestep -1 (the end of a trajectory) is treated as s = 0.
+    Timesteps may be fractional (diffusers' FlowMatchEulerDiscreteScheduler uses
+    t = sigma T); timestep -1 (the end of a trajectory) is treated as s = 0. Integer
+    timesteps give float32 alpha and sigma; floating ones keep their dtype.
     """
 
     num_train_timesteps: int = 1000
     kind: str = "flow"
 
     def _s(self, t: Tensor) -> Tensor:
-        t = torch.as_tensor(t, dtype=torch.float32)
+        t = torch.as_tensor(t)
+        if not t.is_floating_point():
+            t = t.float()
         if t.min() < -1 or t.max() > self.num_train_timesteps:
-            raise ValueError(f"Timesteps must lie in -1..{self.num_train_timesteps}.")
+            raise ValueError(
+                f"Timesteps must lie in -1..{self.num_train_timesteps}; got "
+                f"{float(t.min())}..{float(t.max())}."
+            )
         return t.clamp(min=0) / self.num_train_timesteps
 
     def alpha(self, t: Tensor) -> Tensor:
