@@ -1,0 +1,192 @@
+"""The MCM step on a tiny real ModelScope pipeline: loss terms against a hand-written
+computation, gradient flow, mixed trajectories, and a loss that goes down."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from mcm.adversarial import FrameDiscriminator, LatentUNetBackbone
+from mcm.models import attach_lora, disable_adapters, load_teacher, lora_parameters
+from mcm.models.tiny import save_tiny_pipeline
+from mcm.motion import EMAModule, build_motion_representation
+from mcm.training.distiller import DistillBatch, MCMConfig, MCMDistiller
+
+PROMPTS = ["a red circle moving left", "a blue square moving up"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    return save_tiny_pipeline("modelscope", tmp_path_factory.mktemp("tiny-ms"))
+
+
+def _setup(teacher_dir, motion="learnable", discriminator=True, **cfg_kw):
+    bundle = load_teacher(str(teacher_dir), device="cpu")
+    torch.manual_seed(0)
+    attach_lora(bundle.denoiser, rank=4, alpha=4)
+    with torch.no_grad():  # a perturbed LoRA, so the student differs from the teacher
+        for p in lora_parameters(bundle.denoiser):
+            p.add_(0.05 * torch.randn_like(p))
+    head = build_motion_representation(motion, bundle.vae.latent_channels)
+    head_ema = EMAModule(head, 0.95) if any(True for _ in head.parameters()) else None
+    disc = None
+    if discriminator:
+        den = bundle.denoiser
+
+        def features(x, t, emb):
+            with disable_adapters(den):
+                return den.encoder_features(x, t, emb)
+
+        backbone = LatentUNetBackbone(features, den.schedule, (0, 500), null_text_emb=bundle.text_encoder.empty(1))
+        backbone.probe_channels(torch.zeros(1, 4, 16, 16))
+        disc = FrameDiscriminator(backbone, text_dim=bundle.text_encoder.embedding_dim)
+    cfg = MCMConfig(**cfg_kw)
+    distiller = MCMDistiller(
+        cfg,
+        bundle.denoiser,
+        motion=head,
+        motion_target=head_ema.module if head_ema else None,
+        disable_adapters=disable_adapters,
+        discriminator=disc,
+    )
+    text = bundle.text_encoder
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, 4, 16, 16, generator=gen)
+    batch = DistillBatch(latents=latents, text_emb=text(PROMPTS), uncond_emb=text.empty(2))
+    if discriminator:
+        batch.pooled_text = text.pooled(PROMPTS)
+        batch.real_frames = torch.randn(4, 4, 16, 16, generator=gen)
+        batch.real_pooled_text = text.pooled(PROMPTS + PROMPTS)
+    return bundle, distiller, batch
+
+
+def _reference_mcd(bundle, distiller, batch, draws, z0):
+    """The method page's steps 2-9 written out directly on the diffusers UNet."""
+    cfg, unet = distiller.cfg, bundle.denoiser.unet
+    acp = distiller.schedule.alphas_cumprod
+    k = 1000 // cfg.num_ode_steps
+    t = (draws.index + 1) * k - 1
+    t_prev = (t - k).clamp(min=0)
+
+    def bc(tt):
+        st = tt.float() * cfg.timestep_scaling
+        return (0.25 / (st**2 + 0.25)), st / (st**2 + 0.25).sqrt()
+
+    def v(x):  # [B] -> [B,1,1,1,1]
+        return x.view(-1, 1, 1, 1, 1)
+
+    def eps_of(x, tt, emb):
+        return unet(x, tt, encoder_hidden_states=emb).sample
+
+    a, s = acp[t].sqrt(), (1 - acp[t]).sqrt()
+    x_t = v(a) * z0 + v(s) * draws.noise
+    x_t = torch.where(v(t == 999).bool(), draws.noise, x_t)
+    eps = eps_of(x_t, t, batch.text_emb)
+    cs, co = bc(t)
+    f = v(cs) * x_t + v(co) * (x_t - v(s) * eps) / v(a)
+    with torch.no_grad(), disable_adapters(bundle.denoiser):
+        e_c, e_u = eps_of(x_t, t, batch.text_emb), eps_of(x_t, t, batch.uncond_emb)
+    x0_c, x0_u = (x_t - v(s) * e_c) / v(a), (x_t - v(s) * e_u) / v(a)
+    w = v(draws.w)
+    x0_hat, e_hat = x0_c + w * (x0_c - x0_u), e_c + w * (e_c - e_u)
+    ap, sp = acp[t_prev].sqrt(), (1 - acp[t_prev]).sqrt()
+    x_prev = v(ap) * x0_hat + v(sp) * e_hat
+    with torch.no_grad():
+        e_y = eps_of(x_prev, t_prev, batch.text_emb)
+        cs2, co2 = bc(t_prev)
+        y = v(cs2) * x_prev + v(co2) * (x_prev - v(sp) * e_y) / v(ap)
+    d = ((f - y) ** 2 + cfg.huber_c**2).sqrt() - cfg.huber_c
+    return d.flatten(1).mean(1)
+
+
+def test_lcm_loss_matches_hand_written_computation(teacher_dir):
+    bundle, distiller, batch = _setup(teacher_dir, motion="raw", discriminator=False, mixed_trajectories=False)
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(3))
+    draws = dataclasses.replace(draws, index=torch.tensor([10, 49]))  # one mid-grid, one at the top
+    out = distiller.generator_step(batch, draws)
+    expected = _reference_mcd(bundle, distiller, batch, draws, batch.latents)
+    torch.testing.assert_close(out.loss, expected.mean(), rtol=1e-4, atol=1e-6)
+    assert set(out.terms) == {"loss_mcd", "use_real", "loss_g"}
+
+
+def test_mixed_trajectory_uses_the_students_one_step_sample(teacher_dir):
+    bundle, distiller, batch = _setup(teacher_dir, motion="raw", discriminator=True, lambda_real=0.5)
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(4))
+    draws = dataclasses.replace(draws, use_real=False, index=torch.tensor([5, 20]))
+    out = distiller.generator_step(batch, draws)
+    z0 = distiller.student_sample(draws.start_noise, batch.text_emb, None)
+    expected = _reference_mcd(bundle, distiller, batch, draws, z0)
+    torch.testing.assert_close(out.terms["loss_mcd"], expected.mean(), rtol=1e-4, atol=1e-6)
+    assert out.terms["use_real"] == 0.0
+    # and the draw probability is lambda_real
+    g = torch.Generator().manual_seed(0)
+    real = [distiller.sample_draws(batch.latents, g).use_real for _ in range(400)]
+    assert abs(sum(real) / 400 - 0.5) < 0.08
+
+
+def test_mcm_step_gradients_flow_where_intended(teacher_dir):
+    bundle, distiller, batch = _setup(teacher_dir, motion="learnable", discriminator=True)
+    den, D = bundle.denoiser, distiller.discriminator
+    frozen = {
+        **{f"unet.{n}": p.detach().clone() for n, p in den.unet.named_parameters() if "lora" not in n},
+        **{f"vae.{n}": p.detach().clone() for n, p in bundle.vae.named_parameters()},
+        **{f"text.{n}": p.detach().clone() for n, p in bundle.text_encoder.named_parameters()},
+    }
+    lora_before = [p.detach().clone() for p in lora_parameters(den)]
+    head_before = [p.detach().clone() for p in distiller.motion.parameters()]
+    d_before = [p.detach().clone() for p in D.head_parameters()]
+    opt_g = torch.optim.AdamW(lora_parameters(den) + list(distiller.motion.parameters()), lr=1e-3)
+    opt_d = torch.optim.AdamW(D.head_parameters(), lr=1e-3)
+
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(5))
+    D.requires_grad_heads(False)
+    gen = distiller.generator_step(batch, draws)
+    assert {"loss_mcd", "loss_adv_g", "loss_g"} <= set(gen.terms)
+    assert all(torch.isfinite(v) for v in gen.terms.values())
+    gen.loss.backward()
+    assert all(p.grad is None for p in D.head_parameters()), "L_G must not reach D's heads"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_parameters(den))
+    # the zero-initialised last layer of the head gets gradient through L_mcd
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.motion.parameters())
+    opt_g.step()
+    D.requires_grad_heads(True)
+    lora_grads = [p.grad.clone() for p in lora_parameters(den)]
+    d_loss, d_terms = distiller.discriminator_step(gen, batch, draws, penalty_weight=lambda gp: 1e-5)
+    assert {"loss_d", "d_real", "d_fake", "gradient_penalty"} <= set(d_terms)
+    d_loss.backward()
+    for g0, p in zip(lora_grads, lora_parameters(den)):
+        assert torch.equal(g0, p.grad), "L_D must not reach the student"
+    opt_d.step()
+
+    for name, p in [
+        *((f"unet.{n}", p) for n, p in den.unet.named_parameters() if "lora" not in n),
+        *((f"vae.{n}", p) for n, p in bundle.vae.named_parameters()),
+        *((f"text.{n}", p) for n, p in bundle.text_encoder.named_parameters()),
+    ]:
+        assert torch.equal(p, frozen[name]), f"{name} changed"
+    assert any(not torch.equal(a, b) for a, b in zip(lora_before, lora_parameters(den)))
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, distiller.motion.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, D.head_parameters()))
+
+
+@pytest.mark.slow
+def test_distillation_loss_goes_down(teacher_dir):
+    bundle, distiller, batch = _setup(teacher_dir, motion="raw", discriminator=False, mixed_trajectories=False)
+    opt = torch.optim.AdamW(lora_parameters(bundle.denoiser), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    fixed = distiller.sample_draws(batch.latents, g)
+    eval_draws = [dataclasses.replace(fixed, index=torch.tensor([i, i + 20])) for i in (5, 15, 25)]
+
+    def eval_loss():
+        with torch.no_grad():
+            return sum(float(distiller.generator_step(batch, d).loss) for d in eval_draws)
+
+    before = eval_loss()
+    for _ in range(60):
+        loss = distiller.generator_step(batch, distiller.sample_draws(batch.latents, g)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert eval_loss() < 0.8 * before
