@@ -122,6 +122,9 @@ def test_render_domain_is_a_prefix_of_a_larger_render(tmp_path):
 def test_bad_input_is_reported(tmp_path):
     with pytest.raises(ValueError, match="Unknown world domain"):
         render_domain("webvid", tmp_path, 1)
+    with pytest.raises(ValueError, match="Unknown world domain"):
+        render_world(tmp_path / "w", 1, 1, domains=["hq_image", "laion"])
+    assert not (tmp_path / "w" / "hq_image").exists()  # checked before anything is written
     with pytest.raises(ValueError, match=">= 0"):
         render_domain("hq_image", tmp_path, -1)
     with pytest.raises(ValueError, match="even frame size"):

@@ -166,6 +166,10 @@ def render_world(
     progress: bool = False,
 ) -> dict:
     """Write the world's domains under ``out_dir``; returns (and writes) ``world.json``."""
+    domains = list(domains)
+    unknown = [d for d in domains if d not in DOMAINS]
+    if unknown:
+        raise ValueError(f"Unknown world domain(s) {unknown}; allowed: {', '.join(DOMAINS)}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
