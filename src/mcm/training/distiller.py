@@ -290,7 +290,7 @@ class MCMDistiller:
         }
         if penalty_weight is not None:
             gp = D.gradient_penalty(f_real, f_fake, batch.real_pooled_text, gen.fake_pooled_text, g)
-            weight = penalty_weight(float(gp))
+            weight = penalty_weight(float(gp.detach()))
             loss = loss + weight * gp
             terms.update(gradient_penalty=gp.detach(), gp_weight=torch.tensor(weight))
         return loss, terms
