@@ -245,3 +245,28 @@ def test_dtype_policy(tiny_dirs):
     out = den(x, t, bundle.text_encoder(["a", "b"]))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert den.schedule.alphas_cumprod.dtype == torch.float32
+
+
+def test_sd15_plus_motion_adapter_is_an_animatediff_teacher(tmp_path):
+    from mcm.models.tiny import tiny_sd15_pipeline_and_adapter
+
+    sd, adapter = tiny_sd15_pipeline_and_adapter()
+    sd.save_pretrained(tmp_path / "sd")
+    adapter.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ValueError, match="image pipeline"):
+        load_teacher(str(tmp_path / "sd"), device="cpu")
+    bundle = load_teacher(
+        str(tmp_path / "sd"), device="cpu", motion_adapter=str(tmp_path / "adapter")
+    )
+    assert isinstance(bundle.denoiser, AnimateDiffDenoiser)
+    assert bundle.motion_adapter == str(tmp_path / "adapter")
+    # the spatial weights are the SD1.5 UNet's, the motion modules the adapter's
+    sd_unet = sd.unet.state_dict()
+    motion = bundle.denoiser.unet.state_dict()
+    assert torch.equal(motion["conv_in.weight"], sd_unet["conv_in.weight"])
+    for k, v in adapter.state_dict().items():
+        assert torch.equal(motion[k], v), k
+    x, t = _inputs()
+    with torch.no_grad():
+        out = bundle.denoiser(x, t, bundle.text_encoder(["a", "b"]))
+    assert out.shape == x.shape and torch.isfinite(out).all()

@@ -122,16 +122,17 @@ def _load_unet(path: str, family: str, index: dict, motion_adapter: str | None, 
             raise ValueError(
                 f"A TextToVideoSDPipeline needs a UNet3DConditionModel; got {unet_class}."
             )
-        return UNet3DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+        return UNet3DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype)
     if unet_class == "UNetMotionModel":
-        return UNetMotionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+        return UNetMotionModel.from_pretrained(path, subfolder="unet", dtype=dtype)
     adapter = (
-        MotionAdapter.from_pretrained(motion_adapter, torch_dtype=dtype)
+        MotionAdapter.from_pretrained(motion_adapter, dtype=dtype)
         if motion_adapter is not None
-        else MotionAdapter.from_pretrained(path, subfolder="motion_adapter", torch_dtype=dtype)
+        else MotionAdapter.from_pretrained(path, subfolder="motion_adapter", dtype=dtype)
     )
-    unet2d = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
-    return UNetMotionModel.from_unet2d(unet2d, adapter).to(dtype)
+    unet2d = UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype)
+    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    return unet if dtype == torch.float32 else unet.to(dtype)
 
 
 def load_teacher(
@@ -163,8 +164,8 @@ def load_teacher(
     dtype = resolve_dtype(dtype_policy, device)
 
     unet = _load_unet(path, family, index, motion_adapter, dtype)
-    vae = _load_component(path, "vae", index["vae"], torch_dtype=dtype)
-    text_model = _load_component(path, "text_encoder", index["text_encoder"], torch_dtype=dtype)
+    vae = _load_component(path, "vae", index["vae"], dtype=dtype)
+    text_model = _load_component(path, "text_encoder", index["text_encoder"], dtype=dtype)
     tokenizer = _load_component(path, "tokenizer", index["tokenizer"])
     scheduler_cls = _scheduler_class(index)
     scheduler_config = dict(scheduler_cls.load_config(path, subfolder="scheduler"))
@@ -192,8 +193,8 @@ def load_pipeline(
 ) -> DiffusionPipeline:
     """The teacher as a stock diffusers pipeline (TextToVideoSD / AnimateDiff), on CPU."""
     if family == "modelscope":
-        return TextToVideoSDPipeline.from_pretrained(path, torch_dtype=dtype)
+        return TextToVideoSDPipeline.from_pretrained(path, dtype=dtype)
     if motion_adapter is not None:
-        adapter = MotionAdapter.from_pretrained(motion_adapter, torch_dtype=dtype)
-        return AnimateDiffPipeline.from_pretrained(path, motion_adapter=adapter, torch_dtype=dtype)
-    return AnimateDiffPipeline.from_pretrained(path, torch_dtype=dtype)
+        adapter = MotionAdapter.from_pretrained(motion_adapter, dtype=dtype)
+        return AnimateDiffPipeline.from_pretrained(path, motion_adapter=adapter, dtype=dtype)
+    return AnimateDiffPipeline.from_pretrained(path, dtype=dtype)

@@ -20,6 +20,7 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     MotionAdapter,
+    StableDiffusionPipeline,
     TextToVideoSDPipeline,
     UNet2DConditionModel,
     UNet3DConditionModel,
@@ -123,12 +124,9 @@ def tiny_unet3d(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = 
     )
 
 
-def tiny_unet_motion(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
-    """An SD1.5-layout UNet2DConditionModel plus a MotionAdapter, joined into a UNetMotionModel.
-
-    Returns (unet_motion, motion_adapter).
-    """
-    unet2d = UNet2DConditionModel(
+def tiny_unet2d(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
+    """An SD1.5-layout UNet2DConditionModel with two levels (the AnimateDiff base)."""
+    return UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
         out_channels=4,
@@ -141,7 +139,11 @@ def tiny_unet_motion(cross_attention_dim: int = 32, time_cond_proj_dim: int | No
         attention_head_dim=8,
         time_cond_proj_dim=time_cond_proj_dim,
     )
-    adapter = MotionAdapter(
+
+
+def tiny_motion_adapter() -> MotionAdapter:
+    """A MotionAdapter matching :func:`tiny_unet2d` (one motion module per layer)."""
+    return MotionAdapter(
         block_out_channels=(32, 64),
         motion_layers_per_block=1,
         motion_mid_block_layers_per_block=1,
@@ -150,6 +152,15 @@ def tiny_unet_motion(cross_attention_dim: int = 32, time_cond_proj_dim: int | No
         motion_max_seq_length=32,
         use_motion_mid_block=True,
     )
+
+
+def tiny_unet_motion(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
+    """:func:`tiny_unet2d` + :func:`tiny_motion_adapter` joined into a UNetMotionModel.
+
+    Returns (unet_motion, motion_adapter).
+    """
+    unet2d = tiny_unet2d(cross_attention_dim, time_cond_proj_dim)
+    adapter = tiny_motion_adapter()
     return UNetMotionModel.from_unet2d(unet2d, adapter), adapter
 
 
@@ -201,6 +212,28 @@ def tiny_animatediff_pipeline(seed: int = 0, time_cond_proj_dim: int | None = No
             motion_adapter=adapter,
             scheduler=_scheduler("linear"),
         )
+
+
+def tiny_sd15_pipeline_and_adapter(seed: int = 0):
+    """An SD1.5-layout ``StableDiffusionPipeline`` and a separate ``MotionAdapter``.
+
+    The other way AnimateDiff teachers come: an image model plus a motion adapter
+    (``load_teacher(sd_dir, motion_adapter=adapter_dir)``). Returns (pipeline, adapter).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = build_clip_tokenizer()
+        pipe = StableDiffusionPipeline(
+            vae=tiny_vae(),
+            text_encoder=tiny_text_encoder(tokenizer),
+            tokenizer=tokenizer,
+            unet=tiny_unet2d(),
+            scheduler=_scheduler("linear"),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        return pipe, tiny_motion_adapter()
 
 
 TINY_BUILDERS = {"modelscope": tiny_modelscope_pipeline, "animatediff": tiny_animatediff_pipeline}
