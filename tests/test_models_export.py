@@ -15,8 +15,11 @@ from mcm.models import (
     export_student,
     initial_noise,
     load_student_lora,
+    load_student_pipeline,
     load_teacher,
     lora_parameters,
+    lora_state_dict,
+    pipeline_video,
     sample_student,
     save_lora,
 )
@@ -154,6 +157,15 @@ def test_merged_route_samples_our_frames(family, exported):
     ours = (bundle.vae.decode(latents) / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
     assert frames.shape == ours.shape == (2, FRAMES, 3, 32, 32)
     assert (frames - ours).abs().max() <= 1e-4
+    # the same through the helpers `mcm generate` uses
+    student, info = load_student_pipeline(export_dir)
+    assert info["family"] == family and info["timestep_scaling"] == 4.0
+    assert info["num_frames"] == FRAMES and info["original_inference_steps"] == 50
+    video = pipeline_video(_stock_sample(student, 4, 7, output_type="pt"))
+    assert video.shape == (2, 3, FRAMES, 32, 32)
+    assert (video - bundle.vae.decode(latents).clamp(-1, 1)).abs().max() <= 2e-4
+    with pytest.raises(FileNotFoundError, match="mcm export"):
+        load_student_pipeline(export_dir / "lora")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -245,6 +257,30 @@ def test_mcm_export_cli(exported, tmp_path, capsys):
     assert rc == 0
     a = load_file(str(tmp_path / "again" / "lora" / "pytorch_lora_weights.safetensors"))
     b = load_file(str(out / "lora" / "pytorch_lora_weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # a training checkpoint folder (lora.safetensors without metadata) needs --lora-alpha
+    ckpt = tmp_path / "checkpoint-000010"
+    ckpt.mkdir()
+    save_file(
+        {k: v.contiguous() for k, v in lora_state_dict(bundle.denoiser).items()},
+        str(ckpt / "lora.safetensors"),
+    )
+    rc = cli.main(
+        [
+            "export",
+            "--teacher",
+            str(teacher_dir),
+            "--lora",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "c"),
+            "--lora-alpha",
+            "8",
+        ]
+    )
+    assert rc == 0
+    a = load_file(str(tmp_path / "c" / "lora" / "pytorch_lora_weights.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     assert cli.main(argv) == 2  # --out is not empty

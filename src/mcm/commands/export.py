@@ -81,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{out} is not empty; choose another --out or pass --overwrite.")
         lora, meta = read_lora(args.lora)
         alpha = args.lora_alpha if args.lora_alpha is not None else float(meta["lora_alpha"])
+        if args.lora_alpha is None and meta.get("lora_alpha_assumed"):
+            print(
+                f"note: {args.lora} records no LoRA alpha; assuming alpha = rank = {alpha:g} "
+                "(pass --lora-alpha if training used another value).",
+                file=sys.stderr,
+            )
         aux = {}
         for name, path in args.aux:
             if not path.is_file():

@@ -4,7 +4,7 @@
   :class:`VideoVAE`, :func:`load_teacher` -> :class:`TeacherBundle`.
 * LoRA: :func:`attach_lora`, :func:`disable_adapters` (the teacher), :class:`LoRAEMA`,
   :func:`lora_parameters`, :func:`lora_state_dict`, :func:`save_lora`, :func:`read_lora`.
-* Export: :func:`export_student`, :func:`load_student_lora`.
+* Export: :func:`export_student`, :func:`load_student_lora`, :func:`load_student_pipeline`.
 * :mod:`mcm.models.tiny`: tiny offline pipelines for tests.
 """
 
@@ -21,6 +21,8 @@ from mcm.models.export import (
     export_student,
     lcm_scheduler,
     load_student_lora,
+    load_student_pipeline,
+    pipeline_video,
 )
 from mcm.models.loading import TeacherBundle, detect_family, load_pipeline, load_teacher
 from mcm.models.lora import (
@@ -69,11 +71,13 @@ __all__ = [
     "load_lora_state_dict",
     "load_pipeline",
     "load_student_lora",
+    "load_student_pipeline",
     "load_teacher",
     "lora_parameters",
     "lora_state_dict",
     "lora_target_modules",
     "make_denoiser",
+    "pipeline_video",
     "read_lora",
     "remove_lora",
     "resolve_dtype",

@@ -298,3 +298,53 @@ def load_student_lora(pipe, lora: str | Path, fuse: bool = False, set_scheduler:
             dict(pipe.scheduler.config), json.loads(meta["mcm_scheduler"])
         )
     return pipe
+
+
+def load_student_pipeline(path: str | Path, device=None, dtype=torch.float32):
+    """The merged student of an export as a stock pipeline, plus its sampling settings.
+
+    Args:
+        path: an ``mcm export`` folder (with ``merged/`` and ``mcm_student.json``) or the
+            ``merged/`` folder itself.
+    Returns:
+        (pipeline with its LCMScheduler, info) where info holds the card's ``sampling``
+        settings (``timestep_scaling``, ``original_inference_steps``, ``num_frames``, ...)
+        plus ``family``.
+
+    Raises:
+        FileNotFoundError: no merged pipeline at ``path``.
+    """
+    from diffusers import DiffusionPipeline
+
+    path = Path(path)
+    merged = path / "merged" if (path / "merged" / "model_index.json").is_file() else path
+    if not (merged / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"No merged student pipeline in {path}: pass the folder written by `mcm export` "
+            "(it holds merged/ and mcm_student.json)."
+        )
+    pipe = DiffusionPipeline.from_pretrained(merged, dtype=dtype)
+    if device is not None:
+        pipe = pipe.to(device)
+    card_path = merged.parent / STUDENT_JSON
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+        info = {**card["sampling"], "family": card["family"]}
+    else:  # a merged folder on its own: what its scheduler says
+        config = pipe.scheduler.config
+        info = {
+            **DEFAULT_SAMPLING,
+            "timestep_scaling": config.get("timestep_scaling", 10.0),
+            "original_inference_steps": config.get("original_inference_steps", 50),
+            "family": pipeline_family(pipe),
+        }
+    return pipe, info
+
+
+def pipeline_video(output) -> Tensor:
+    """A stock pipeline's ``output_type="pt"`` frames [B, F, 3, H, W] in [0, 1] -> our
+    convention [B, 3, F, H, W] in [-1, 1]."""
+    frames = getattr(output, "frames", output)
+    if not torch.is_tensor(frames) or frames.ndim != 5:
+        raise ValueError('Call the pipeline with output_type="pt" to get [B, F, 3, H, W] frames.')
+    return frames.permute(0, 2, 1, 3, 4).float() * 2 - 1

@@ -346,23 +346,26 @@ def read_lora(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read a LoRA file: ours (:func:`save_lora`) or a diffusers ``pytorch_lora_weights``.
 
     ``path`` may be a ``.safetensors`` file or a directory holding
-    ``pytorch_lora_weights.safetensors`` (or an ``mcm export`` folder with ``lora/``).
-    Returns (weights keyed ``<module>.lora_{A,B}.weight``, metadata). Diffusers files get
-    their ``unet.`` prefix removed; their alpha is their rank (scale 1) unless the metadata
-    says otherwise.
+    ``pytorch_lora_weights.safetensors``, an ``mcm export`` folder (``lora/``) or a
+    training checkpoint folder (``lora.safetensors``). Returns (weights keyed
+    ``<module>.lora_{A,B}.weight``, metadata). Diffusers files get their ``unet.`` prefix
+    removed. Without recorded alpha, alpha = rank (scale 1) and the metadata gets
+    ``lora_alpha_assumed = "true"``.
     """
     path = Path(path)
     if path.is_dir():
         for candidate in (
             path / "pytorch_lora_weights.safetensors",
             path / "lora" / "pytorch_lora_weights.safetensors",
+            path / "lora.safetensors",  # a training checkpoint folder
         ):
             if candidate.is_file():
                 path = candidate
                 break
         else:
             raise FileNotFoundError(
-                f"No pytorch_lora_weights.safetensors in {path}; pass the LoRA file itself."
+                f"No pytorch_lora_weights.safetensors or lora.safetensors in {path}; pass the "
+                "LoRA file itself."
             )
     if not path.is_file():
         raise FileNotFoundError(f"LoRA file not found: {path}.")
@@ -384,7 +387,9 @@ def read_lora(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise ValueError(f"{path} holds no LoRA weights (no '.lora_A.' / '.lora_B.' keys).")
     if "lora_rank" not in meta:
         meta["lora_rank"] = str(lora_rank(lora))
-    meta.setdefault("lora_alpha", meta["lora_rank"])
+    if "lora_alpha" not in meta:
+        meta["lora_alpha"] = meta["lora_rank"]
+        meta["lora_alpha_assumed"] = "true"
     return lora, meta
 
 
