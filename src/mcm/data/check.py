@@ -28,7 +28,8 @@ class CheckReport:
         seen: samples visited; good: samples that decode into training samples.
         bad: per-reason counts of bad samples; filtered: per-reason counts of filtered ones.
         skipped: ``[name, reason, detail]`` for every skipped sample.
-        max_bad_fraction: the configured limit; ok: the bad fraction is within it.
+        max_bad_fraction, min_samples_before_abort: the configured limit (training enforces it
+            after that many samples); ok: the bad fraction is within it.
     """
 
     source: str
@@ -40,6 +41,7 @@ class CheckReport:
     filtered: dict[str, int]
     skipped: list[list[str]] = field(default_factory=list)
     max_bad_fraction: float = 0.05
+    min_samples_before_abort: int = 100
     good_keys: list[str] = field(default_factory=list, repr=False)
 
     @property
@@ -73,6 +75,12 @@ class CheckReport:
         if self.skipped:
             lines.append("skipped:")
             lines += [f"  {name}  [{reason}] {detail}" for name, reason, detail in self.skipped]
+        if not self.ok and self.good and self.seen < self.min_samples_before_abort:
+            lines.append(
+                f"note:     training enforces max_bad_fraction only after "
+                f"min_samples_before_abort={self.min_samples_before_abort} samples; this source "
+                f"has {self.seen}, so training would skip these files and go on."
+            )
         lines.append(
             "result:   "
             + ("OK" if self.ok else "TOO MUCH BAD DATA" if self.good else "NO USABLE DATA")
@@ -109,6 +117,7 @@ def check_source(
         filtered={r: n for r, n in sorted(counts.items()) if r in FILTER_REASONS},
         skipped=[[name, reason, detail] for name, (reason, detail) in sorted(log.skipped.items())],
         max_bad_fraction=config.max_bad_fraction,
+        min_samples_before_abort=config.min_samples_before_abort,
         good_keys=good_keys,
     )
 

@@ -122,7 +122,12 @@ def _open(src: MediaSource):
         return av.open(target, mode="r")
     except (av.error.FFmpegError, OSError, ValueError) as e:
         reason = "truncated" if _mp4_cut_short(src) else "undecodable"
-        raise BadSample(reason, str(e)) from e
+        raise BadSample(reason, _message(e)) from e
+
+
+def _message(e: Exception) -> str:
+    """ffmpeg's message without the file name PyAV appends (the log already names it)."""
+    return getattr(e, "strerror", None) or str(e)
 
 
 def _mp4_cut_short(src: MediaSource) -> bool:
@@ -299,7 +304,7 @@ def _decode_indices(container, stream, indices, box, out_size):
                 break
     except (av.error.FFmpegError, OSError, ValueError) as e:
         if len(out) < len(wanted):
-            raise BadSample("decode_error", f"after {i + 1} frames: {e}") from e
+            raise BadSample("decode_error", f"after {i + 1} frames: {_message(e)}") from e
     return out, i + 1
 
 
@@ -328,7 +333,7 @@ def decode_image(
         except StopIteration as e:
             raise BadSample("decode_error", "no frame in the file") from e
         except (av.error.FFmpegError, OSError, ValueError) as e:
-            raise BadSample("decode_error", str(e)) from e
+            raise BadSample("decode_error", _message(e)) from e
         if min(frame.width, frame.height) < min_side:
             raise BadSample("too_small", f"{frame.width}x{frame.height} < min_side={min_side}")
         box = crop_box(frame.height, frame.width, out_size, crop_scale, generator, crop)
