@@ -8,7 +8,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: tiny models gain nothing from more, and CI machines are shared.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

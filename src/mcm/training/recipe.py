@@ -211,7 +211,8 @@ class DistillRecipe:
         if "latents" in raw:
             latents = raw["latents"].to(dev)
         else:
-            latents = vae.encode(raw["video"].to(dev), generator=self.generator)
+            # The posterior mean, as `mcm data cache-latents` stores: cached and uncached runs agree.
+            latents = vae.encode(raw["video"].to(dev))
         text_emb = raw["text_emb"].to(dev) if "text_emb" in raw else text(captions)
         batch = DistillBatch(latents=latents, text_emb=text_emb, uncond_emb=text.empty(len(captions)))
         if self.discriminator is None:
@@ -221,7 +222,7 @@ class DistillRecipe:
             images = self._next(self.image_loader, "_image_iter")
             real, real_captions = images["image"].to(dev), list(images["caption"])
             if self.cfg.discriminator.backbone == "latent":
-                real = vae.encode(real[:, :, None], generator=self.generator)[:, :, 0]
+                real = vae.encode(real[:, :, None])[:, :, 0]
         else:  # one frame from each half of every clip
             clips = latents if self.cfg.discriminator.backbone == "latent" else raw["video"].to(dev)
             real = real_frames_from_clips(clips, self.generator)
@@ -256,6 +257,9 @@ class DistillRecipe:
             if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
+        log.info("Training clips: %s", self.video_loader.bad_log.summary())
+        if self.image_loader is not None:
+            log.info("Images: %s", self.image_loader.bad_log.summary())
         if self._stop_signal is not None:
             log.warning("Received signal %d: saving a checkpoint at step %d and stopping.", self._stop_signal, self.step)
         self.save_checkpoint()
@@ -402,9 +406,7 @@ class DistillRecipe:
 
     # ------------------------------------------------------------------ checkpoints
     def _trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        from mcm.models import lora_state_dict
-
-        state = {"lora": lora_state_dict(self.bundle.denoiser)}
+        state = {}
         if self.motion_target is not None:
             state["motion_head"] = self.motion.state_dict()
             state["motion_head_ema"] = self.motion_target.state_dict()
@@ -415,12 +417,15 @@ class DistillRecipe:
         return state
 
     def save_checkpoint(self) -> Path | None:
+        from mcm.models import save_lora
+
         acc = self.accelerator
         acc.wait_for_everyone()
         if not acc.is_main_process:
             return None
 
         def write(tmp: Path) -> None:
+            save_lora(self.bundle.denoiser, tmp / "lora.safetensors")  # peft keys + rank/alpha/family
             for name, tensors in self._trainable_state().items():
                 ckpt.save_weights(tensors, tmp / f"{name}.safetensors")
             state = {
@@ -446,12 +451,12 @@ class DistillRecipe:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        from mcm.models import load_lora_state_dict
+        from mcm.models import load_lora_state_dict, read_lora
 
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("seed") != self.cfg.train.seed:
             log.warning("Resuming a run seeded %s with train.seed=%s.", meta.get("seed"), self.cfg.train.seed)
-        load_lora_state_dict(self.bundle.denoiser, ckpt.load_weights(path / "lora.safetensors"))
+        load_lora_state_dict(self.bundle.denoiser, read_lora(path / "lora.safetensors")[0])
         if self.motion_target is not None:
             self.motion.load_state_dict(ckpt.load_weights(path / "motion_head.safetensors"))
             self.motion_target.load_state_dict(ckpt.load_weights(path / "motion_head_ema.safetensors"))
