@@ -19,13 +19,19 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 @dataclass
 class ModelConfig:
     teacher: str = "world"  # diffusers directory, hub id, or "world" (the shipped world teacher)
-    separate_teacher: bool = False  # keep a frozen teacher copy instead of disabling the LoRA (2x UNet memory)
+    separate_teacher: bool = (
+        False  # keep a frozen teacher copy instead of disabling the LoRA (2x UNet memory)
+    )
     lora_rank: int = 64  # LoRA rank r
     lora_alpha: int = 64  # LoRA alpha (scale = alpha / r)
     lora_dropout: float = 0.0
-    lora_target_modules: list[str] | None = None  # None: the reference modules for the teacher's family
+    lora_target_modules: list[str] | None = (
+        None  # None: the reference modules for the teacher's family
+    )
     gradient_checkpointing: bool = False  # trade compute for activation memory in the UNet
-    frozen_dtype: str = "auto"  # dtype of frozen parts: auto (bf16 on GPU, fp32 on CPU), fp32, fp16, bf16
+    frozen_dtype: str = (
+        "auto"  # dtype of frozen parts: auto (bf16 on GPU, fp32 on CPU), fp32, fp16, bf16
+    )
     vae_chunk_size: int = 8  # frames per VAE encode/decode call
 
 
@@ -39,9 +45,13 @@ class MethodConfig(MCMConfig):
 @dataclass
 class DiscriminatorConfig:
     enabled: bool = True  # off: no adversarial loss (and no mixed trajectories)
-    backbone: str = "latent"  # "latent" (frozen teacher UNet encoder, no VAE decode) or "dinov2" (pixel space)
+    backbone: str = (
+        "latent"  # "latent" (frozen teacher UNet encoder, no VAE decode) or "dinov2" (pixel space)
+    )
     dinov2: str = "facebook/dinov2-small"  # local path or hub id of a transformers Dinov2Model (backbone: dinov2)
-    taps: list[int] = field(default_factory=lambda: [2, 5, 8, 11])  # DINOv2 blocks whose patch tokens feed heads
+    taps: list[int] = field(
+        default_factory=lambda: [2, 5, 8, 11]
+    )  # DINOv2 blocks whose patch tokens feed heads
     latent_t_min: int = 0  # latent backbone: noise level drawn uniformly in [t_min, t_max]
     latent_t_max: int = 500
     head_channels: int = 64  # width of the conditional projection of each head
@@ -56,7 +66,9 @@ class DiscriminatorConfig:
 @dataclass
 class DataSection:
     video: VideoDataConfig = field(default_factory=VideoDataConfig)  # training clips (captioned)
-    images: ImageDataConfig | None = None  # high-quality / style images for the discriminator; None: frames of the clips
+    images: ImageDataConfig | None = (
+        None  # high-quality / style images for the discriminator; None: frames of the clips
+    )
 
 
 @dataclass
@@ -72,7 +84,9 @@ class TrainLoopConfig:
     optimizer: str = "adamw"  # "adamw" or "adamw8bit" (needs bitsandbytes)
     lr_schedule: str = "cosine"  # "cosine" or "constant" (both after linear warm-up)
     warmup_steps: int = 500
-    max_grad_norm: float = 10.0  # student gradient clipping (0 = off); the discriminator is not clipped
+    max_grad_norm: float = (
+        10.0  # student gradient clipping (0 = off); the discriminator is not clipped
+    )
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (accelerate autocast)
     checkpoint_every: int = 500  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 3  # keep the last K checkpoints
@@ -80,7 +94,9 @@ class TrainLoopConfig:
     tracker: str = "tensorboard"  # "tensorboard", "wandb" or "none"
     validate_every: int = 0  # steps between validation videos (0 = off)
     validation_prompts: list[str] = field(default_factory=list)
-    validation_steps: list[int] = field(default_factory=lambda: [1, 2, 4])  # student step counts sampled
+    validation_steps: list[int] = field(
+        default_factory=lambda: [1, 2, 4]
+    )  # student step counts sampled
     validation_seed: int = 1234
     max_nonfinite: int = 10  # stop after this many non-finite losses in a row
     export: bool = True  # write the diffusers LoRA + merged pipeline at the end
@@ -98,7 +114,9 @@ class TrainConfig:
     def __post_init__(self):
         def choice(key: str, value, allowed):
             if value not in allowed:
-                raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {list(allowed)}.")
+                raise ConfigError(
+                    f"{key}: {value!r} is not allowed; choose one of {list(allowed)}."
+                )
 
         choice("model.frozen_dtype", self.model.frozen_dtype, FROZEN_DTYPES)
         choice("train.mixed_precision", self.train.mixed_precision, MIXED_PRECISION)

@@ -70,7 +70,9 @@ def _coerce(value: Any, tp, key: str):
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}.")
+            raise ConfigError(
+                f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}."
+            )
         return value
     return value
 
@@ -114,13 +116,19 @@ def to_dict(cfg) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'a.b=value' -> (['a', 'b'], value parsed as YAML: 1e-5, true, [1, 2], null...)."""
     if "=" not in text:
-        raise ConfigError(f"Override {text!r} must look like section.key=value (e.g. train.lr=1e-5).")
+        raise ConfigError(
+            f"Override {text!r} must look like section.key=value (e.g. train.lr=1e-5)."
+        )
     key, raw = text.split("=", 1)
     value = yaml.safe_load(raw) if raw.strip() else ""
     # YAML reads 1e-5 as a string; numbers written that way are meant as floats.
     if isinstance(value, str):
         try:
-            value = float(value) if any(c in value for c in ".eE") and value[0] in "0123456789.-+" else value
+            value = (
+                float(value)
+                if any(c in value for c in ".eE") and value[0] in "0123456789.-+"
+                else value
+            )
         except ValueError:
             pass
     return key.strip().split("."), value
@@ -145,7 +153,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"Config file {str(path)!r} does not exist; pass an existing YAML file.")
+            raise FileNotFoundError(
+                f"Config file {str(path)!r} does not exist; pass an existing YAML file."
+            )
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level of a config must be a mapping.")

@@ -128,7 +128,9 @@ class MCMDistiller:
         target_ema=None,
     ):
         if teacher_model is None and disable_adapters is None:
-            raise ValueError("Give either teacher_model or disable_adapters (teacher = student without LoRA).")
+            raise ValueError(
+                "Give either teacher_model or disable_adapters (teacher = student without LoRA)."
+            )
         if cfg.target == "ema" and target_ema is None:
             raise ValueError("cfg.target == 'ema' needs target_ema (a LoRAEMA of the student).")
         self.cfg = cfg
@@ -185,7 +187,9 @@ class MCMDistiller:
         return self._consistency(self.student, start_noise, t, text_emb, tcond)
 
     @torch.no_grad()
-    def teacher_ddim_step(self, x: Tensor, t: Tensor, t_prev: Tensor, batch: DistillBatch, w: Tensor) -> Tensor:
+    def teacher_ddim_step(
+        self, x: Tensor, t: Tensor, t_prev: Tensor, batch: DistillBatch, w: Tensor
+    ) -> Tensor:
         """One guided DDIM step of the teacher from t_{n+k} to t_n (LCM-form CFG on x0 and eps).
 
         Conditional and unconditional predictions come from one batched call.
@@ -206,7 +210,11 @@ class MCMDistiller:
         cfg, dev = self.cfg, batch.latents.device
         z0 = batch.latents
         w = draws.w.to(dev)
-        tcond = guidance_scale_embedding(w, cfg.w_embedding_dim).to(dev) if cfg.w_embedding_dim else None
+        tcond = (
+            guidance_scale_embedding(w, cfg.w_embedding_dim).to(dev)
+            if cfg.w_embedding_dim
+            else None
+        )
 
         # 2. a point of the skipping-step grid: t_{n+k} = tau_i, t_n = max(tau_i - k, 0)
         t = self.grid[draws.index].to(dev)
@@ -273,9 +281,13 @@ class MCMDistiller:
 
         D = self.discriminator
         if D is None or gen.fake_frames is None:
-            raise ValueError("discriminator_step needs a discriminator and a generator_step output.")
+            raise ValueError(
+                "discriminator_step needs a discriminator and a generator_step output."
+            )
         if batch.real_frames is None:
-            raise ValueError("The batch has no real frames: give an image set or frames of the clips.")
+            raise ValueError(
+                "The batch has no real frames: give an image set or frames of the clips."
+            )
         g = self._d_generator(draws.seed + 1)
         with torch.no_grad():
             f_real = D.features(batch.real_frames, g)

@@ -58,10 +58,12 @@ class DistillRecipe:
             log_with=None if cfg.train.tracker == "none" else cfg.train.tracker,
             project_dir=str(self.out),
         )
-        set_seed(cfg.train.seed + acc.process_index)
+        set_seed(cfg.train.seed)  # the same initial weights (heads, LoRA) on every rank
         # One generator draws everything random in a step; the same on every rank except for
         # the rank offset, so ranks see different noise but a resumed run replays exactly.
-        self.generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + acc.process_index)
+        self.generator = torch.Generator().manual_seed(
+            cfg.train.seed * 1_000_003 + acc.process_index
+        )
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
@@ -70,7 +72,9 @@ class DistillRecipe:
 
         device = acc.device
         m = cfg.model
-        self.bundle = load_teacher(m.teacher, device=device, dtype_policy=m.frozen_dtype, vae_chunk_size=m.vae_chunk_size)
+        self.bundle = load_teacher(
+            m.teacher, device=device, dtype_policy=m.frozen_dtype, vae_chunk_size=m.vae_chunk_size
+        )
         student = self.bundle.denoiser
         attach_lora(
             student,
@@ -83,14 +87,20 @@ class DistillRecipe:
             student.enable_gradient_checkpointing()
         teacher_model = None
         if cfg.model.separate_teacher:
-            teacher_model = load_teacher(m.teacher, device=device, dtype_policy=m.frozen_dtype).denoiser
+            teacher_model = load_teacher(
+                m.teacher, device=device, dtype_policy=m.frozen_dtype
+            ).denoiser
             teacher_model.requires_grad_(False).eval()
 
         channels = self.bundle.vae.latent_channels
         self.motion = build_motion_representation(cfg.method.motion, channels).to(device)
         learnable = any(p.requires_grad for p in self.motion.parameters())
-        self.motion_target = EMAModule(self.motion, cfg.method.motion_ema_decay) if learnable else None
-        self.target_ema = LoRAEMA(student, cfg.method.target_ema_decay) if cfg.method.target == "ema" else None
+        self.motion_target = (
+            EMAModule(self.motion, cfg.method.motion_ema_decay) if learnable else None
+        )
+        self.target_ema = (
+            LoRAEMA(student, cfg.method.target_ema_decay) if cfg.method.target == "ema" else None
+        )
 
         self.discriminator = self._build_discriminator() if cfg.discriminator.enabled else None
         self.distiller = MCMDistiller(
@@ -105,21 +115,34 @@ class DistillRecipe:
             target_ema=self.target_ema,
         )
 
-        self.student_params = lora_parameters(student) + [p for p in self.motion.parameters() if p.requires_grad]
-        self.optim_g = self._optimizer(self.student_params, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
-        self.sched_g = lr_scheduler(self.optim_g, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.lr_schedule)
+        self.student_params = lora_parameters(student) + [
+            p for p in self.motion.parameters() if p.requires_grad
+        ]
+        self.optim_g = self._optimizer(
+            self.student_params, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay
+        )
+        self.sched_g = lr_scheduler(
+            self.optim_g, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.lr_schedule
+        )
         if self.discriminator is not None:
             d = cfg.discriminator
-            self.optim_d = self._optimizer(list(self.discriminator.head_parameters()), d.lr, d.betas, d.weight_decay)
-            self.sched_d = lr_scheduler(self.optim_d, cfg.train.warmup_steps, cfg.train.max_steps, "constant")
+            self.optim_d = self._optimizer(
+                list(self.discriminator.head_parameters()), d.lr, d.betas, d.weight_decay
+            )
+            self.sched_d = lr_scheduler(
+                self.optim_d, cfg.train.warmup_steps, cfg.train.max_steps, "constant"
+            )
             from mcm.adversarial import AdaptivePenaltyWeight
 
             self.gp_weight = AdaptivePenaltyWeight(d.gp_weight)
-        self.optim_g, *rest = acc.prepare(self.optim_g, *([self.optim_d] if self.discriminator else []))
+        self.optim_g, *rest = acc.prepare(
+            self.optim_g, *([self.optim_d] if self.discriminator else [])
+        )
         if self.discriminator is not None:
             self.optim_d = rest[0]
 
         self._build_data()
+        set_seed(cfg.train.seed + acc.process_index)  # anything drawn later differs per rank
         if self.resume:
             self.load_checkpoint(ckpt.resolve_checkpoint(self.out, self.resume))
 
@@ -134,7 +157,11 @@ class DistillRecipe:
                 ) from e
             return bnb.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         return torch.optim.AdamW(
-            params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=self.cfg.train.adam_eps
+            params,
+            lr=lr,
+            betas=tuple(betas),
+            weight_decay=weight_decay,
+            eps=self.cfg.train.adam_eps,
         )
 
     def _build_discriminator(self):
@@ -162,7 +189,9 @@ class DistillRecipe:
         else:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
         text_dim = self.bundle.text_encoder.embedding_dim
-        disc = FrameDiscriminator(backbone, text_dim=text_dim, cmap_dim=d.head_channels, augment_policy=d.augment)
+        disc = FrameDiscriminator(
+            backbone, text_dim=text_dim, cmap_dim=d.head_channels, augment_policy=d.augment
+        )
         return disc.to(self.accelerator.device)
 
     def _decode_frames(self, frames):
@@ -214,7 +243,9 @@ class DistillRecipe:
             # The posterior mean, as `mcm data cache-latents` stores: cached and uncached runs agree.
             latents = vae.encode(raw["video"].to(dev))
         text_emb = raw["text_emb"].to(dev) if "text_emb" in raw else text(captions)
-        batch = DistillBatch(latents=latents, text_emb=text_emb, uncond_emb=text.empty(len(captions)))
+        batch = DistillBatch(
+            latents=latents, text_emb=text_emb, uncond_emb=text.empty(len(captions))
+        )
         if self.discriminator is None:
             return batch
         batch.pooled_text = text.pooled(captions)
@@ -235,11 +266,17 @@ class DistillRecipe:
         cfg, acc = self.cfg, self.accelerator
         self._install_signal_handlers()
         bar = tqdm(
-            total=cfg.train.max_steps, initial=self.step, disable=not acc.is_main_process, desc="distil", unit="step"
+            total=cfg.train.max_steps,
+            initial=self.step,
+            disable=not acc.is_main_process,
+            desc="distil",
+            unit="step",
         )
         t_last, logged = time.perf_counter(), {}
         while self.step < cfg.train.max_steps and self._stop_signal is None:
             terms = self.train_step()
+            if terms is None:  # non-finite loss: nothing was updated
+                continue
             self.step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if k.startswith("loss")})
@@ -261,14 +298,21 @@ class DistillRecipe:
         if self.image_loader is not None:
             log.info("Images: %s", self.image_loader.bad_log.summary())
         if self._stop_signal is not None:
-            log.warning("Received signal %d: saving a checkpoint at step %d and stopping.", self._stop_signal, self.step)
+            log.warning(
+                "Received signal %d: saving a checkpoint at step %d and stopping.",
+                self._stop_signal,
+                self.step,
+            )
         self.save_checkpoint()
         if self._stop_signal is None and cfg.train.export:
             self.export()
         return logged
 
-    def train_step(self) -> dict[str, float]:
-        """One optimiser step: grad_accum micro-batches of the MCM step, then the updates."""
+    def train_step(self) -> dict[str, float] | None:
+        """One optimiser step: grad_accum micro-batches of the MCM step, then the updates.
+
+        Returns the averaged loss terms, or None when a loss was non-finite (no update).
+        """
         cfg = self.cfg
         sums: dict[str, float] = {}
         skip = False
@@ -325,20 +369,24 @@ class DistillRecipe:
         weight = (lambda gp: self.gp_weight.update(gp, self.step)) if use_gp else None
         return self.distiller.discriminator_step(gen, batch, draws, penalty_weight=weight)
 
-    def _skip_nonfinite(self) -> dict[str, float]:
+    def _skip_nonfinite(self) -> None:
         self.optim_g.zero_grad(set_to_none=True)
         if self.discriminator is not None:
             self.optim_d.zero_grad(set_to_none=True)
         self.nonfinite_in_row += 1
         self.nonfinite_total += 1
-        log.warning("Non-finite loss at step %d: step skipped (%d in a row).", self.step, self.nonfinite_in_row)
+        log.warning(
+            "Non-finite loss at step %d: step skipped (%d in a row).",
+            self.step,
+            self.nonfinite_in_row,
+        )
         if self.nonfinite_in_row >= self.cfg.train.max_nonfinite:
             raise NonFiniteLossError(
                 f"{self.nonfinite_in_row} non-finite losses in a row (train.max_nonfinite="
                 f"{self.cfg.train.max_nonfinite}); lower train.lr, check the data, or use "
                 "train.mixed_precision=no/bf16 instead of fp16."
             )
-        return {"nonfinite_total": float(self.nonfinite_total)}
+        return None
 
     def _all_reduce_grads(self) -> None:
         if self.accelerator.num_processes == 1:
@@ -373,9 +421,14 @@ class DistillRecipe:
         out.mkdir(parents=True, exist_ok=True)
         prompts = cfg.train.validation_prompts
         for steps in cfg.train.validation_steps:
-            videos = sample_student(self.bundle, prompts, steps, seed=cfg.train.validation_seed,
-                                    timestep_scaling=cfg.method.timestep_scaling,
-                                    original_inference_steps=cfg.method.num_ode_steps)
+            videos = sample_student(
+                self.bundle,
+                prompts,
+                steps,
+                seed=cfg.train.validation_seed,
+                timestep_scaling=cfg.method.timestep_scaling,
+                original_inference_steps=cfg.method.num_ode_steps,
+            )
             for i, video in enumerate(videos):
                 write_video(out / f"student-{steps}step-{i}.mp4", video)
         teacher_dir = self.out / "validation" / "teacher"
@@ -384,7 +437,13 @@ class DistillRecipe:
             from mcm.models import disable_adapters
 
             with disable_adapters(self.bundle.denoiser):
-                videos = sample_teacher(self.bundle, prompts, steps=50, guidance_scale=7.5, seed=cfg.train.validation_seed)
+                videos = sample_teacher(
+                    self.bundle,
+                    prompts,
+                    steps=50,
+                    guidance_scale=7.5,
+                    seed=cfg.train.validation_seed,
+                )
             for i, video in enumerate(videos):
                 write_video(teacher_dir / f"teacher-50step-{i}.mp4", video)
 
@@ -402,7 +461,9 @@ class DistillRecipe:
             "recommended_steps": [1, 2, 4, 8],
             "guidance_scale": 1.0,
         }
-        return export_student(self.bundle, self.out / "export", sampling=sampling, extra_modules=extra)
+        return export_student(
+            self.bundle, self.out / "export", sampling=sampling, extra_modules=extra
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -425,7 +486,9 @@ class DistillRecipe:
             return None
 
         def write(tmp: Path) -> None:
-            save_lora(self.bundle.denoiser, tmp / "lora.safetensors")  # peft keys + rank/alpha/family
+            save_lora(
+                self.bundle.denoiser, tmp / "lora.safetensors"
+            )  # peft keys + rank/alpha/family
             for name, tensors in self._trainable_state().items():
                 ckpt.save_weights(tensors, tmp / f"{name}.safetensors")
             state = {
@@ -438,13 +501,18 @@ class DistillRecipe:
                 "nonfinite_total": self.nonfinite_total,
             }
             if self.discriminator is not None:
-                state.update(optim_d=self.optim_d.state_dict(), sched_d=self.sched_d.state_dict(),
-                             gp_weight=self.gp_weight.state_dict())
+                state.update(
+                    optim_d=self.optim_d.state_dict(),
+                    sched_d=self.sched_d.state_dict(),
+                    gp_weight=self.gp_weight.state_dict(),
+                )
                 if self.image_loader is not None:
                     state["images"] = self.image_loader.state_dict()
             ckpt.save_state(state, tmp / "state.pt")
             save_config(self.cfg, tmp / "config.yaml")
-            (tmp / "meta.json").write_text(json.dumps({"step": self.step, "seed": self.cfg.train.seed}))
+            (tmp / "meta.json").write_text(
+                json.dumps({"step": self.step, "seed": self.cfg.train.seed})
+            )
 
         path = ckpt.write_checkpoint(self.out, self.step, write, self.cfg.train.keep_checkpoints)
         log.info("Saved %s", path)
@@ -455,13 +523,21 @@ class DistillRecipe:
 
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("seed") != self.cfg.train.seed:
-            log.warning("Resuming a run seeded %s with train.seed=%s.", meta.get("seed"), self.cfg.train.seed)
+            log.warning(
+                "Resuming a run seeded %s with train.seed=%s.",
+                meta.get("seed"),
+                self.cfg.train.seed,
+            )
         load_lora_state_dict(self.bundle.denoiser, read_lora(path / "lora.safetensors")[0])
         if self.motion_target is not None:
             self.motion.load_state_dict(ckpt.load_weights(path / "motion_head.safetensors"))
-            self.motion_target.load_state_dict(ckpt.load_weights(path / "motion_head_ema.safetensors"))
+            self.motion_target.load_state_dict(
+                ckpt.load_weights(path / "motion_head_ema.safetensors")
+            )
         if self.discriminator is not None:
-            self.discriminator.load_head_state_dict(ckpt.load_weights(path / "discriminator_heads.safetensors"))
+            self.discriminator.load_head_state_dict(
+                ckpt.load_weights(path / "discriminator_heads.safetensors")
+            )
         if self.target_ema is not None:
             self.target_ema.load_state_dict(ckpt.load_weights(path / "lora_ema.safetensors"))
         state = ckpt.load_state(path / "state.pt")

@@ -1,0 +1,214 @@
+"""The training recipe end to end on a tiny real pipeline and real mp4/png files:
+resume equivalence, checkpoint contents, non-finite losses, SIGTERM, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mcm.data import write_image
+from mcm.media import write_video
+from mcm.models.tiny import save_tiny_pipeline
+from mcm.training.config import TrainConfig
+from mcm.training.config_io import from_dict, save_config
+from mcm.training.recipe import DistillRecipe, NonFiniteLossError
+from mcm.world.domains import render_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    teacher = save_tiny_pipeline("modelscope", root / "teacher")
+    clips, images = root / "clips", root / "images"
+    images.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(6):
+        video, caption, _ = render_sample("lowq_video", g, num_frames=4)
+        write_video(clips / f"{i:03d}.mp4", video)
+        (clips / f"{i:03d}.txt").write_text(caption)
+    for i in range(6):
+        image, caption, _ = render_sample("hq_image", g)
+        write_image(images / f"{i:03d}.png", image)
+        (images / f"{i:03d}.txt").write_text(caption)
+    return {"teacher": teacher, "clips": clips, "images": images, "root": root}
+
+
+def make_config(assets, out, **train) -> TrainConfig:
+    data = {
+        "num_frames": 4,
+        "frame_stride": 1,
+        "resolution": 32,
+        "crop": "center",
+        "num_workers": 0,
+    }
+    return from_dict(
+        TrainConfig,
+        {
+            "output_dir": str(out),
+            "model": {"teacher": str(assets["teacher"]), "lora_rank": 4, "lora_alpha": 4},
+            "method": {"motion": "learnable", "frames_per_video": 2},
+            "discriminator": {"backbone": "latent", "latent_t_max": 300},
+            "data": {
+                "video": {"source": str(assets["clips"]), **data},
+                "images": {
+                    "source": str(assets["images"]),
+                    "resolution": 32,
+                    "crop": "center",
+                    "num_workers": 0,
+                },
+            },
+            "train": {
+                "max_steps": 4,
+                "batch_size": 1,
+                "lr": 1e-3,
+                "warmup_steps": 1,
+                "checkpoint_every": 2,
+                "keep_checkpoints": 5,
+                "log_every": 1,
+                "tracker": "none",
+                "export": False,
+                **train,
+            },
+        },
+    )
+
+
+def run(cfg, resume=None):
+    recipe = DistillRecipe(cfg, resume=resume)
+    recipe.setup()
+    terms = recipe.train()
+    return recipe, terms
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted_run(assets, tmp_path):
+    full, full_terms = run(make_config(assets, tmp_path / "full"))
+    ckpt = tmp_path / "full" / "checkpoint-2"
+    assert {p.name for p in ckpt.iterdir()} >= {
+        "lora.safetensors",
+        "motion_head.safetensors",
+        "motion_head_ema.safetensors",
+        "discriminator_heads.safetensors",
+        "state.pt",
+        "config.yaml",
+    }
+    resumed, resumed_terms = run(make_config(assets, tmp_path / "resumed"), resume=str(ckpt))
+    assert resumed.step == full.step == 4
+    for key in ("loss_mcd", "loss_adv_g", "loss_d"):
+        assert resumed_terms[key] == pytest.approx(full_terms[key], rel=1e-5, abs=1e-7)
+    a = load_file(tmp_path / "full" / "checkpoint-4" / "lora.safetensors")
+    b = load_file(tmp_path / "resumed" / "checkpoint-4" / "lora.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    for name in ("motion_head", "discriminator_heads"):
+        x = load_file(tmp_path / "full" / "checkpoint-4" / f"{name}.safetensors")
+        y = load_file(tmp_path / "resumed" / "checkpoint-4" / f"{name}.safetensors")
+        for k in x:
+            torch.testing.assert_close(x[k], y[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_nonfinite_losses_stop_the_run(assets, tmp_path):
+    broken = tmp_path / "broken-teacher"
+    import shutil
+
+    shutil.copytree(assets["teacher"], broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    key = next(k for k in state if k.endswith("conv_in.weight"))
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, weights)
+    cfg = make_config(assets, tmp_path / "nan", max_nonfinite=2)
+    cfg.model.teacher = str(broken)
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    with pytest.raises(NonFiniteLossError, match="non-finite losses in a row"):
+        recipe.train()
+    assert recipe.nonfinite_total == 2 and recipe.step == 0
+
+
+def _cli_config(assets, tmp_path, **train) -> Path:
+    cfg = make_config(assets, tmp_path / "cli", **train)
+    path = tmp_path / "cfg.yaml"
+    save_config(cfg, path)
+    return path
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_resumable_checkpoint(assets, tmp_path):
+    cfg = _cli_config(assets, tmp_path, max_steps=1000, checkpoint_every=0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mcm", "train", "--config", str(cfg)]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    log = []
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until a few steps have run
+        line = proc.stdout.readline()
+        log.append(line)
+        if "3/1000" in line or proc.poll() is not None:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, "".join(log) + out
+    ckpts = sorted((tmp_path / "cli").glob("checkpoint-*"))
+    assert ckpts, out
+    step = json.loads((ckpts[-1] / "meta.json").read_text())["step"]
+    assert 0 < step < 1000
+    resumed = subprocess.run(
+        [*cmd, "--resume", "latest", "--set", f"train.max_steps={step + 1}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (tmp_path / "cli" / f"checkpoint-{step + 1}").is_dir()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_ranks_end_identical(assets, tmp_path):
+    cfg = _cli_config(assets, tmp_path, max_steps=2, checkpoint_every=0)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
+    worker = ROOT / "tests" / "ddp_worker.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            str(worker),
+            str(cfg),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    r0, r1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
+    assert r0.keys() == r1.keys() and len(r0) > 0
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    meta = json.loads((tmp_path / "rank0.json").read_text())
+    assert meta["num_processes"] == 2 and meta["step"] == 2
