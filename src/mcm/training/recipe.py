@@ -135,11 +135,9 @@ class DistillRecipe:
             from mcm.adversarial import AdaptivePenaltyWeight
 
             self.gp_weight = AdaptivePenaltyWeight(d.gp_weight)
-        self.optim_g, *rest = acc.prepare(
-            self.optim_g, *([self.optim_d] if self.discriminator else [])
-        )
+        self.optim_g = acc.prepare_optimizer(self.optim_g)
         if self.discriminator is not None:
-            self.optim_d = rest[0]
+            self.optim_d = acc.prepare_optimizer(self.optim_d)
 
         self._build_data()
         set_seed(cfg.train.seed + acc.process_index)  # anything drawn later differs per rank
