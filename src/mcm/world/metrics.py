@@ -255,8 +255,11 @@ def world_metrics(videos: Tensor, prompts: list[str], probes=None, details: bool
     x = videos.detach().float().cpu().clamp(-1, 1)
 
     frame_out = probes.frame_outputs(x)  # per-frame logits averaged over frames + features
-    shape_pred = [SHAPES[i] for i in frame_out["shape_logits"].argmax(dim=1).tolist()]
-    colour_pred = [list(COLOURS)[i] for i in frame_out["colour_logits"].argmax(dim=1).tolist()]
+    # Shape and colour from the video probe: it sees all frames at once and reads shapes far
+    # more reliably than the frame probe (held-out shape accuracy 0.94 vs 0.60 on clean clips).
+    video_out = probes.video_outputs(x)
+    shape_pred = [SHAPES[i] for i in video_out["shape"].argmax(dim=1).tolist()]
+    colour_pred = [list(COLOURS)[i] for i in video_out["colour"].argmax(dim=1).tolist()]
     shape_ok = torch.tensor([p == t["shape"] for p, t in zip(shape_pred, truth)])
     colour_ok = torch.tensor([p == t["colour"] for p, t in zip(colour_pred, truth)])
 
@@ -267,7 +270,7 @@ def world_metrics(videos: Tensor, prompts: list[str], probes=None, details: bool
 
     watermark = watermark_strength(x)
     sharpness = sharpness_ratio(x) / probes.sharpness_reference
-    video_features = probes.video_features(x)
+    video_features = video_out["features"]
     nan = float("nan")
     result = {
         "prompt_accuracy": (shape_ok & colour_ok).float().mean().item(),

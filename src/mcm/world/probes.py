@@ -283,6 +283,13 @@ class WorldProbes:
         }
 
     @torch.no_grad()
+    def video_outputs(self, videos: Tensor, chunk: int = 128) -> dict[str, Tensor]:
+        """Video probe on videos [B, 3, F, H, W]: "shape" [B, 5], "colour" [B, 6] logits and
+        "features" [B, D]."""
+        outs = [self.video(videos[i : i + chunk]) for i in range(0, len(videos), chunk)]
+        return {k: torch.cat([o[k] for o in outs]) for k in ("shape", "colour", "features")}
+
+    @torch.no_grad()
     def video_features(self, videos: Tensor, chunk: int = 128) -> Tensor:
         """Video-probe features [B, D] of videos [B, 3, F, H, W]."""
         return torch.cat(
