@@ -39,7 +39,9 @@ def _setup(teacher_dir, motion="learnable", discriminator=True, **cfg_kw):
             with disable_adapters(den):
                 return den.encoder_features(x, t, emb)
 
-        backbone = LatentUNetBackbone(features, den.schedule, (0, 500), null_text_emb=bundle.text_encoder.empty(1))
+        backbone = LatentUNetBackbone(
+            features, den.schedule, (0, 500), null_text_emb=bundle.text_encoder.empty(1)
+        )
         backbone.probe_channels(torch.zeros(1, 4, 16, 16))
         disc = FrameDiscriminator(backbone, text_dim=bundle.text_encoder.embedding_dim)
     cfg = MCMConfig(**cfg_kw)
@@ -102,7 +104,9 @@ def _reference_mcd(bundle, distiller, batch, draws, z0):
 
 
 def test_lcm_loss_matches_hand_written_computation(teacher_dir):
-    bundle, distiller, batch = _setup(teacher_dir, motion="raw", discriminator=False, mixed_trajectories=False)
+    bundle, distiller, batch = _setup(
+        teacher_dir, motion="raw", discriminator=False, mixed_trajectories=False
+    )
     draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(3))
     draws = dataclasses.replace(draws, index=torch.tensor([10, 49]))  # one mid-grid, one at the top
     out = distiller.generator_step(batch, draws)
@@ -112,7 +116,9 @@ def test_lcm_loss_matches_hand_written_computation(teacher_dir):
 
 
 def test_mixed_trajectory_uses_the_students_one_step_sample(teacher_dir):
-    bundle, distiller, batch = _setup(teacher_dir, motion="raw", discriminator=True, lambda_real=0.5)
+    bundle, distiller, batch = _setup(
+        teacher_dir, motion="raw", discriminator=True, lambda_real=0.5
+    )
     draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(4))
     draws = dataclasses.replace(draws, use_real=False, index=torch.tensor([5, 20]))
     out = distiller.generator_step(batch, draws)
@@ -130,7 +136,11 @@ def test_mcm_step_gradients_flow_where_intended(teacher_dir):
     bundle, distiller, batch = _setup(teacher_dir, motion="learnable", discriminator=True)
     den, D = bundle.denoiser, distiller.discriminator
     frozen = {
-        **{f"unet.{n}": p.detach().clone() for n, p in den.unet.named_parameters() if "lora" not in n},
+        **{
+            f"unet.{n}": p.detach().clone()
+            for n, p in den.unet.named_parameters()
+            if "lora" not in n
+        },
         **{f"vae.{n}": p.detach().clone() for n, p in bundle.vae.named_parameters()},
         **{f"text.{n}": p.detach().clone() for n, p in bundle.text_encoder.named_parameters()},
     }
@@ -153,7 +163,9 @@ def test_mcm_step_gradients_flow_where_intended(teacher_dir):
     opt_g.step()
     D.requires_grad_heads(True)
     lora_grads = [p.grad.clone() for p in lora_parameters(den)]
-    d_loss, d_terms = distiller.discriminator_step(gen, batch, draws, penalty_weight=lambda gp: 1e-5)
+    d_loss, d_terms = distiller.discriminator_step(
+        gen, batch, draws, penalty_weight=lambda gp: 1e-5
+    )
     assert {"loss_d", "d_real", "d_fake", "gradient_penalty"} <= set(d_terms)
     d_loss.backward()
     for g0, p in zip(lora_grads, lora_parameters(den)):
@@ -173,7 +185,9 @@ def test_mcm_step_gradients_flow_where_intended(teacher_dir):
 
 @pytest.mark.slow
 def test_distillation_loss_goes_down(teacher_dir):
-    bundle, distiller, batch = _setup(teacher_dir, motion="raw", discriminator=False, mixed_trajectories=False)
+    bundle, distiller, batch = _setup(
+        teacher_dir, motion="raw", discriminator=False, mixed_trajectories=False
+    )
     opt = torch.optim.AdamW(lora_parameters(bundle.denoiser), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     fixed = distiller.sample_draws(batch.latents, g)

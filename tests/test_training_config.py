@@ -10,7 +10,9 @@ from mcm.training.config_io import ConfigError, parse_override, save_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["world.yaml", "world-lcm.yaml", "modelscope.yaml", "animatediff.yaml"])
+@pytest.mark.parametrize(
+    "name", ["world.yaml", "world-lcm.yaml", "modelscope.yaml", "animatediff.yaml"]
+)
 def test_shipped_configs_load(name):
     cfg = load_train_config(CONFIGS / name)
     assert isinstance(cfg, TrainConfig)
@@ -27,7 +29,12 @@ def test_world_lcm_is_plain_lcm():
 def test_overrides_are_typed():
     cfg = load_train_config(
         CONFIGS / "world.yaml",
-        ["train.lr=1e-5", "train.max_steps=20", "method.motion=diff", "train.validation_steps=[1,2]"],
+        [
+            "train.lr=1e-5",
+            "train.max_steps=20",
+            "method.motion=diff",
+            "train.validation_steps=[1,2]",
+        ],
     )
     assert cfg.train.lr == 1e-5 and isinstance(cfg.train.lr, float)
     assert cfg.train.max_steps == 20

@@ -43,7 +43,14 @@ _BASE = {
 MCM_PRESET = {
     "method": {"motion": "learnable", "lambda_real": 0.5, "mixed_trajectories": True},
     "discriminator": {"enabled": True, "backbone": "latent"},
-    "data": {"images": {"source": "world:hq_image:512", "resolution": 32, "crop": "center", "num_workers": 0}},
+    "data": {
+        "images": {
+            "source": "world:hq_image:512",
+            "resolution": 32,
+            "crop": "center",
+            "num_workers": 0,
+        }
+    },
 }
 LCM_PRESET = {
     "method": {"motion": "raw", "mixed_trajectories": False},
@@ -58,7 +65,9 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def demo_config(kind: str, out_dir: Path, steps: int, images: str = "world:hq_image:512") -> TrainConfig:
+def demo_config(
+    kind: str, out_dir: Path, steps: int, images: str = "world:hq_image:512"
+) -> TrainConfig:
     """The demo's training config for ``kind`` ("mcm" or "lcm")."""
     preset = MCM_PRESET if kind == "mcm" else LCM_PRESET
     data = _merge(_BASE, preset)
@@ -138,14 +147,21 @@ def run_demo(
     with disable_adapters(bundle.denoiser):
         for steps in (50, 4):
             videos, secs = _timed(
-                lambda s=steps: sample_teacher(bundle, prompts, s, TEACHER_GUIDANCE, seed=seed, num_frames=8)
+                lambda s=steps: sample_teacher(
+                    bundle, prompts, s, TEACHER_GUIDANCE, seed=seed, num_frames=8
+                )
             )
             score(f"teacher@{steps}", videos, secs, 2 * steps)
     for kind, recipe in recipes.items():
         for steps in STUDENT_STEPS:
             videos, secs = _timed(
                 lambda r=recipe, s=steps: sample_student(
-                    r.bundle, prompts, s, seed=seed, timestep_scaling=r.cfg.method.timestep_scaling, num_frames=8
+                    r.bundle,
+                    prompts,
+                    s,
+                    seed=seed,
+                    timestep_scaling=r.cfg.method.timestep_scaling,
+                    num_frames=8,
                 )
             )
             score(f"{kind}@{steps}", videos, secs, steps)

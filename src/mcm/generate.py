@@ -17,7 +17,9 @@ from mcm.media import write_video
 __all__ = ["latent_shape", "sample_student", "sample_teacher", "write_video"]
 
 
-def latent_shape(bundle, batch_size: int, num_frames: int | None, height: int | None, width: int | None):
+def latent_shape(
+    bundle, batch_size: int, num_frames: int | None, height: int | None, width: int | None
+):
     """[B, C, F, h, w] of the initial noise for the teacher in ``bundle``."""
     vae, unet = bundle.vae, bundle.denoiser.unet
     d = vae.downsample
@@ -25,14 +27,18 @@ def latent_shape(bundle, batch_size: int, num_frames: int | None, height: int | 
     sample = sample[0] if isinstance(sample, list | tuple) else sample
     height, width = height or sample * d, width or sample * d
     if height % d or width % d:
-        raise ValueError(f"height and width must be multiples of the VAE downsampling ({d}); got {height}x{width}.")
+        raise ValueError(
+            f"height and width must be multiples of the VAE downsampling ({d}); got {height}x{width}."
+        )
     frames = num_frames or getattr(bundle, "num_frames", None) or 16
     return (batch_size, unet.config.in_channels, frames, height // d, width // d)
 
 
 def _check(prompts: list[str], steps: int, max_steps: int) -> None:
     if not prompts or any(not p.strip() for p in prompts):
-        raise ValueError("Empty prompt: give at least one non-empty prompt (--prompt TEXT or --prompt-file FILE).")
+        raise ValueError(
+            "Empty prompt: give at least one non-empty prompt (--prompt TEXT or --prompt-file FILE)."
+        )
     if not 1 <= steps <= max_steps:
         raise ValueError(f"--steps must be in 1..{max_steps}; got {steps}.")
 
@@ -68,7 +74,9 @@ def sample_teacher(
     def denoiser(x, t):
         if guidance_scale <= 1.0:
             return den.predict_x0_eps(x, t, cond)
-        x0, eps = den.predict_x0_eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond]))
+        x0, eps = den.predict_x0_eps(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond])
+        )
         (x0_c, x0_u), (eps_c, eps_u) = x0.chunk(2), eps.chunk(2)
         return cfg_guidance(x0_c, x0_u, guidance_scale), cfg_guidance(eps_c, eps_u, guidance_scale)
 

@@ -33,11 +33,15 @@ def write_video(
     """Write a clip [3, F, H, W] in [-1, 1] as .mp4 or .gif. Returns the path."""
     path = Path(path)
     if path.suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"Cannot write {path.name!r}: the file name must end in {' or '.join(VIDEO_SUFFIXES)}.")
+        raise ValueError(
+            f"Cannot write {path.name!r}: the file name must end in {' or '.join(VIDEO_SUFFIXES)}."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"Cannot create the output folder {str(path.parent)!r}: {e}. Choose a writable path.") from e
+        raise OSError(
+            f"Cannot create the output folder {str(path.parent)!r}: {e}. Choose a writable path."
+        ) from e
     frames = to_uint8_frames(video)
     F, H, W, _ = frames.shape
     with av.open(str(path), mode="w") as container:
@@ -46,7 +50,9 @@ def write_video(
             stream.pix_fmt = "rgb8"
         else:
             if H % 2 or W % 2:
-                raise ValueError(f"mp4 needs even height and width; got {H}x{W}. Write a .gif instead.")
+                raise ValueError(
+                    f"mp4 needs even height and width; got {H}x{W}. Write a .gif instead."
+                )
             stream = container.add_stream("libx264", rate=fps)
             stream.pix_fmt = pixel_format
             stream.options = {"crf": str(crf), "preset": "medium"}

@@ -22,8 +22,12 @@ TABLE_COLUMNS = (
     ("nfe", "NFE"),
     ("seconds_per_video", "s / video"),
 )
-PLOTTED = (("prompt_accuracy", "prompt accuracy"), ("motion_accuracy", "motion accuracy"),
-           ("watermark_score", "watermark score"), ("sharpness", "sharpness"))
+PLOTTED = (
+    ("prompt_accuracy", "prompt accuracy"),
+    ("motion_accuracy", "motion accuracy"),
+    ("watermark_score", "watermark score"),
+    ("sharpness", "sharpness"),
+)
 COLOURS = {"mcm": "#d62728", "lcm": "#1f77b4", "teacher": "#555"}
 
 
@@ -36,7 +40,9 @@ def _fmt(v) -> str:
 def metrics_table(metrics: dict[str, dict]) -> str:
     head = "".join(f"<th>{label}</th>" for _, label in TABLE_COLUMNS)
     rows = "".join(
-        f"<tr><td>{html.escape(key)}</td>" + "".join(f"<td>{_fmt(m.get(c))}</td>" for c, _ in TABLE_COLUMNS) + "</tr>"
+        f"<tr><td>{html.escape(key)}</td>"
+        + "".join(f"<td>{_fmt(m.get(c))}</td>" for c, _ in TABLE_COLUMNS)
+        + "</tr>"
         for key, m in metrics.items()
     )
     return f"<table><tr><th>method@steps</th>{head}</tr>{rows}</table>"
@@ -61,31 +67,50 @@ def steps_chart(metrics: dict[str, dict], key: str, title: str, w: int = 240, h:
 
     def x(s):
         span = max(1e-9, math.log2(steps[-1]) - math.log2(steps[0])) if steps else 1
-        return pad + (w - 2 * pad) * ((math.log2(s) - math.log2(steps[0])) / span if len(steps) > 1 else 0.5)
+        return pad + (w - 2 * pad) * (
+            (math.log2(s) - math.log2(steps[0])) / span if len(steps) > 1 else 0.5
+        )
 
     def y(v):
         return h - pad - (h - 2 * pad) * (v - lo) / (hi - lo)
 
-    parts = [f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">',
-             f'<text x="{w / 2}" y="14" text-anchor="middle" font-size="12">{html.escape(title)}</text>',
-             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>']
+    parts = [
+        f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{w / 2}" y="14" text-anchor="middle" font-size="12">{html.escape(title)}</text>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>',
+    ]
     for s in steps:
-        parts.append(f'<text x="{x(s):.1f}" y="{h - pad + 14}" text-anchor="middle" font-size="10">{s}</text>')
+        parts.append(
+            f'<text x="{x(s):.1f}" y="{h - pad + 14}" text-anchor="middle" font-size="10">{s}</text>'
+        )
     for v in (lo, hi):
-        parts.append(f'<text x="{pad - 4}" y="{y(v) + 3:.1f}" text-anchor="end" font-size="10">{v:.2g}</text>')
+        parts.append(
+            f'<text x="{pad - 4}" y="{y(v) + 3:.1f}" text-anchor="end" font-size="10">{v:.2g}</text>'
+        )
     if teacher is not None and not math.isnan(teacher):
-        parts.append(f'<line x1="{pad}" y1="{y(teacher):.1f}" x2="{w - pad}" y2="{y(teacher):.1f}" '
-                     f'stroke="{COLOURS["teacher"]}" stroke-dasharray="4 3"/>')
+        parts.append(
+            f'<line x1="{pad}" y1="{y(teacher):.1f}" x2="{w - pad}" y2="{y(teacher):.1f}" '
+            f'stroke="{COLOURS["teacher"]}" stroke-dasharray="4 3"/>'
+        )
     for method, pts in series.items():
         pts.sort()
         path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in pts)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{COLOURS[method]}" stroke-width="2"/>')
-        parts += [f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" fill="{COLOURS[method]}"/>' for s, v in pts]
-    parts.append(f'<text x="{w / 2}" y="{h - 4}" text-anchor="middle" font-size="10">student steps</text></svg>')
+        parts.append(
+            f'<polyline points="{path}" fill="none" stroke="{COLOURS[method]}" stroke-width="2"/>'
+        )
+        parts += [
+            f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" fill="{COLOURS[method]}"/>'
+            for s, v in pts
+        ]
+    parts.append(
+        f'<text x="{w / 2}" y="{h - 4}" text-anchor="middle" font-size="10">student steps</text></svg>'
+    )
     return "".join(parts)
 
 
-def write_report(out: Path, report: dict, samples: dict, prompts: list[str], num_shown: int = 6) -> Path:
+def write_report(
+    out: Path, report: dict, samples: dict, prompts: list[str], num_shown: int = 6
+) -> Path:
     """Write out/report.html and the GIFs it shows (out/videos/<method@steps>-<i>.gif)."""
     out = Path(out)
     metrics = report["metrics"]
@@ -109,11 +134,11 @@ img{{width:96px;height:96px;image-rendering:pixelated}} pre{{background:#f6f6f6;
 head, latent frame discriminator on high-quality images, mixed trajectories) and a plain LCM student, both
 distilled by this run. Metrics are the world metrics over {len(prompts)} prompts (see docs/WORLD.md).</p>
 <h2>Metrics</h2>{metrics_table(metrics)}
-<h2>Quality vs steps</h2><p><span style="color:{COLOURS['mcm']}">MCM</span>,
-<span style="color:{COLOURS['lcm']}">LCM</span>, teacher DDIM-50 dashed.</p><div>{charts}</div>
-<h2>Videos (seed {report['settings']['seed']})</h2>
-<table><tr><th>prompt</th>{header}</tr>{''.join(rows)}</table>
-<h2>Settings</h2><pre>{html.escape(json.dumps(report['settings'], indent=1))}</pre>
+<h2>Quality vs steps</h2><p><span style="color:{COLOURS["mcm"]}">MCM</span>,
+<span style="color:{COLOURS["lcm"]}">LCM</span>, teacher DDIM-50 dashed.</p><div>{charts}</div>
+<h2>Videos (seed {report["settings"]["seed"]})</h2>
+<table><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>
+<h2>Settings</h2><pre>{html.escape(json.dumps(report["settings"], indent=1))}</pre>
 </body></html>"""
     path = out / "report.html"
     path.write_text(page)

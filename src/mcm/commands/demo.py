@@ -10,12 +10,17 @@ HELP = "distil, sample and evaluate on the built-in world (offline, CPU, minutes
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="folder for report.html, metrics.json, videos")
-    p.add_argument("--mcm-steps", type=int, default=200, help="distillation steps of the MCM student")
-    p.add_argument("--lcm-steps", type=int, default=150, help="distillation steps of the LCM baseline")
+    p.add_argument(
+        "--mcm-steps", type=int, default=200, help="distillation steps of the MCM student"
+    )
+    p.add_argument(
+        "--lcm-steps", type=int, default=150, help="distillation steps of the LCM baseline"
+    )
     p.add_argument("--prompts", type=int, default=24, help="evaluation prompts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--images", default="world:hq_image:512",
+        "--images",
+        default="world:hq_image:512",
         help="the discriminator's real images: world:hq_image[:N], world:style_image[:N] or a folder",
     )
 
@@ -23,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mcm.demo import run_demo
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     run_demo(args.out, args.mcm_steps, args.lcm_steps, args.prompts, args.seed, args.images)
     return 0

@@ -15,16 +15,28 @@ HELP = "sample videos from a teacher or a distilled student"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="world", help="teacher: diffusers directory, hub id, or 'world'")
-    p.add_argument("--student", help="an exported student directory (contains merged/ and mcm_student.json)")
+    p.add_argument(
+        "--teacher", default="world", help="teacher: diffusers directory, hub id, or 'world'"
+    )
+    p.add_argument(
+        "--student", help="an exported student directory (contains merged/ and mcm_student.json)"
+    )
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompt-file", help="a text file with one prompt per line")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (student: 1-8 typical; teacher: 50)")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (teacher default 9; student 1)")
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="sampling steps (student: 1-8 typical; teacher: 50)"
+    )
+    p.add_argument(
+        "--guidance", type=float, default=None, help="CFG scale (teacher default 9; student 1)"
+    )
+    p.add_argument(
+        "--frames", type=int, default=None, help="frames per video (default: the model's)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--out", required=True, help="output .mp4/.gif for one prompt, or a folder for several")
+    p.add_argument(
+        "--out", required=True, help="output .mp4/.gif for one prompt, or a folder for several"
+    )
 
 
 def read_prompts(args) -> list[str]:
@@ -51,7 +63,9 @@ def output_paths(out: str, n: int) -> list[Path]:
     target = paths[0].parent
     target.mkdir(parents=True, exist_ok=True)
     if not _writable(target):
-        raise PermissionError(f"--out {out!r}: {str(target)!r} is not writable; choose another location.")
+        raise PermissionError(
+            f"--out {out!r}: {str(target)!r} is not writable; choose another location."
+        )
     return paths
 
 

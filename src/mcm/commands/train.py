@@ -11,11 +11,19 @@ HELP = "distil a student from a teacher with a YAML config (accelerate-aware)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML training config (see configs/)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.lr=1e-5 (repeatable)",
     )
-    p.add_argument("--output-dir", help="where checkpoints, logs and the export go (overrides output_dir)")
-    p.add_argument("--resume", metavar="latest|PATH", help="continue from a checkpoint of this output dir")
+    p.add_argument(
+        "--output-dir", help="where checkpoints, logs and the export go (overrides output_dir)"
+    )
+    p.add_argument(
+        "--resume", metavar="latest|PATH", help="continue from a checkpoint of this output dir"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ dotted key and what would fix it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -122,15 +123,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     value = yaml.safe_load(raw) if raw.strip() else ""
     # YAML reads 1e-5 as a string; numbers written that way are meant as floats.
-    if isinstance(value, str):
-        try:
-            value = (
-                float(value)
-                if any(c in value for c in ".eE") and value[0] in "0123456789.-+"
-                else value
-            )
-        except ValueError:
-            pass
+    if (
+        isinstance(value, str)
+        and any(c in value for c in ".eE")
+        and value[:1] in tuple("0123456789.-+")
+    ):
+        with contextlib.suppress(ValueError):
+            value = float(value)
     return key.strip().split("."), value
 
 

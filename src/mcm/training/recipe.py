@@ -11,6 +11,7 @@ and ends with identical weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -402,10 +403,8 @@ class DistillRecipe:
             self._stop_signal = signum
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not in the main thread
                 signal.signal(sig, handler)
-            except ValueError:  # not in the main thread
-                pass
 
     # ------------------------------------------------------------------ validation / export
     @torch.no_grad()

@@ -25,10 +25,12 @@ def world_source(spec: str, seed: int = 0) -> str:
     """``world:<domain>[:<count>]`` -> a folder holding that many rendered samples."""
     from mcm.world.render import render_domain
 
-    parts = spec[len(WORLD_PREFIX):].split(":")
+    parts = spec[len(WORLD_PREFIX) :].split(":")
     domain = parts[0]
     if domain not in DOMAINS:
-        raise ValueError(f"Unknown world source {spec!r}; use world:<domain> with domain in {list(DOMAINS)}.")
+        raise ValueError(
+            f"Unknown world source {spec!r}; use world:<domain> with domain in {list(DOMAINS)}."
+        )
     count = int(parts[1]) if len(parts) > 1 else DEFAULT_COUNTS[domain]
     out = cache_dir() / "world-data" / f"{domain}-n{count}-seed{seed}"
     done = out / ".complete"

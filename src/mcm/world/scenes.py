@@ -22,7 +22,12 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "magenta": (0.90, 0.15, 0.85),
     "cyan": (0.10, 0.85, 0.90),
 }
-DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+DIRECTIONS: dict[str, tuple[int, int]] = {
+    "left": (-1, 0),
+    "right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+}
 STYLES = ("clean", "cartoon")
 
 DEFAULT_SIZE = 32
@@ -93,6 +98,7 @@ def sample_scene(
     travel = speed * (num_frames - 1)
     lo, hi = radius + 1, size - radius - 1
     dx, dy = DIRECTIONS[direction]
+
     # Along the motion axis the start leaves room for the whole trajectory.
     def start(d: int) -> float:
         if d > 0:
@@ -122,7 +128,11 @@ def parse_prompt(text: str) -> dict[str, str | None]:
             f"colour in {list(COLOURS)}, shape in {list(SHAPES)}, direction in {list(DIRECTIONS)}."
         )
     d = m.group("direction")
-    return {"shape": m.group("shape").lower(), "colour": m.group("colour").lower(), "direction": d and d.lower()}
+    return {
+        "shape": m.group("shape").lower(),
+        "colour": m.group("colour").lower(),
+        "direction": d and d.lower(),
+    }
 
 
 def shape_mask(shape: str, cx: float, cy: float, radius: float, size: int) -> Tensor:
@@ -157,7 +167,9 @@ def _outline(mask: Tensor, width: int = 1) -> Tensor:
     return (dilated - mask).clamp(0, 1)
 
 
-def render_frame(scene: Scene, frame: int = 0, size: int = DEFAULT_SIZE, style: str = "clean") -> Tensor:
+def render_frame(
+    scene: Scene, frame: int = 0, size: int = DEFAULT_SIZE, style: str = "clean"
+) -> Tensor:
     """One frame [3, H, W] in [-1, 1]. style "cartoon" is the image-only style domain:
     a cream background, a lighter flat fill and a thick dark outline."""
     if style not in STYLES:
