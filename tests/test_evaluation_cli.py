@@ -107,7 +107,7 @@ def test_world_metrics_with_random_probes(workspace, tmp_path):
     config = ProbeConfig()
     torch.manual_seed(0)
     frame, video = FrameProbe(config), VideoProbe(config)
-    d = config.feature_dim
+    d = config.channels[-1]  # the pooled feature size
     reference = {
         "frame_mu": torch.zeros(d, dtype=torch.float64),
         "frame_sigma": torch.eye(d, dtype=torch.float64),
@@ -116,7 +116,6 @@ def test_world_metrics_with_random_probes(workspace, tmp_path):
     }
     cfg = {
         "channels": list(config.channels),
-        "feature_dim": d,
         "size": config.size,
         "num_frames": config.num_frames,
     }

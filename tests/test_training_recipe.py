@@ -97,6 +97,7 @@ def test_resume_equals_uninterrupted_run(assets, tmp_path):
     ckpt = tmp_path / "full" / "checkpoint-2"
     assert {p.name for p in ckpt.iterdir()} >= {
         "lora.safetensors",
+        "pytorch_lora_weights.safetensors",
         "motion_head.safetensors",
         "motion_head_ema.safetensors",
         "discriminator_heads.safetensors",

@@ -475,7 +475,8 @@ class DistillRecipe:
         return state
 
     def save_checkpoint(self) -> Path | None:
-        from mcm.models import save_lora
+        from mcm.models import lora_state_dict, save_lora
+        from mcm.models.export import diffusers_lora_state_dict
 
         acc = self.accelerator
         acc.wait_for_everyone()
@@ -483,9 +484,12 @@ class DistillRecipe:
             return None
 
         def write(tmp: Path) -> None:
-            save_lora(
-                self.bundle.denoiser, tmp / "lora.safetensors"
-            )  # peft keys + rank/alpha/family
+            den = self.bundle.denoiser
+            save_lora(den, tmp / "lora.safetensors")  # peft keys + rank/alpha/family metadata
+            diffusers_lora = diffusers_lora_state_dict(
+                lora_state_dict(den), den.lora_config["alpha"]
+            )
+            ckpt.save_weights(diffusers_lora, tmp / "pytorch_lora_weights.safetensors")
             for name, tensors in self._trainable_state().items():
                 ckpt.save_weights(tensors, tmp / f"{name}.safetensors")
             state = {
