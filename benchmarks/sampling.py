@@ -1,0 +1,356 @@
+"""NFE and wall time per video: the student at 1/2/4/8 steps vs the teacher's 50-step guided
+DDIM, measured in one run.
+
+    python benchmarks/sampling.py                    # world + full-size UNet, ~4 min on 2 CPU cores
+    python benchmarks/sampling.py --world-only       # ~1 min
+    python benchmarks/sampling.py --device cuda --dtype bf16 --full-frames 16 --full-latent 32
+
+Both samplers are the library's own (``mcm.generate.sample_student`` / ``sample_teacher``:
+text encoding, the denoising loop and the VAE decode; one prompt, batch 1). A forward hook
+on the UNet counts its calls and its rows: NFE = rows per video, so a guided step whose
+cond and uncond halves go through the UNet in one batched call counts 2 NFE (1 call). The
+hook also accumulates the time spent inside the UNet.
+
+Models:
+
+* ``world`` - the shipped world teacher (8 frames, 4x8x8 latents, 32x32 px). The student
+  is the same UNet: a distilled student is the teacher's architecture with the LoRA fused
+  in (``mcm export``), so its cost per step is the teacher's per call at batch 1.
+* ``full`` - a ModelScopeT2V-architecture pipeline with random weights: the
+  text-to-video-ms-1.7b ``UNet3DConditionModel`` (~1.41B parameters), a
+  Stable-Diffusion-architecture VAE and an OpenCLIP-ViT-H-sized ``CLIPTextModel`` (our
+  offline byte-level tokenizer, so its vocabulary is smaller: same cost per token), at a
+  short clip (``--full-frames`` x ``--full-latent``^2 latents; default 2 x 16x16 = 128x128 px).
+  On CPU the teacher's 50 guided steps would take minutes, so ``--full-teacher-steps``
+  (default 2) steps are measured and the 50-step time is composed as
+  (measured time outside the UNet) + 50 x (measured UNet time per step); the JSON marks
+  such rows ``"measured": false``.
+
+Torch threads: ``--threads`` (default 1). Timings drift run to run on a shared machine:
+compare the speed-ups, measured in one run. JSON to ``--out``; a markdown table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+STUDENT_STEPS = (1, 2, 4, 8)
+TEACHER_STEPS = 50
+GUIDANCE = 9.0  # any scale > 1 costs the same: 2 NFE per step
+PROMPT = "a red circle moving left"
+
+# ModelScopeT2V (damo-vilab/text-to-video-ms-1.7b): UNet, VAE, text encoder, scheduler.
+MODELSCOPE_UNET = dict(
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=(
+        "CrossAttnDownBlock3D",
+        "CrossAttnDownBlock3D",
+        "CrossAttnDownBlock3D",
+        "DownBlock3D",
+    ),
+    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    norm_num_groups=32,
+    cross_attention_dim=1024,
+    attention_head_dim=64,
+)
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=256,
+    scaling_factor=0.18215,
+)
+OPENCLIP_H_TEXT = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    hidden_act="gelu",
+    projection_dim=512,
+)
+MODELSCOPE_SCHEDULER = dict(
+    _class_name="DDIMScheduler",
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    timestep_spacing="leading",
+)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Weights drawn under a forked RNG: the same seed builds the same model."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def full_size_bundle(device, dtype):
+    """A ModelScopeT2V-architecture TeacherBundle with random weights."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from mcm.models import TeacherBundle, TextEncoder, VideoVAE, make_denoiser
+    from mcm.models.tiny import build_clip_tokenizer
+
+    tokenizer = build_clip_tokenizer(model_max_length=77)
+    with seeded(0):
+        unet = UNet3DConditionModel(**MODELSCOPE_UNET)
+        vae = AutoencoderKL(**SD_VAE)
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **OPENCLIP_H_TEXT,
+            )
+        )
+    denoiser = make_denoiser("modelscope", unet.requires_grad_(False), MODELSCOPE_SCHEDULER)
+    return TeacherBundle(
+        denoiser=denoiser.to(device, dtype),
+        vae=VideoVAE(vae.to(device, dtype), chunk_size=8),
+        text_encoder=TextEncoder(tokenizer, text.to(device, dtype)),
+        scheduler_config=MODELSCOPE_SCHEDULER,
+        family="modelscope",
+        path="<random weights: text-to-video-ms-1.7b architecture>",
+    )
+
+
+class UNetMeter:
+    """Counts a UNet's calls and rows and the wall time spent inside it."""
+
+    def __init__(self, unet, cuda: bool):
+        self.cuda = cuda
+        self.reset()
+        unet.register_forward_pre_hook(self._pre, with_kwargs=True)
+        unet.register_forward_hook(self._post)
+
+    def reset(self):
+        self.calls, self.rows, self.seconds = 0, 0, 0.0
+
+    def _sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def _pre(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        self.calls += 1
+        self.rows += sample.shape[0]
+        self._sync()
+        self._t = time.perf_counter()
+
+    def _post(self, module, args, output):
+        self._sync()
+        self.seconds += time.perf_counter() - self._t
+
+
+def measure(fn, meter: UNetMeter, repeats: int) -> dict:
+    """Median wall time of ``fn()`` (one video) and what the UNet did in it."""
+    runs = []
+    for _ in range(repeats):
+        meter.reset()
+        if meter.cuda:
+            torch.cuda.synchronize()
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        if meter.cuda:
+            torch.cuda.synchronize()
+        runs.append(
+            dict(
+                wall=time.perf_counter() - t,
+                cpu=time.process_time() - c,
+                unet=meter.seconds,
+                calls=meter.calls,
+                rows=meter.rows,
+            )
+        )
+    best = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]  # the median run
+    return {
+        "wall_s": best["wall"],
+        "cpu_s": statistics.median(r["cpu"] for r in runs),
+        "unet_s": best["unet"],
+        "unet_calls": best["calls"],
+        "nfe": best["rows"],  # batch 1: rows per video
+        "repeats": repeats,
+    }
+
+
+def bench_model(name: str, args) -> list[dict]:
+    from mcm.generate import latent_shape, sample_student, sample_teacher
+
+    world = name == "world"
+    device = torch.device(args.world_device if world else args.device)
+    if world:
+        from mcm.models import load_teacher
+
+        bundle = load_teacher("world", device=device, dtype_policy="fp32")
+        clip = dict(num_frames=8)
+    else:
+        bundle = full_size_bundle(device, DTYPES[args.dtype])
+        d = bundle.vae.downsample
+        size = args.full_latent * d
+        clip = dict(num_frames=args.full_frames, height=size, width=size)
+    meter = UNetMeter(bundle.denoiser.unet, device.type == "cuda")
+    repeats = args.world_repeats if world else args.full_repeats
+    shape = latent_shape(bundle, 1, clip["num_frames"], clip.get("height"), clip.get("width"))
+
+    sample_student(bundle, [PROMPT], steps=1, **clip)  # warm-up
+    rows = []
+    for n in STUDENT_STEPS:
+        r = measure(lambda n=n: sample_student(bundle, [PROMPT], steps=n, **clip), meter, repeats)
+        rows.append(dict(sampler="student", steps=n, measured=True, **r))
+
+    k = TEACHER_STEPS if world else args.full_teacher_steps
+    r = measure(
+        lambda: sample_teacher(bundle, [PROMPT], steps=k, guidance_scale=GUIDANCE, **clip),
+        meter,
+        repeats if world else 1,
+    )
+    if k != TEACHER_STEPS:  # compose 50 steps from the measured per-step UNet time
+        scale = TEACHER_STEPS / k
+        outside = r["wall_s"] - r["unet_s"]
+        r = dict(
+            r,
+            measured_steps=k,
+            measured_wall_s=r["wall_s"],
+            wall_s=outside + scale * r["unet_s"],
+            cpu_s=None,
+            unet_s=scale * r["unet_s"],
+            unet_calls=round(scale * r["unet_calls"]),
+            nfe=round(scale * r["nfe"]),
+        )
+    rows.append(
+        dict(sampler="teacher", steps=TEACHER_STEPS, guidance=GUIDANCE, measured=k == TEACHER_STEPS)
+        | r
+    )
+    teacher = rows[-1]
+    n_params = sum(p.numel() for p in bundle.denoiser.unet.parameters())
+    for row in rows:
+        row.update(
+            model=name,
+            device=str(device),
+            dtype="fp32" if world else args.dtype,
+            latent_shape=list(shape),
+            unet_parameters=n_params,
+            unet_s_per_call=row["unet_s"] / row["unet_calls"],
+            speedup_vs_teacher=teacher["wall_s"] / row["wall_s"],
+            nfe_ratio_vs_teacher=teacher["nfe"] / row["nfe"],
+        )
+        for key, v in list(row.items()):
+            if isinstance(v, float):
+                row[key] = round(v, 4)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | sampler | steps | NFE | UNet calls | s / video | UNet s | s / UNet call "
+        "| speed-up vs teacher | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['nfe']} | {r['unet_calls']} "
+            f"| {r['wall_s']:.3f} | {r['unet_s']:.3f} | {r['unet_s_per_call']:.4f} "
+            f"| {r['speedup_vs_teacher']:.1f}x "
+            f"| {'yes' if r['measured'] else 'composed from ' + str(r['measured_steps']) + ' steps'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        description="NFE and wall time per video: student 1/2/4/8 steps vs teacher 50 guided steps.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--out", default="benchmarks/results/sampling.json")
+    ap.add_argument("--world-only", action="store_true", help="skip the full-size model (~1 min)")
+    ap.add_argument("--models", default="world,full", help="comma-separated among world, full")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--device", default="cpu", help="device of the full-size model (cpu, cuda)")
+    ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="full-size weights")
+    ap.add_argument("--world-device", default="cpu", help="device of the world model")
+    ap.add_argument("--world-repeats", type=int, default=3, help="runs per setting (median)")
+    ap.add_argument("--full-repeats", type=int, default=1)
+    ap.add_argument(
+        "--full-teacher-steps",
+        type=int,
+        default=2,
+        help="teacher steps measured at full size (50 = measure all; fewer: composed)",
+    )
+    ap.add_argument("--full-frames", type=int, default=2, help="frames of the full-size clip")
+    ap.add_argument("--full-latent", type=int, default=16, help="latent height = width (x8 px)")
+    args = ap.parse_args(argv)
+
+    models = ["world"] if args.world_only else [m.strip() for m in args.models.split(",")]
+    if not models or any(m not in ("world", "full") for m in models):
+        raise ValueError(f"--models must name models among world, full; got {args.models!r}.")
+    if not 1 <= args.full_teacher_steps <= TEACHER_STEPS:
+        raise ValueError(f"--full-teacher-steps must be in 1..{TEACHER_STEPS}.")
+    if "cuda" in args.device and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked but CUDA is not available; use --device cpu.")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    rows = []
+    for name in models:
+        t = time.perf_counter()
+        rows += bench_model(name, args)
+        print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    result = {
+        "benchmark": "sampling",
+        "command": "python " + " ".join([Path(__file__).as_posix()] + sys.argv[1:]),
+        "what": "one video (batch 1, one prompt): text encoding + denoising loop + VAE decode; "
+        "NFE = UNet rows per video (a batched cond+uncond call is 2 NFE, 1 call)",
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        },
+        "configs": {
+            "modelscope_unet": MODELSCOPE_UNET,
+            "sd_vae": SD_VAE,
+            "text_encoder": OPENCLIP_H_TEXT,
+        },
+        "results": rows,
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(table(rows))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
