@@ -135,7 +135,8 @@ def full_size_bundle(device, dtype):
     denoiser = make_denoiser("modelscope", unet.requires_grad_(False), MODELSCOPE_SCHEDULER)
     return TeacherBundle(
         denoiser=denoiser.to(device, dtype),
-        vae=VideoVAE(vae.to(device, dtype), chunk_size=8),
+        # (diffusers warns on a no-op .to(float32) of a VAE: cast only when asked)
+        vae=VideoVAE((vae if dtype == torch.float32 else vae.to(dtype)).to(device), chunk_size=8),
         text_encoder=TextEncoder(tokenizer, text.to(device, dtype)),
         scheduler_config=MODELSCOPE_SCHEDULER,
         family="modelscope",
@@ -327,7 +328,7 @@ def main(argv=None) -> int:
         print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
     result = {
         "benchmark": "sampling",
-        "command": "python " + " ".join([Path(__file__).as_posix()] + sys.argv[1:]),
+        "command": "python " + " ".join(sys.argv),
         "what": "one video (batch 1, one prompt): text encoding + denoising loop + VAE decode; "
         "NFE = UNet rows per video (a batched cond+uncond call is 2 NFE, 1 call)",
         "machine": {

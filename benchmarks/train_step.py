@@ -524,7 +524,7 @@ def main(argv=None) -> int:
 
     result = {
         "benchmark": "train_step",
-        "command": "python " + " ".join([Path(__file__).as_posix()] + sys.argv[1:]),
+        "command": "python " + " ".join(sys.argv),
         "what": "one MCM optimiser step (generator step + backward, discriminator step with "
         "gradient penalty + backward, both optimiser steps, motion-head EMA); batch 1",
         "composed": False,
