@@ -213,3 +213,27 @@ def test_two_process_ddp_ranks_end_identical(assets, tmp_path):
         assert torch.equal(r0[k], r1[k]), k
     meta = json.loads((tmp_path / "rank0.json").read_text())
     assert meta["num_processes"] == 2 and meta["step"] == 2
+
+
+@pytest.mark.slow
+def test_validation_videos_are_written_and_logged(assets, tmp_path):
+    cfg = make_config(
+        assets,
+        tmp_path / "val",
+        max_steps=2,
+        checkpoint_every=0,
+        validate_every=2,
+        validation_prompts=["a red circle moving left"],
+        validation_steps=[1, 2],
+        validation_frames=4,
+        tracker="tensorboard",
+    )
+    recipe, _ = run(cfg)
+    recipe.cleanup()
+    val = tmp_path / "val" / "validation"
+    assert {p.name for p in (val / "step-2").iterdir()} == {
+        "student-1step-0.mp4",
+        "student-2step-0.mp4",
+    }
+    assert (val / "teacher" / "teacher-50step-0.mp4").is_file()
+    assert list((tmp_path / "val").rglob("events.out.tfevents.*")), "nothing logged to tensorboard"

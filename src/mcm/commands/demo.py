@@ -19,6 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", type=int, default=24, help="evaluation prompts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; use 1 when other jobs share the cores)",
+    )
+    p.add_argument(
         "--images",
         default="world:hq_image:512",
         help="the discriminator's real images: world:hq_image[:N], world:style_image[:N] or a folder",
@@ -26,8 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from mcm.demo import run_demo
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

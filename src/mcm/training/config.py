@@ -98,6 +98,9 @@ class TrainLoopConfig:
         default_factory=lambda: [1, 2, 4]
     )  # student step counts sampled
     validation_seed: int = 1234
+    validation_frames: int | None = (
+        None  # frames per validation video (None: the pipeline default, 16)
+    )
     max_nonfinite: int = 10  # stop after this many non-finite losses in a row
     export: bool = True  # write the diffusers LoRA + merged pipeline at the end
 

@@ -409,40 +409,53 @@ class DistillRecipe:
     # ------------------------------------------------------------------ validation / export
     @torch.no_grad()
     def validate(self) -> None:
-        from mcm.generate import sample_student, sample_teacher, write_video
+        """Student videos at each validation step count (and the teacher's once), written as
+        mp4 under output_dir/validation and logged to the tracker."""
+        from mcm.generate import sample_student, sample_teacher
+        from mcm.models import disable_adapters
 
         cfg, acc = self.cfg, self.accelerator
         if not acc.is_main_process or not cfg.train.validation_prompts:
             return
-        out = self.out / "validation" / f"step-{self.step}"
-        out.mkdir(parents=True, exist_ok=True)
-        prompts = cfg.train.validation_prompts
+        prompts, frames, seed = (
+            cfg.train.validation_prompts,
+            cfg.train.validation_frames,
+            cfg.train.validation_seed,
+        )
         for steps in cfg.train.validation_steps:
             videos = sample_student(
                 self.bundle,
                 prompts,
                 steps,
-                seed=cfg.train.validation_seed,
+                seed=seed,
+                num_frames=frames,
                 timestep_scaling=cfg.method.timestep_scaling,
                 original_inference_steps=cfg.method.num_ode_steps,
             )
-            for i, video in enumerate(videos):
-                write_video(out / f"student-{steps}step-{i}.mp4", video)
-        teacher_dir = self.out / "validation" / "teacher"
-        if not teacher_dir.exists():
-            teacher_dir.mkdir(parents=True)
-            from mcm.models import disable_adapters
-
+            self._log_videos(f"student-{steps}step", videos, f"step-{self.step}")
+        if not (self.out / "validation" / "teacher").exists():
             with disable_adapters(self.bundle.denoiser):
-                videos = sample_teacher(
-                    self.bundle,
-                    prompts,
-                    steps=50,
-                    guidance_scale=7.5,
-                    seed=cfg.train.validation_seed,
+                videos = sample_teacher(self.bundle, prompts, 50, 7.5, seed=seed, num_frames=frames)
+            self._log_videos("teacher-50step", videos, "teacher")
+
+    def _log_videos(self, name: str, videos, folder: str) -> None:
+        from mcm.media import write_video
+
+        out = self.out / "validation" / folder
+        paths = [write_video(out / f"{name}-{i}.mp4", v) for i, v in enumerate(videos)]
+        tracker = self.cfg.train.tracker
+        if tracker == "tensorboard":
+            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            for i, v in enumerate(videos):  # frames as an image strip: no moviepy needed
+                writer.add_images(
+                    f"validation/{name}/{i}", (v.permute(1, 0, 2, 3) + 1) / 2, self.step
                 )
-            for i, video in enumerate(videos):
-                write_video(teacher_dir / f"teacher-50step-{i}.mp4", video)
+        elif tracker == "wandb":
+            import wandb
+
+            self.accelerator.log(
+                {f"validation/{name}": [wandb.Video(str(p)) for p in paths]}, step=self.step
+            )
 
     def export(self) -> Path | None:
         from mcm.models import export_student
