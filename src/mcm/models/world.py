@@ -25,6 +25,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from mcm.models.tiny import byte_to_unicode
 from mcm.world.scenes import COLOURS, DEFAULT_FRAMES, DEFAULT_SIZE, DIRECTIONS, SHAPES
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -54,23 +55,6 @@ class WorldTeacherConfig:
         return self.size // 2 ** (len(self.vae_channels) - 1)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable unicode character table (the byte-level alphabet)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """CLIP's BPE of one lower-case word (last symbol carries '</w>')."""
     parts = [*word[:-1], word[-1] + "</w>"]
@@ -98,7 +82,7 @@ def world_vocab_and_merges(words=WORLD_WORDS) -> tuple[dict[str, int], list[tupl
     New merges are appended with lower priority than all earlier ones, so adding a word
     never changes how an earlier word is split.
     """
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(byte_to_unicode().values())
     vocab_list = alphabet + [c + "</w>" for c in alphabet]
     merges: list[tuple[str, str]] = []
     ranks: dict[tuple[str, str], int] = {}
