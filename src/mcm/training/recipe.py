@@ -470,6 +470,7 @@ class DistillRecipe:
             "original_inference_steps": self.cfg.method.num_ode_steps,
             "recommended_steps": [1, 2, 4, 8],
             "guidance_scale": 1.0,
+            "num_frames": self.cfg.data.video.num_frames,
         }
         return export_student(
             self.bundle, self.out / "export", sampling=sampling, extra_modules=extra
