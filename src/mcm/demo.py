@@ -66,13 +66,14 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def demo_config(
-    kind: str, out_dir: Path, steps: int, images: str = "world:hq_image:512"
+    kind: str, out_dir: Path, steps: int, images: str = "world:hq_image:512", clips: int = 512
 ) -> TrainConfig:
-    """The demo's training config for ``kind`` ("mcm" or "lcm")."""
+    """The demo's training config for ``kind`` ("mcm" or "lcm") on ``clips`` rendered clips."""
     preset = MCM_PRESET if kind == "mcm" else LCM_PRESET
     data = _merge(_BASE, preset)
     data["output_dir"] = str(out_dir / kind)
     data["train"]["max_steps"] = steps
+    data["data"]["video"]["source"] = f"world:lowq_video:{clips}"
     if kind == "mcm":
         data["data"]["images"]["source"] = images
     return from_dict(TrainConfig, data)
@@ -100,6 +101,7 @@ def run_demo(
     num_prompts: int = 24,
     seed: int = 0,
     images: str = "world:hq_image:512",
+    clips: int = 512,
 ) -> dict:
     """Run the demo; returns the metrics dict written to out_dir/metrics.json."""
     from mcm.generate import sample_student, sample_teacher
@@ -116,7 +118,7 @@ def run_demo(
     timings: dict[str, float] = {}
     recipes = {}
     for kind, steps in (("mcm", mcm_steps), ("lcm", lcm_steps)):
-        cfg = demo_config(kind, out, steps, images)
+        cfg = demo_config(kind, out, steps, images, clips)
         print(f"[demo] rendering/reading the world data for {kind} ...", flush=True)
         resolve_world_sources(cfg)
         print(f"[demo] distilling the {kind.upper()} student: {steps} steps", flush=True)

@@ -1,0 +1,37 @@
+"""`mcm demo` end to end at a tiny size: real training, sampling, metrics and report."""
+
+import json
+
+import pytest
+
+from mcm.demo import STUDENT_STEPS, run_demo
+
+
+@pytest.mark.slow
+def test_demo_writes_report_and_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    run_demo(out, mcm_steps=3, lcm_steps=2, num_prompts=4, images="world:hq_image:16", clips=16)
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = {"teacher@50", "teacher@4"} | {
+        f"{k}@{s}" for k in ("mcm", "lcm") for s in STUDENT_STEPS
+    }
+    assert set(metrics) == expected
+    for key, m in metrics.items():
+        assert {
+            "prompt_accuracy",
+            "motion_accuracy",
+            "watermark_score",
+            "sharpness",
+            "frame_fd",
+            "video_fd",
+        } <= set(m)
+        assert m["nfe"] == (
+            2 * int(key.split("@")[1]) if key.startswith("teacher") else int(key.split("@")[1])
+        )
+        assert m["seconds_per_video"] > 0
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "mcm@4" in html
+    gifs = sorted(p.name for p in (out / "videos").iterdir())
+    assert "mcm-4-00.gif" in gifs and "teacher-50-03.gif" in gifs
+    assert (out / "mcm" / "export" / "merged" / "model_index.json").is_file()
