@@ -16,7 +16,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/mcm demo --out demo-out
+	# One thread: measured at 577 s on a shared 2-core machine (docs/RESULTS.md); two OpenMP
+	# threads stall badly whenever another job takes a core.
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/mcm demo --out demo-out --threads 1
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
