@@ -32,7 +32,7 @@ _BASE = {
     "data": {"video": {"source": "world:lowq_video:512", **_DATA}},
     "train": {
         "batch_size": 4,
-        "lr": 3e-4,
+        "lr": 5e-4,
         "warmup_steps": 10,
         "checkpoint_every": 0,
         "keep_checkpoints": 1,
@@ -97,7 +97,7 @@ def _timed(fn):
 def run_demo(
     out_dir: str | Path = "demo-out",
     mcm_steps: int = 200,
-    lcm_steps: int = 150,
+    lcm_steps: int = 120,
     num_prompts: int = 24,
     seed: int = 0,
     images: str = "world:hq_image:512",
