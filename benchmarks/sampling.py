@@ -49,56 +49,8 @@ TEACHER_STEPS = 50
 GUIDANCE = 9.0  # any scale > 1 costs the same: 2 NFE per step
 PROMPT = "a red circle moving left"
 
-# ModelScopeT2V (damo-vilab/text-to-video-ms-1.7b): UNet, VAE, text encoder, scheduler.
-MODELSCOPE_UNET = dict(
-    sample_size=32,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=(
-        "CrossAttnDownBlock3D",
-        "CrossAttnDownBlock3D",
-        "CrossAttnDownBlock3D",
-        "DownBlock3D",
-    ),
-    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    norm_num_groups=32,
-    cross_attention_dim=1024,
-    attention_head_dim=64,
-)
-SD_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=256,
-    scaling_factor=0.18215,
-)
-OPENCLIP_H_TEXT = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=23,
-    num_attention_heads=16,
-    hidden_act="gelu",
-    projection_dim=512,
-)
-MODELSCOPE_SCHEDULER = dict(
-    _class_name="DDIMScheduler",
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    prediction_type="epsilon",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    timestep_spacing="leading",
-)
+from fullsize import MODELSCOPE_SCHEDULER, MODELSCOPE_UNET, OPENCLIP_H_TEXT, SD_VAE  # noqa: E402
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
