@@ -8,10 +8,20 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# One thread: tiny models gain nothing from more, and CI machines are shared.
+# One thread: tiny models gain nothing from more, and two spinning OpenMP threads make each
+# forward ~10x slower whenever another job shares the 2 cores.
 torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(16)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """family -> a saved tiny pipeline directory ("modelscope", "animatediff")."""
+    from mcm.models.tiny import save_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {f: save_tiny_pipeline(f, root / f) for f in ("modelscope", "animatediff")}

@@ -17,25 +17,8 @@ from mcm.models import (
     lora_parameters,
     resolve_dtype,
 )
-from mcm.models.tiny import save_tiny_pipeline
 
 FAMILIES = ["modelscope", "animatediff"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared, loaded machine two
-    # spinning OpenMP threads make each forward ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return {f: save_tiny_pipeline(f, root / f) for f in FAMILIES}
 
 
 def _inputs(batch=2, frames=3, seed=0):

@@ -30,16 +30,6 @@ PROMPTS = ["a red circle moving left", "a blue square moving up"]
 FRAMES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared, loaded machine two
-    # spinning OpenMP threads make each forward ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """family -> (teacher dir, student bundle with a perturbed LoRA, export dir)."""

@@ -26,16 +26,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared, loaded machine two
-    # spinning OpenMP threads make each forward ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_tokenizer_is_byte_level_and_round_trips(tmp_path):
     tok = build_clip_tokenizer()
     ids = tok(
