@@ -1,6 +1,8 @@
 """Configs of the full-size ModelScopeT2V architecture shared by the benchmarks (random
 weights are built from these; nothing is downloaded)."""
 
+from mcm.models.tiny import modelscope_scheduler
+
 # ModelScopeT2V (damo-vilab/text-to-video-ms-1.7b): UNet, VAE, text encoder, scheduler.
 MODELSCOPE_UNET = dict(
     sample_size=32,
@@ -39,15 +41,4 @@ OPENCLIP_H_TEXT = dict(
     hidden_act="gelu",
     projection_dim=512,
 )
-MODELSCOPE_SCHEDULER = dict(
-    _class_name="DDIMScheduler",
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    prediction_type="epsilon",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    timestep_spacing="leading",
-)
+MODELSCOPE_SCHEDULER = {"_class_name": "DDIMScheduler", **modelscope_scheduler().config}

@@ -164,7 +164,10 @@ def tiny_unet_motion(cross_attention_dim: int = 32, time_cond_proj_dim: int | No
     return UNetMotionModel.from_unet2d(unet2d, adapter), adapter
 
 
-def _scheduler(beta_schedule: str) -> DDIMScheduler:
+def modelscope_scheduler(beta_schedule: str = "scaled_linear") -> DDIMScheduler:
+    """DDIM with ModelScopeT2V's training schedule and sampling settings (scaled_linear
+    0.00085..0.012, epsilon, no clipping, leading spacing with offset 1); AnimateDiff
+    trains with ``beta_schedule="linear"``."""
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -191,7 +194,7 @@ def tiny_modelscope_pipeline(seed: int = 0, time_cond_proj_dim: int | None = Non
             text_encoder=tiny_text_encoder(tokenizer),
             tokenizer=tokenizer,
             unet=tiny_unet3d(time_cond_proj_dim=time_cond_proj_dim),
-            scheduler=_scheduler("scaled_linear"),
+            scheduler=modelscope_scheduler("scaled_linear"),
         )
 
 
@@ -210,7 +213,7 @@ def tiny_animatediff_pipeline(seed: int = 0, time_cond_proj_dim: int | None = No
             tokenizer=tokenizer,
             unet=unet,
             motion_adapter=adapter,
-            scheduler=_scheduler("linear"),
+            scheduler=modelscope_scheduler("linear"),
         )
 
 
@@ -228,7 +231,7 @@ def tiny_sd15_pipeline_and_adapter(seed: int = 0):
             text_encoder=tiny_text_encoder(tokenizer),
             tokenizer=tokenizer,
             unet=tiny_unet2d(),
-            scheduler=_scheduler("linear"),
+            scheduler=modelscope_scheduler("linear"),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,

@@ -25,7 +25,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from mcm.models.tiny import byte_to_unicode
+from mcm.models.tiny import byte_to_unicode, modelscope_scheduler
 from mcm.world.scenes import COLOURS, DEFAULT_FRAMES, DEFAULT_SIZE, DIRECTIONS, SHAPES
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -163,17 +163,7 @@ def world_unet(config: WorldTeacherConfig) -> UNet3DConditionModel:
 
 def world_scheduler() -> DDIMScheduler:
     """DDIM with ModelScope's training schedule and sampling settings."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    return modelscope_scheduler()
 
 
 def world_teacher_components(
