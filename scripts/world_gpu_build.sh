@@ -1,28 +1,23 @@
 #!/usr/bin/env bash
-# Builds the shipped world teacher on one GPU (how src/mcm/world/assets/teacher was made),
-# then samples the evaluation prompts with guided DDIM-50 and DDIM-4 so the world metrics
-# can be computed afterwards on a CPU (`python scripts/world_teacher_eval.py`).
+# Builds the shipped world teacher and probes on one GPU (how src/mcm/world/assets/teacher
+# and .../probes were made), then records the teacher's world metrics in its manifest.
 #   OUT=/tmp/out bash scripts/world_gpu_build.sh
+# The probes train in a second process beside the teacher (their batches are rendered by
+# PROBE_WORKERS CPU processes). Outputs: $OUT/teacher.tar, $OUT/probes.tar, logs.
 set -euo pipefail
 OUT=${OUT:?set OUT to an output folder}
 PY=${PY:-python3}
 nvidia-smi -L || true
-$PY -m mcm world build --device cuda --out "$OUT/teacher" \
-  --vae-max-seconds "${VAE_SECONDS:-80}" --unet-max-seconds "${UNET_SECONDS:-360}" \
-  --eval-videos 0 --no-progress
-$PY - "$OUT" <<'PYEOF'
-import sys, time, torch
-from mcm.generate import sample_teacher
-from mcm.models import load_teacher
-from mcm.world.train_data import world_prompts
-out = sys.argv[1]
-bundle = load_teacher(f"{out}/teacher", device="cuda", dtype_policy="fp32")
-prompts = world_prompts()
-samples = {"prompts": prompts}
-for steps in (50, 4):
-    t0 = time.perf_counter()
-    samples[f"ddim{steps}"] = sample_teacher(bundle, prompts, steps=steps, guidance_scale=7.5, seed=0, num_frames=8).cpu()
-    print(f"DDIM-{steps} x {len(prompts)} videos: {time.perf_counter() - t0:.1f} s", flush=True)
-torch.save(samples, f"{out}/teacher_samples.pt")
-PYEOF
-cd "$OUT" && tar -cf teacher.tar teacher && rm -rf teacher teacher.checkpoints && ls -la
+$PY -m mcm world build-probes --out "$OUT/probes" --device "${DEVICE:-cuda}" --steps "${PROBE_STEPS:-6000}" \
+  --batch-size "${PROBE_BATCH:-64}" --workers "${PROBE_WORKERS:-12}" >"$OUT/probes.log" 2>&1 &
+PROBES=$!
+$PY -m mcm world build --device "${DEVICE:-cuda}" --out "$OUT/teacher" \
+  --vae-max-seconds "${VAE_SECONDS:-70}" --unet-max-seconds "${UNET_SECONDS:-380}" \
+  --unet-steps "${UNET_STEPS:-40000}" --lr "${LR:-1e-3}" --pool-size "${POOL:-60000}" \
+  --eval-videos 0 --no-progress 2>&1 | tee "$OUT/teacher.log"
+wait $PROBES || { tail -30 "$OUT/probes.log"; exit 1; }
+tail -3 "$OUT/probes.log"
+$PY -m mcm world teacher-metrics --teacher "$OUT/teacher" --probes "$OUT/probes" --device "${DEVICE:-cuda}" \
+  --videos "${EVAL_VIDEOS:-120}" --steps 50 8 4 2 1 --write | tee "$OUT/teacher_metrics.json"
+cd "$OUT" && tar -cf teacher.tar teacher && tar -cf probes.tar probes \
+  && rm -rf teacher teacher.checkpoints probes && ls -la

@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--attention",
+        default=d.attention,
+        choices=["auto", "sdpa", "math"],
+        help="UNet attention kernels (auto: time both on CUDA and keep the faster)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints")
     p.add_argument(
@@ -97,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="probe folder to write")
     p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=16, help="clips per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate")
+    p.add_argument("--workers", type=int, default=0, help="processes rendering the batches")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(world_handler=_build_probes)
@@ -170,6 +179,7 @@ def _build(args: argparse.Namespace) -> int:
         pool_size=args.pool_size,
         checkpoint_every=args.checkpoint_every,
         precision=args.precision,
+        attention=args.attention,
         vae_max_seconds=args.vae_max_seconds,
         unet_max_seconds=args.unet_max_seconds,
         progress=not args.no_progress,
@@ -185,7 +195,15 @@ def _build_probes(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"mcm world build-probes: the probes module is not available ({e}).", file=sys.stderr)
         return 2
-    build_probes(args.out, steps=args.steps, device=args.device, seed=args.seed)
+    build_probes(
+        args.out,
+        steps=args.steps,
+        device=args.device,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_workers=args.workers,
+    )
     print(f"world probes written to {args.out}")
     return 0
 

@@ -413,11 +413,36 @@ def reference_statistics(
     return stats, sharpness_ratio(videos).mean().item()
 
 
+def _strength(step: int, steps: int) -> float:
+    # Curriculum: clean (and cartoon) clips for the first 30% of the steps, where shape is
+    # learnt fastest (measured), then augmentation ramps up to full strength at 70%.
+    return min(1.0, max(0.0, (step - 0.3 * steps) / (0.4 * steps)))
+
+
+class _ProbeBatches(torch.utils.data.IterableDataset):
+    """Step i's batch (clips [B, 3, F, H, W], frame indices [B, k], labels) drawn from its
+    own generator seeded by (seed, i): the same batches with any number of workers."""
+
+    def __init__(self, steps: int, batch_size: int, seed: int, config: ProbeConfig, k: int):
+        self.steps, self.batch_size, self.seed, self.config, self.k = steps, batch_size, seed, config, k  # fmt: skip
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        start, stride = (0, 1) if info is None else (info.id, info.num_workers)
+        for step in range(start, self.steps, stride):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            clips, labels = training_batch(
+                self.batch_size, g, self.config, _strength(step, self.steps)
+            )
+            idx = torch.randint(self.config.num_frames, (self.batch_size, self.k), generator=g)
+            yield clips, idx, labels
+
+
 def _train_jointly(frame: FrameProbe, video: VideoProbe, steps: int, batch_size: int, lr: float,
-                   generator: torch.Generator, device: torch.device, frames_per_clip: int = 4) -> dict:  # fmt: skip
+                   seed: int, device: torch.device, frames_per_clip: int = 4, num_workers: int = 0) -> dict:  # fmt: skip
     """Cross-entropy training of both probes on the same fresh augmented batches (rendering
-    is the costly part): the video probe on the clips, the frame probe on
-    ``frames_per_clip`` random frames of each clip."""
+    is the costly part, so ``num_workers`` processes may render them): the video probe on
+    the clips, the frame probe on ``frames_per_clip`` random frames of each clip."""
     config = video.config
     models = {"frame": frame.to(device).train(), "video": video.to(device).train()}
     heads = {"frame": ("shape", "colour"), "video": ("shape", "colour", "direction")}
@@ -425,12 +450,13 @@ def _train_jointly(frame: FrameProbe, video: VideoProbe, steps: int, batch_size:
         k: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=1e-4) for k, m in models.items()
     }
     losses: dict[str, list[float]] = {"frame": [], "video": []}
-    for step in range(steps):
-        # Curriculum: clean (and cartoon) clips for the first 30% of the steps, where shape is
-        # learnt fastest (measured), then augmentation ramps up to full strength at 70%.
-        strength = min(1.0, max(0.0, (step - 0.3 * steps) / (0.4 * steps)))
-        clips, labels = training_batch(batch_size, generator, config, strength)
-        idx = torch.randint(config.num_frames, (batch_size, frames_per_clip), generator=generator)
+    batches = torch.utils.data.DataLoader(
+        _ProbeBatches(steps, batch_size, seed, config, frames_per_clip),
+        batch_size=None,
+        num_workers=num_workers,
+        prefetch_factor=4 if num_workers else None,
+    )
+    for step, (clips, idx, labels) in enumerate(batches):
         frames = clips[torch.arange(batch_size)[:, None], :, idx].flatten(0, 1)  # [B*k, 3, H, W]
         inputs = {"frame": frames, "video": clips}
         targets = {
@@ -440,13 +466,13 @@ def _train_jointly(frame: FrameProbe, video: VideoProbe, steps: int, batch_size:
         for name, model in models.items():
             for group in optimisers[name].param_groups:
                 group["lr"] = _cosine_lr(step, steps, lr)
-            out = model(inputs[name].to(device))
+            out = model(inputs[name].to(device, non_blocking=True))
             loss = sum(F.cross_entropy(out[h], targets[name][h].to(device)) for h in heads[name])
             optimisers[name].zero_grad(set_to_none=True)
             loss.backward()
             optimisers[name].step()
-            losses[name].append(loss.item())
-    return losses
+            losses[name].append(loss.detach())
+    return {k: torch.stack(v).float().cpu().tolist() for k, v in losses.items()}
 
 
 def build_probes(
@@ -459,6 +485,7 @@ def build_probes(
     config: ProbeConfig | None = None,
     reference_samples: int = REFERENCE_SAMPLES,
     heldout_samples: int = HELDOUT_SAMPLES,
+    num_workers: int = 0,
 ) -> WorldProbes:
     """Train the frame and video probes on augmented ground truth, measure their held-out
     accuracy per domain, cache the reference statistics and save everything to ``out_dir``.
@@ -473,6 +500,8 @@ def build_probes(
         config: the probes' architecture (default ``ProbeConfig()``).
         reference_samples: samples behind each cached reference statistic.
         heldout_samples: fresh samples per domain for the recorded held-out accuracies.
+        num_workers: processes rendering the training batches (the result does not
+            depend on it: step i's batch comes from a generator seeded by (seed, i)).
     """
     if steps < 1 or batch_size < 2:
         raise ValueError(
@@ -480,11 +509,12 @@ def build_probes(
         )
     device = torch.device(device)
     config = config or ProbeConfig()
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # parameter initialisation
     frame, video = FrameProbe(config), VideoProbe(config)
     start = time.perf_counter()
-    losses = _train_jointly(frame, video, steps, batch_size, lr, generator, device)
+    losses = _train_jointly(
+        frame, video, steps, batch_size, lr, seed, device, num_workers=num_workers
+    )
     train_seconds = time.perf_counter() - start
     frame.cpu()
     video.cpu()
@@ -494,6 +524,7 @@ def build_probes(
         "video_probe": {"config": asdict(config), "final_loss": sum(losses["video"][-tail:]) / tail},
         "training": {
             "steps": steps, "batch_size": batch_size, "frames_per_clip": 4, "seed": seed, "lr": lr,
+            "batches": "step i's batch from torch.Generator seeded by seed * 1000003 + i",
             "optimiser": "AdamW (weight decay 1e-4), warm-up 50 steps then cosine",
             "augmentation": "augmented_clip: 20% clean, 30% degrade(), 50% corrupt(); 20% cartoon base; "
             "strength 0 for 30% of the steps, then ramps to 1 at 70%",

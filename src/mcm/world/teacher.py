@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from mcm.diffusion.schedules import VPSchedule, add_noise
@@ -242,6 +243,47 @@ def latent_pool(vae, n: int, seed: int, device: torch.device, chunk: int = 256, 
 # ---------------------------------------------------------------------------------------
 
 
+def _attention_context(choice: str):
+    return sdpa_kernel(SDPBackend.MATH) if choice == "math" else nullcontext()
+
+
+def choose_attention(
+    components: dict, cfg: BuildConfig, tokens: torch.Tensor, latent_shape, steps: int = 5
+):
+    """The attention setting for stage 2 and, for "auto" on CUDA, the measured seconds per
+    training step of each candidate (random latents, own generator, no optimiser step, so
+    the build's draws and weights are untouched)."""
+    device = torch.device(cfg.device)
+    if cfg.attention != "auto":
+        return cfg.attention, {}
+    if device.type != "cuda":
+        return "sdpa", {}
+    unet, text_encoder = components["unet"], components["text_encoder"]
+    schedule = VPSchedule.from_config(components["scheduler"].config)
+    schedule = replace(schedule, alphas_cumprod=schedule.alphas_cumprod.to(device))
+    g = torch.Generator(device).manual_seed(12345)
+    z0 = torch.randn(cfg.batch_size, *latent_shape, generator=g, device=device)
+    ids = tokens[torch.randint(tokens.shape[0], (cfg.batch_size,), generator=g, device=device)]
+    seconds = {}
+    for choice in ("sdpa", "math"):
+        times = []
+        for i in range(steps + 2):  # two warm-up steps
+            _sync(device)
+            t0 = time.perf_counter()
+            with _attention_context(choice), _autocast(cfg, device):
+                loss = diffusion_loss(unet, text_encoder, schedule, z0, ids, g)
+            loss.backward()
+            _sync(device)
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        unet.zero_grad(set_to_none=True)
+        text_encoder.zero_grad(set_to_none=True)
+        seconds[choice] = round(sorted(times)[len(times) // 2], 5)
+    best = min(seconds, key=seconds.get)
+    print(f"[attention] seconds per step {seconds}: using {best}", file=sys.stderr)
+    return best, seconds
+
+
 def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
     torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
 
@@ -283,6 +325,7 @@ def train_unet(
     g = torch.Generator(device).manual_seed(cfg.seed + 1)
     tokens = prompt_tokens(components["tokenizer"], device)
     latents, prompt_index = pool
+    attention, attention_timing = choose_attention(components, cfg, tokens, latents.shape[1:])
     path, step = ckpt_dir / "unet.pt", 0
     state = _load(path, device) if resume else None
     if state is not None:
@@ -329,7 +372,7 @@ def train_unet(
         idx = torch.randint(latents.shape[0], (cfg.batch_size,), generator=g, device=device)
         drop = torch.rand(cfg.batch_size, generator=g, device=device) < cfg.prompt_dropout
         prompt = torch.where(drop, torch.full_like(idx, empty), prompt_index[idx])
-        with _autocast(cfg, device):
+        with _attention_context(attention), _autocast(cfg, device):
             loss = diffusion_loss(unet, text_encoder, schedule, latents[idx], tokens[prompt], g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -346,6 +389,9 @@ def train_unet(
         save()
     stats = stage.close()
     stats["steps"] = step
+    stats["attention"] = attention
+    if attention_timing:
+        stats["attention_seconds_per_step"] = attention_timing
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
@@ -407,6 +453,7 @@ def build_world_teacher(
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
     out_dir = Path(out_dir)
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoints")
     ckpt_dir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,11 @@ class BuildConfig:
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
+    # Attention kernels for the UNet: "sdpa" (torch's default choice), "math" (plain
+    # matmul + softmax), or "auto": on CUDA, time a few steps of both and keep the faster
+    # (UNet3D's temporal attention has head dim 4 and 8 positions, which fused kernels
+    # handle badly); on CPU, "sdpa".
+    attention: str = "auto"
     vae_max_seconds: float | None = None  # optional wall-time cap per stage
     unet_max_seconds: float | None = None
     progress: bool = True
@@ -42,5 +47,7 @@ class BuildConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16; got {self.precision!r}.")
+        if self.attention not in ("auto", "sdpa", "math"):
+            raise ValueError(f"attention must be auto, sdpa or math; got {self.attention!r}.")
         if not 0 <= self.prompt_dropout < 1:
             raise ValueError(f"prompt_dropout must be in [0, 1); got {self.prompt_dropout}.")
