@@ -141,6 +141,25 @@ def test_build_saves_a_stock_pipeline_and_resumes_exactly(tmp_path, one_thread):
     assert videos.shape == (2, 3, 8, 32, 32) and videos.min() >= -1 and videos.max() <= 1
 
 
+def test_build_continues_from_a_saved_teacher(tmp_path, one_thread):
+    # --init-from: the VAE and its latent scale are kept, the UNet + text encoder train on.
+    out = build_world_teacher(
+        tmp_path / "more", unet_steps=1, batch_size=2, init_from=WORLD_TEACHER, **TINY_BUILD
+    )
+    before, after = _weights(WORLD_TEACHER), _weights(out)
+    vae = [k for k in before if k.startswith("vae.")]
+    unet = [k for k in before if k.startswith("unet.")]
+    assert vae and unet
+    for k in vae:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(after[k], before[k]) for k in unet)
+    manifest, shipped = read_manifest(out), read_manifest(WORLD_TEACHER)
+    assert manifest["latent_scaling_factor"] == shipped["latent_scaling_factor"]
+    assert manifest["history"][-1]["stages"] == shipped["stages"]
+    assert manifest["model_config"] == shipped["model_config"]
+    assert "skipped" in manifest["stages"]["vae"]
+
+
 def test_shipped_teacher_loads_with_stock_diffusers_and_samples():
     assert resolve_teacher("world") == str(WORLD_TEACHER)
     pipe = DiffusionPipeline.from_pretrained(resolve_teacher("world"))

@@ -95,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--note", default=None, help="free text stored in manifest.json")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="continue from a saved world teacher ('world' = the shipped one): keep its VAE, "
+        "train its UNet + text encoder further",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(world_handler=_build)
 
@@ -159,6 +165,7 @@ def _render(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     import torch
 
+    from mcm.paths import resolve_teacher
     from mcm.world.teacher import build_world_teacher
 
     if args.threads:
@@ -184,6 +191,7 @@ def _build(args: argparse.Namespace) -> int:
         unet_max_seconds=args.unet_max_seconds,
         progress=not args.no_progress,
         note=args.note,
+        init_from=None if args.init_from is None else resolve_teacher(args.init_from),
     )
     print(f"world teacher written to {out} (copy it to src/mcm/world/assets/teacher to ship it)")
     return 0

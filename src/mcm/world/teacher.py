@@ -421,6 +421,7 @@ def build_world_teacher(
     evaluate_videos: int = 0,
     command: str | None = None,
     note: str | None = None,
+    init_from: str | Path | None = None,
     **overrides,
 ) -> Path:
     """Train the world teacher and save it to ``out_dir`` as a stock diffusers pipeline.
@@ -436,6 +437,9 @@ def build_world_teacher(
             DDIM-50 and DDIM-4 and record the world metrics in the manifest.
         command: the command line to record in the manifest (default: ``sys.argv``).
         note: free text stored in the manifest (e.g. why this build was made).
+        init_from: a saved world teacher to continue from: its VAE (and latent scale) is
+            kept as is (no VAE stage), its UNet and text encoder are trained further
+            with a fresh optimiser; its manifest goes into this one's ``history``.
         **overrides: any other :class:`BuildConfig` field.
 
     Returns:
@@ -457,15 +461,32 @@ def build_world_teacher(
     out_dir = Path(out_dir)
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoints")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    model_config = model_config or WorldTeacherConfig()
-    components = world_teacher_components(model_config, seed=cfg.seed)
+    history: list[dict] = []
+    if init_from is not None:
+        from mcm.models.world import load_world_pipeline
+
+        previous = read_manifest(init_from)
+        history = [*previous.pop("history", []), previous]
+        model_config = WorldTeacherConfig(
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in previous["model_config"].items()
+            }
+        )
+        components = load_world_pipeline(str(init_from)).components
+    else:
+        model_config = model_config or WorldTeacherConfig()
+        components = world_teacher_components(model_config, seed=cfg.seed)
     for name in ("vae", "text_encoder", "unet"):
         components[name].to(dev)
     t_start = time.perf_counter()
 
     # 1. VAE; a VAE trained further invalidates a UNet checkpoint built on the old one.
     vae = components["vae"]
-    vae_stats, vae_changed = train_vae(vae, cfg, ckpt_dir, resume)
+    if init_from is None:
+        vae_stats, vae_changed = train_vae(vae, cfg, ckpt_dir, resume)
+    else:
+        vae_stats, vae_changed = {"skipped": f"kept the VAE of {init_from}"}, False
     if vae_changed and (ckpt_dir / "unet.pt").exists():
         (ckpt_dir / "unet.pt").unlink()
     vae.requires_grad_(False)
@@ -475,8 +496,11 @@ def build_world_teacher(
     latents, prompt_index = latent_pool(
         vae, cfg.pool_size, cfg.seed + 2, dev, autocast=_autocast(cfg, dev)
     )
-    scaling_factor = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scaling_factor)
+    if init_from is None:
+        scaling_factor = float(1.0 / latents.std())
+        vae.register_to_config(scaling_factor=scaling_factor)
+    else:
+        scaling_factor = float(vae.config.scaling_factor)
     latents = latents * scaling_factor
     _sync(dev)
     pool_s = time.perf_counter() - t0
@@ -529,6 +553,9 @@ def build_world_teacher(
     }
     if note:
         manifest["note"] = note
+    if history:
+        manifest["init_from"] = str(init_from)
+        manifest["history"] = history
     write_manifest(out_dir, manifest)
     if evaluate_videos > 0:
         manifest["metrics"] = teacher_metrics(
