@@ -66,9 +66,18 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def demo_config(
-    kind: str, out_dir: Path, steps: int, images: str = "world:hq_image:512", clips: int = 512
+    kind: str,
+    out_dir: Path,
+    steps: int,
+    images: str = "world:hq_image:512",
+    clips: int = 512,
+    overrides: dict | None = None,
 ) -> TrainConfig:
-    """The demo's training config for ``kind`` ("mcm" or "lcm") on ``clips`` rendered clips."""
+    """The demo's training config for ``kind`` ("mcm" or "lcm") on ``clips`` rendered clips.
+
+    ``overrides`` (a nested dict, e.g. ``{"method": {"lambda_real": 0.0}}``) is merged last;
+    its ``output_dir`` replaces ``out_dir / kind``.
+    """
     preset = MCM_PRESET if kind == "mcm" else LCM_PRESET
     data = _merge(_BASE, preset)
     data["output_dir"] = str(out_dir / kind)
@@ -76,7 +85,7 @@ def demo_config(
     data["data"]["video"]["source"] = f"world:lowq_video:{clips}"
     if kind == "mcm":
         data["data"]["images"]["source"] = images
-    return from_dict(TrainConfig, data)
+    return from_dict(TrainConfig, _merge(data, overrides or {}))
 
 
 def evaluation_prompts(n: int = 24) -> list[str]:
@@ -94,6 +103,22 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
+def sample_and_score(
+    sample, prompts: list[str], nfe: int, probes=None
+) -> tuple[torch.Tensor, dict]:
+    """Time ``sample()`` (-> videos [N, 3, F, H, W] for the N ``prompts``) and score them.
+
+    Returns the videos and the world metrics dict plus ``"nfe"`` (per video) and
+    ``"seconds_per_video"`` (the batched sampling time over N).
+    """
+    from mcm.world.metrics import world_metrics
+
+    videos, seconds = _timed(sample)
+    metrics = world_metrics(videos, prompts, probes=probes)
+    metrics.update(nfe=nfe, seconds_per_video=seconds / len(prompts))
+    return videos, metrics
+
+
 def run_demo(
     out_dir: str | Path = "demo-out",
     mcm_steps: int = 200,
@@ -109,7 +134,6 @@ def run_demo(
     from mcm.report import write_report
     from mcm.training.recipe import DistillRecipe
     from mcm.world.data import resolve_world_sources
-    from mcm.world.metrics import world_metrics
     from mcm.world.probes import load_probes
 
     out = Path(out_dir)
@@ -133,10 +157,8 @@ def run_demo(
     samples: dict[str, torch.Tensor] = {}
     results: dict[str, dict] = {}
 
-    def score(key: str, videos: torch.Tensor, seconds: float, nfe: int) -> None:
-        samples[key] = videos
-        metrics = world_metrics(videos, prompts, probes=probes)
-        metrics.update(nfe=nfe, seconds_per_video=seconds / len(prompts))
+    def score(key: str, sample, nfe: int) -> None:
+        samples[key], metrics = sample_and_score(sample, prompts, nfe, probes)
         results[key] = metrics
         print(
             f"[demo] {key:>11}: prompt {metrics['prompt_accuracy']:.2f}  motion {metrics['motion_accuracy']:.2f}  "
@@ -148,15 +170,17 @@ def run_demo(
     print(f"[demo] sampling and scoring {len(prompts)} prompts ...", flush=True)
     with disable_adapters(bundle.denoiser):
         for steps in (50, 4):
-            videos, secs = _timed(
+            score(
+                f"teacher@{steps}",
                 lambda s=steps: sample_teacher(
                     bundle, prompts, s, TEACHER_GUIDANCE, seed=seed, num_frames=8
-                )
+                ),
+                2 * steps,
             )
-            score(f"teacher@{steps}", videos, secs, 2 * steps)
     for kind, recipe in recipes.items():
         for steps in STUDENT_STEPS:
-            videos, secs = _timed(
+            score(
+                f"{kind}@{steps}",
                 lambda r=recipe, s=steps: sample_student(
                     r.bundle,
                     prompts,
@@ -164,9 +188,9 @@ def run_demo(
                     seed=seed,
                     timestep_scaling=r.cfg.method.timestep_scaling,
                     num_frames=8,
-                )
+                ),
+                steps,
             )
-            score(f"{kind}@{steps}", videos, secs, steps)
 
     timings["total_s"] = time.perf_counter() - t_start
     settings = {
