@@ -77,6 +77,8 @@ def _load(path: Path, device: torch.device) -> dict | None:
 
 
 def _git_revision() -> str:
+    if os.environ.get("MCM_GIT_REVISION"):  # e.g. a copied working tree with a stale .git
+        return os.environ["MCM_GIT_REVISION"]
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(
@@ -93,8 +95,8 @@ def _git_revision() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev, dirty = "", ""
-    if not rev:  # e.g. a copied working tree without .git: let the caller say
-        return os.environ.get("MCM_GIT_REVISION", "unknown")
+    if not rev:
+        return "unknown (no .git; set MCM_GIT_REVISION)"
     return rev + ("+dirty" if dirty else "")
 
 
@@ -264,22 +266,28 @@ def choose_attention(
     g = torch.Generator(device).manual_seed(12345)
     z0 = torch.randn(cfg.batch_size, *latent_shape, generator=g, device=device)
     ids = tokens[torch.randint(tokens.shape[0], (cfg.batch_size,), generator=g, device=device)]
-    seconds = {}
+    seconds: dict[str, float | str] = {}
     for choice in ("sdpa", "math"):
         times = []
-        for i in range(steps + 2):  # two warm-up steps
-            _sync(device)
-            t0 = time.perf_counter()
-            with _attention_context(choice), _autocast(cfg, device):
-                loss = diffusion_loss(unet, text_encoder, schedule, z0, ids, g)
-            loss.backward()
-            _sync(device)
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
+        try:
+            for i in range(steps + 2):  # two warm-up steps
+                _sync(device)
+                t0 = time.perf_counter()
+                with _attention_context(choice), _autocast(cfg, device):
+                    loss = diffusion_loss(unet, text_encoder, schedule, z0, ids, g)
+                loss.backward()
+                _sync(device)
+                if i >= 2:
+                    times.append(time.perf_counter() - t0)
+            seconds[choice] = round(sorted(times)[len(times) // 2], 5)
+        except RuntimeError as e:  # e.g. fused SDPA kernels reject 1024 * 64 * 8 sequences
+            seconds[choice] = f"failed: {str(e).splitlines()[0]}"
         unet.zero_grad(set_to_none=True)
         text_encoder.zero_grad(set_to_none=True)
-        seconds[choice] = round(sorted(times)[len(times) // 2], 5)
-    best = min(seconds, key=seconds.get)
+    timed = {k: v for k, v in seconds.items() if isinstance(v, float)}
+    if not timed:
+        raise RuntimeError(f"No attention setting ran on {device}: {seconds}")
+    best = min(timed, key=timed.get)
     print(f"[attention] seconds per step {seconds}: using {best}", file=sys.stderr)
     return best, seconds
 
