@@ -237,3 +237,129 @@ def test_validation_videos_are_written_and_logged(assets, tmp_path):
     }
     assert (val / "teacher" / "teacher-50step-0.mp4").is_file()
     assert list((tmp_path / "val").rglob("events.out.tfevents.*")), "nothing logged to tensorboard"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(
+    accelerate_config: str, args: list[str], num_processes: int = 2, options: tuple = ()
+) -> None:
+    """`accelerate launch --config_file configs/accelerate/<config> [options]` of
+    tests/ddp_worker.py on CPU processes (gloo)."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "configs" / "accelerate" / accelerate_config),
+        "--num_processes",
+        str(num_processes),
+        "--main_process_port",
+        str(_free_port()),
+        *options,
+        str(ROOT / "tests" / "ddp_worker.py"),
+        *args,
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _rank_results(folder: Path, ranks=(0, 1)):
+    metas = [json.loads((folder / f"rank{r}.json").read_text()) for r in ranks]
+    weights = [load_file(folder / f"rank{r}.safetensors") for r in ranks]
+    return metas, weights
+
+
+@pytest.mark.slow
+def test_fsdp_shards_the_unet_and_its_checkpoint_resumes_on_fewer_processes(assets, tmp_path):
+    """configs/accelerate/fsdp_cpu.yaml (FSDP2 on gloo), with mixed trajectories: the UNet's
+    blocks are sharded, both ranks end with the same full weights, the checkpoint holds the
+    full LoRA, validation videos and the export are written, and one FSDP process, then one
+    plain process, resume."""
+    from mcm.models import lora_state_dict
+
+    run_dir = tmp_path / "cli"
+    cfg = _cli_config(
+        assets,
+        tmp_path,
+        max_steps=2,
+        checkpoint_every=0,
+        export=True,
+        validate_every=2,  # every rank samples (collective forwards), rank 0 writes
+        validation_prompts=["a red circle moving left"],
+        validation_steps=[1],
+        validation_frames=4,
+    )
+    (tmp_path / "two").mkdir()
+    _launch("fsdp_cpu.yaml", [str(cfg), str(tmp_path / "two")])
+    metas, (r0, r1) = _rank_results(tmp_path / "two")
+    for meta in metas:
+        assert meta["fsdp"] and meta["num_processes"] == 2 and meta["step"] == 2
+        # Each rank holds about half of the UNet: the blocks are sharded, the top level is not.
+        assert meta["unet_local_numel"] < 0.6 * meta["unet_numel"], meta
+    assert r0.keys() == r1.keys() and len(r0) > 0
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    saved = load_file(run_dir / "checkpoint-2" / "lora.safetensors")
+    for k, v in saved.items():
+        assert torch.equal(v, r0[f"lora.{k}"]), k
+    assert (run_dir / "export" / "merged" / "model_index.json").is_file()
+    assert (run_dir / "validation" / "step-2" / "student-1step-0.mp4").is_file()
+    assert (run_dir / "validation" / "teacher" / "teacher-50step-0.mp4").is_file()
+
+    # One FSDP process (a world of 1) resumes the two-process checkpoint for one step.
+    cfg3 = _cli_config(assets, tmp_path, max_steps=3, checkpoint_every=0)
+    (tmp_path / "one").mkdir()
+    _launch("fsdp_cpu.yaml", [str(cfg3), str(tmp_path / "one"), "latest"], num_processes=1)
+    (meta,), _ = _rank_results(tmp_path / "one", ranks=(0,))
+    assert meta["fsdp"] and meta["num_processes"] == 1 and meta["step"] == 3
+
+    # And a plain single process (no accelerate launch) resumes that one.
+    recipe = DistillRecipe(make_config(assets, run_dir, max_steps=4), resume="latest")
+    recipe.setup()
+    assert recipe.fsdp is None and recipe.step == 3
+    resumed = lora_state_dict(recipe.bundle.denoiser)
+    for k, v in load_file(run_dir / "checkpoint-3" / "lora.safetensors").items():
+        assert torch.equal(resumed[k], v), k
+    recipe.train()
+    assert recipe.step == 4 and (run_dir / "checkpoint-4" / "lora.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_fsdp_gradients_equal_ddp_gradients(assets, tmp_path):
+    """Two steps on two ranks with DDP (our all-reduce) and with FSDP (sharded blocks,
+    reduce-scattered LoRA gradients), keeping gathered blocks from forward to backward
+    (FULL_SHARD) or not (SHARD_GRAD_OP): the same second-step losses (so the same first
+    update) and grad norms. lambda_real = 1: every rank takes the same trajectory branch."""
+    runs = {
+        "ddp": ("cpu_2proc.yaml", ()),
+        "full_shard": ("fsdp_cpu.yaml", ()),
+        "shard_grad_op": ("fsdp_cpu.yaml", ("--fsdp_reshard_after_forward", "false")),
+    }
+    terms = {}
+    for name, (accelerate_config, options) in runs.items():
+        cfg = make_config(assets, tmp_path / f"run-{name}", max_steps=2, checkpoint_every=0)
+        cfg.method.lambda_real = 1.0
+        path = tmp_path / f"{name}.yaml"
+        save_config(cfg, path)
+        (tmp_path / name).mkdir()
+        _launch(accelerate_config, [str(path), str(tmp_path / name)], options=options)
+        metas, _ = _rank_results(tmp_path / name)
+        assert [m["fsdp"] for m in metas] == [name != "ddp"] * 2
+        terms[name] = [m["terms"] for m in metas]
+    for name in ("full_shard", "shard_grad_op"):
+        for ddp, fsdp in zip(terms["ddp"], terms[name]):
+            for key in ("loss_mcd", "loss_adv_g", "loss_d", "grad_norm_g", "grad_norm_d"):
+                assert fsdp[key] == pytest.approx(ddp[key], rel=1e-5), (name, key)

@@ -239,14 +239,19 @@ def export_student(
     out_dir: str | Path,
     sampling: dict[str, Any] | None = None,
     extra_modules: dict[str, nn.Module] | None = None,
+    lora: dict[str, Tensor] | None = None,
 ) -> Path:
-    """Export the student of a :class:`TeacherBundle` whose denoiser has LoRA attached."""
+    """Export the student of a :class:`TeacherBundle` whose denoiser has LoRA attached.
+
+    ``lora``: its weights when already gathered (FSDP: every rank gathers, one exports);
+    default :func:`lora_state_dict` of the denoiser.
+    """
     config = getattr(bundle.denoiser, "lora_config", None)
     if config is None:
         raise ValueError("The bundle's denoiser has no LoRA; call attach_lora and train first.")
     return export_lora(
         bundle.path,
-        lora_state_dict(bundle.denoiser),
+        lora if lora is not None else lora_state_dict(bundle.denoiser),
         out_dir,
         alpha=config["alpha"],
         sampling=sampling,

@@ -30,6 +30,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 ADAPTER = "default"
 
@@ -159,16 +160,25 @@ def _public_key(name: str) -> str:
 
 
 def lora_state_dict(denoiser: nn.Module) -> dict[str, Tensor]:
-    """LoRA weights keyed ``<module>.lora_A.weight`` / ``<module>.lora_B.weight`` (copies)."""
+    """LoRA weights keyed ``<module>.lora_A.weight`` / ``<module>.lora_B.weight`` (copies).
+
+    Weights sharded by FSDP (``DTensor``) are gathered whole: then every rank must call it.
+    """
     return {
-        _public_key(n): p.detach().clone()
+        _public_key(n): _full(p.detach()).clone()
         for n, p in _unet(denoiser).named_parameters()
         if ".lora_" in n
     }
 
 
+def _full(t: Tensor) -> Tensor:
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
 def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> None:
     """Copy LoRA weights (as given by :func:`lora_state_dict`) into an attached LoRA.
+
+    FSDP-sharded weights (``DTensor``) take their own rank's part of the full weights.
 
     Raises:
         ValueError: keys or shapes do not match (wrong family, rank or target modules).
@@ -190,7 +200,10 @@ def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> 
                     f"LoRA weight {k} has shape {tuple(state_dict[k].shape)}, the model "
                     f"expects {tuple(p.shape)} (different rank?)."
                 )
-            p.copy_(state_dict[k])
+            value = state_dict[k].to(p.device, p.dtype)
+            if isinstance(p, DTensor):  # every rank holds the full tensor: no communication
+                value = distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None)
+            p.copy_(value)
 
 
 @contextlib.contextmanager
@@ -319,17 +332,22 @@ def lora_rank(state_dict: dict[str, Tensor]) -> int:
     return ranks.pop()
 
 
-def save_lora(denoiser: nn.Module, path: str | Path) -> Path:
+def save_lora(
+    denoiser: nn.Module, path: str | Path, state_dict: dict[str, Tensor] | None = None
+) -> Path:
     """Write the LoRA weights + their settings (family, rank, alpha) as safetensors.
 
     This is the file ``mcm export --lora`` reads back (see :func:`read_lora`).
+    ``state_dict``: the weights to write (default :func:`lora_state_dict`); under FSDP all
+    ranks gather them and one rank writes.
     """
     config = getattr(denoiser, "lora_config", None)
     if config is None:
         raise ValueError("The denoiser has no LoRA; call attach_lora first.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.float().cpu().contiguous() for k, v in lora_state_dict(denoiser).items()}
+    weights = state_dict if state_dict is not None else lora_state_dict(denoiser)
+    tensors = {k: v.float().cpu().contiguous() for k, v in weights.items()}
     meta = {
         "format": "pt",
         "mcm_format": LORA_FORMAT,

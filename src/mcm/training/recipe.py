@@ -6,7 +6,9 @@ torchtune-style: ``setup()`` builds everything from the config, ``train()`` is t
 Multi-process (accelerate/torchrun): the trainable parameters are the LoRA, the motion head
 and the discriminator heads - a few MB - so instead of wrapping the UNet in DDP the loop
 all-reduces their gradients once per optimiser step. Every rank then takes the same step
-and ends with identical weights.
+and ends with identical weights. With an FSDP accelerate config the UNet's blocks are
+sharded instead (:mod:`mcm.training.sharding`): FSDP averages their LoRA gradients and
+the loop all-reduces only the rest; checkpoints and the export gather the full weights.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, gather_object, set_seed
 from tqdm.auto import tqdm
 
 from mcm.training import checkpoint as ckpt
@@ -28,6 +30,15 @@ from mcm.training.config import TrainConfig
 from mcm.training.config_io import save_config, to_dict
 from mcm.training.distiller import DistillBatch, MCMDistiller
 from mcm.training.schedules import lr_scheduler
+from mcm.training.sharding import (
+    clip_grad_norm_,
+    fsdp_plugin,
+    full_optimizer_state,
+    is_sharded,
+    reshard,
+    shard_optimizer_state,
+    shard_unet,
+)
 
 log = logging.getLogger("mcm.train")
 
@@ -84,14 +95,24 @@ class DistillRecipe:
             dropout=cfg.model.lora_dropout,
             target_modules=cfg.model.lora_target_modules,
         )
-        if cfg.model.gradient_checkpointing:
+        self.fsdp = fsdp_plugin(acc)  # None unless the accelerate config asks for FSDP
+        if self.fsdp is not None:
+            self._check_fsdp_config()
+        fsdp_checkpointing = getattr(self.fsdp, "activation_checkpointing", False)
+        if cfg.model.gradient_checkpointing or fsdp_checkpointing:
             student.enable_gradient_checkpointing()
+        if self.fsdp is not None:  # before anything keeps a reference to a parameter
+            self.fsdp_units = shard_unet(student.unet, self.fsdp, device)
+            n = len(self.fsdp_units)
+            log.info("FSDP: %d UNet units sharded over %d ranks.", n, acc.num_processes)
         teacher_model = None
         if cfg.model.separate_teacher:
             teacher_model = load_teacher(
                 m.teacher, device=device, dtype_policy=m.frozen_dtype
             ).denoiser
             teacher_model.requires_grad_(False).eval()
+            if self.fsdp is not None:
+                self.fsdp_units += shard_unet(teacher_model.unet, self.fsdp, device)
 
         channels = self.bundle.vae.latent_channels
         self.motion = build_motion_representation(cfg.method.motion, channels).to(device)
@@ -116,6 +137,7 @@ class DistillRecipe:
             target_ema=self.target_ema,
         )
 
+        self._reshard()  # the discriminator's probe may have left blocks gathered
         self.student_params = lora_parameters(student) + [
             p for p in self.motion.parameters() if p.requires_grad
         ]
@@ -141,9 +163,35 @@ class DistillRecipe:
             self.optim_d = acc.prepare_optimizer(self.optim_d)
 
         self._build_data()
+        self._teacher_validated = (self.out / "validation" / "teacher").exists()
         set_seed(cfg.train.seed + acc.process_index)  # anything drawn later differs per rank
         if self.resume:
             self.load_checkpoint(ckpt.resolve_checkpoint(self.out, self.resume))
+
+    def _reshard(self) -> None:
+        """FSDP: free every gathered block, so that the UNet's parameters are the shards (the
+        optimizer's, the checkpoint's) and no block runs on weights older than a step."""
+        if self.fsdp is not None:
+            reshard(self.fsdp_units)
+
+    def _check_fsdp_config(self) -> None:
+        """Settings the sharded path does not support, with the fix."""
+        cfg = self.cfg
+        if cfg.train.mixed_precision == "fp16":
+            raise ValueError(
+                "train.mixed_precision=fp16 with FSDP: the loss scaler would check only each "
+                "rank's shard of the gradients for inf; use train.mixed_precision=bf16."
+            )
+        if cfg.method.target == "ema":
+            raise ValueError(
+                "method.target=ema is not supported with FSDP (the EMA swap would miss "
+                "gathered blocks); use method.target=online or a DDP accelerate config."
+            )
+        if cfg.train.optimizer != "adamw":
+            raise ValueError(
+                f"train.optimizer={cfg.train.optimizer} with FSDP: use train.optimizer=adamw "
+                "(the sharded LoRA weights are DTensors)."
+            )
 
     def _optimizer(self, params, lr, betas, weight_decay):
         if self.cfg.train.optimizer == "adamw8bit":
@@ -272,7 +320,8 @@ class DistillRecipe:
             unit="step",
         )
         t_last, logged = time.perf_counter(), {}
-        while self.step < cfg.train.max_steps and self._stop_signal is None:
+        stop = False
+        while self.step < cfg.train.max_steps and not (stop := self._stopping()):
             terms = self.train_step()
             if terms is None:  # non-finite loss: nothing was updated
                 continue
@@ -296,14 +345,14 @@ class DistillRecipe:
         log.info("Training clips: %s", self.video_loader.bad_log.summary())
         if self.image_loader is not None:
             log.info("Images: %s", self.image_loader.bad_log.summary())
-        if self._stop_signal is not None:
+        if stop:
             log.warning(
-                "Received signal %d: saving a checkpoint at step %d and stopping.",
-                self._stop_signal,
+                "Received signal %s: saving a checkpoint at step %d and stopping.",
+                self._stop_signal or "(on another rank)",
                 self.step,
             )
         self.save_checkpoint()
-        if self._stop_signal is None and cfg.train.export:
+        if not stop and cfg.train.export:
             self.export()
         return logged
 
@@ -318,11 +367,13 @@ class DistillRecipe:
         for _ in range(cfg.train.grad_accum):
             batch = self.next_batch()
             draws = self.distiller.sample_draws(batch.latents, self.generator)
+            if self.fsdp is not None:  # the student's own sample is one more (collective) call
+                draws.use_real = self._from_rank0(draws.use_real)
             if self.discriminator is not None:
                 self.discriminator.requires_grad_heads(False)  # L_G must not train D
             with self.accelerator.autocast():
                 gen = self.distiller.generator_step(batch, draws)
-            if not torch.isfinite(gen.loss):
+            if not self._finite(gen.loss):
                 skip = True
                 break
             self.accelerator.backward(gen.loss / cfg.train.grad_accum)
@@ -330,7 +381,7 @@ class DistillRecipe:
             if self.discriminator is not None:
                 self.discriminator.requires_grad_heads(True)
                 d_loss, d_terms = self._discriminator_loss(gen, batch, draws)
-                if not torch.isfinite(d_loss):
+                if not self._finite(d_loss):
                     skip = True
                     break
                 self.accelerator.backward(d_loss / cfg.train.grad_accum)
@@ -342,10 +393,14 @@ class DistillRecipe:
         self.nonfinite_in_row = 0
 
         self._all_reduce_grads()
-        if cfg.train.max_grad_norm > 0:
-            sums["grad_norm_g"] = float(
-                self.accelerator.clip_grad_norm_(self.student_params, cfg.train.max_grad_norm)
-            )
+        self._reshard()  # the next forward gathers the updated weights
+        max_norm = cfg.train.max_grad_norm
+        if max_norm > 0:
+            if self.fsdp is None:
+                norm = self.accelerator.clip_grad_norm_(self.student_params, max_norm)
+            else:  # a norm over sharded (DTensor) and replicated gradients
+                norm = clip_grad_norm_(self.student_params, max_norm)
+            sums["grad_norm_g"] = float(norm)
         self.optim_g.step()
         self.sched_g.step()
         self.optim_g.zero_grad(set_to_none=True)
@@ -360,6 +415,32 @@ class DistillRecipe:
         if self.target_ema is not None:
             self.target_ema.update()
         return sums
+
+    # Under FSDP every forward and backward through the UNet is a collective, so all ranks
+    # must make the same choices; without FSDP each rank decides alone, as before.
+    def _from_rank0(self, flag: bool) -> bool:
+        """Rank 0's value of a random choice."""
+        t = torch.tensor([float(flag)], device=self.accelerator.device)
+        return bool(broadcast(t, from_process=0).item())
+
+    def _stopping(self) -> bool:
+        """Whether a SIGINT/SIGTERM arrived (under FSDP: on any rank, so that all ranks stop
+        after the same step)."""
+        stop = self._stop_signal is not None
+        if self.fsdp is None:
+            return stop
+        t = torch.tensor([float(stop)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite (under FSDP: on every rank)."""
+        finite = bool(torch.isfinite(loss))
+        if self.fsdp is None:
+            return finite
+        t = torch.tensor([float(finite)], device=self.accelerator.device)
+        return bool(
+            self.accelerator.reduce(t, reduction="sum").item() == self.accelerator.num_processes
+        )
 
     def _discriminator_loss(self, gen, batch, draws):
         """Hinge loss of D plus the adaptive feature-space gradient penalty."""
@@ -394,6 +475,8 @@ class DistillRecipe:
         if self.discriminator is not None:
             params += list(self.discriminator.head_parameters())
         for p in params:
+            if is_sharded(p):  # FSDP already averaged it over the ranks in the backward
+                continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             p.grad = self.accelerator.reduce(p.grad, reduction="mean")
@@ -410,12 +493,17 @@ class DistillRecipe:
     @torch.no_grad()
     def validate(self) -> None:
         """Student videos at each validation step count (and the teacher's once), written as
-        mp4 under output_dir/validation and logged to the tracker."""
+        mp4 under output_dir/validation and logged to the tracker.
+
+        With FSDP every rank samples (each forward gathers the shards); rank 0 writes.
+        """
         from mcm.generate import sample_student, sample_teacher
         from mcm.models import disable_adapters
 
         cfg, acc = self.cfg, self.accelerator
-        if not acc.is_main_process or not cfg.train.validation_prompts:
+        if not cfg.train.validation_prompts:
+            return
+        if not acc.is_main_process and self.fsdp is None:
             return
         prompts, frames, seed = (
             cfg.train.validation_prompts,
@@ -433,14 +521,17 @@ class DistillRecipe:
                 original_inference_steps=cfg.method.num_ode_steps,
             )
             self._log_videos(f"student-{steps}step", videos, f"step-{self.step}")
-        if not (self.out / "validation" / "teacher").exists():
+        if not self._teacher_validated:
             with disable_adapters(self.bundle.denoiser):
                 videos = sample_teacher(self.bundle, prompts, 50, 7.5, seed=seed, num_frames=frames)
             self._log_videos("teacher-50step", videos, "teacher")
+            self._teacher_validated = True
 
     def _log_videos(self, name: str, videos, folder: str) -> None:
         from mcm.media import write_video
 
+        if not self.accelerator.is_main_process:
+            return
         out = self.out / "validation" / folder
         paths = [write_video(out / f"{name}-{i}.mp4", v) for i, v in enumerate(videos)]
         tracker = self.cfg.train.tracker
@@ -458,8 +549,10 @@ class DistillRecipe:
             )
 
     def export(self) -> Path | None:
-        from mcm.models import export_student
+        from mcm.models import export_student, lora_state_dict
 
+        self._reshard()
+        lora = lora_state_dict(self.bundle.denoiser)  # every rank: FSDP gathers the shards
         if not self.accelerator.is_main_process:
             return None
         extra = {"motion_head": self.motion} if self.motion_target is not None else {}
@@ -473,7 +566,7 @@ class DistillRecipe:
             "num_frames": self.cfg.data.video.num_frames,
         }
         return export_student(
-            self.bundle, self.out / "export", sampling=sampling, extra_modules=extra
+            self.bundle, self.out / "export", sampling=sampling, extra_modules=extra, lora=lora
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -492,27 +585,32 @@ class DistillRecipe:
         from mcm.models import lora_state_dict, save_lora
         from mcm.models.export import diffusers_lora_state_dict
 
-        acc = self.accelerator
+        acc, den = self.accelerator, self.bundle.denoiser
         acc.wait_for_everyone()
+        self._reshard()
+        # Full weights and optimiser state on every rank (FSDP: gathered), written by rank 0,
+        # so that any number of ranks can resume from the files.
+        lora = lora_state_dict(den)
+        optim_g = self.optim_g.state_dict()
+        if self.fsdp is not None:
+            optim_g = full_optimizer_state(optim_g)
+        ranks = gather_object([self._rank_state()])  # every rank's draws and data position
         if not acc.is_main_process:
             return None
 
         def write(tmp: Path) -> None:
-            den = self.bundle.denoiser
-            save_lora(den, tmp / "lora.safetensors")  # peft keys + rank/alpha/family metadata
-            diffusers_lora = diffusers_lora_state_dict(
-                lora_state_dict(den), den.lora_config["alpha"]
-            )
+            # peft keys + rank/alpha/family metadata
+            save_lora(den, tmp / "lora.safetensors", state_dict=lora)
+            diffusers_lora = diffusers_lora_state_dict(lora, den.lora_config["alpha"])
             ckpt.save_weights(diffusers_lora, tmp / "pytorch_lora_weights.safetensors")
             for name, tensors in self._trainable_state().items():
                 ckpt.save_weights(tensors, tmp / f"{name}.safetensors")
             state = {
                 "step": self.step,
-                "optim_g": self.optim_g.state_dict(),
+                "optim_g": optim_g,
                 "sched_g": self.sched_g.state_dict(),
-                "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "data": self.video_loader.state_dict(),
+                **ranks[0],  # generator, torch_rng, data (and images): rank 0's, as before
+                "ranks": ranks,
                 "nonfinite_total": self.nonfinite_total,
             }
             if self.discriminator is not None:
@@ -521,8 +619,6 @@ class DistillRecipe:
                     sched_d=self.sched_d.state_dict(),
                     gp_weight=self.gp_weight.state_dict(),
                 )
-                if self.image_loader is not None:
-                    state["images"] = self.image_loader.state_dict()
             ckpt.save_state(state, tmp / "state.pt")
             save_config(self.cfg, tmp / "config.yaml")
             (tmp / "meta.json").write_text(
@@ -532,6 +628,39 @@ class DistillRecipe:
         path = ckpt.write_checkpoint(self.out, self.step, write, self.cfg.train.keep_checkpoints)
         log.info("Saved %s", path)
         return path
+
+    def _rank_state(self) -> dict:
+        """What differs between ranks: the random draws and the data position."""
+        state = {
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "data": self.video_loader.state_dict(),
+        }
+        if self.image_loader is not None:
+            state["images"] = self.image_loader.state_dict()
+        return state
+
+    def _load_rank_state(self, state: dict) -> None:
+        """This rank's draws and data position, when the checkpoint was taken on as many
+        ranks; otherwise fresh data streams and draws (seeded by seed, rank and step)."""
+        acc = self.accelerator
+        ranks = state.get("ranks", [state])  # older checkpoints hold rank 0's only
+        if len(ranks) != acc.num_processes or ranks[0]["data"]["world_size"] != len(ranks):
+            log.warning(
+                "Resuming on %d process(es) from a checkpoint of %d: weights, optimisers, "
+                "schedulers and step are restored; data streams and random draws start afresh.",
+                acc.num_processes,
+                ranks[0]["data"]["world_size"],
+            )
+            seed = self.cfg.train.seed * 1_000_003 + acc.process_index + 7_919 * self.step
+            self.generator.manual_seed(seed)
+            return
+        own = ranks[acc.process_index]
+        self.generator.set_state(own["generator"])
+        torch.set_rng_state(own["torch_rng"])
+        self.video_loader.load_state_dict(own["data"])
+        if self.image_loader is not None and "images" in own:
+            self.image_loader.load_state_dict(own["images"])
 
     def load_checkpoint(self, path: Path) -> None:
         from mcm.models import load_lora_state_dict, read_lora
@@ -558,17 +687,15 @@ class DistillRecipe:
         state = ckpt.load_state(path / "state.pt")
         self.step = state["step"]
         self.optim_g.load_state_dict(state["optim_g"])
+        if self.fsdp is not None:
+            shard_optimizer_state(self.optim_g.optimizer)
         self.sched_g.load_state_dict(state["sched_g"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.video_loader.load_state_dict(state["data"])
+        self._load_rank_state(state)
         self.nonfinite_total = state["nonfinite_total"]
         if self.discriminator is not None:
             self.optim_d.load_state_dict(state["optim_d"])
             self.sched_d.load_state_dict(state["sched_d"])
             self.gp_weight.load_state_dict(state["gp_weight"])
-            if self.image_loader is not None and "images" in state:
-                self.image_loader.load_state_dict(state["images"])
         log.info("Resumed from %s at step %d", path, self.step)
 
     def cleanup(self) -> None:
