@@ -121,6 +121,23 @@ def test_resume_equals_uninterrupted_run(assets, tmp_path):
 
 
 @pytest.mark.slow
+def test_ema_target_checkpoint_resumes(assets, tmp_path):
+    # method.target=ema: the LoRA EMA is saved with the checkpoint and restored on resume.
+    cfg = make_config(assets, tmp_path / "ema", max_steps=2)
+    cfg.method.target = "ema"
+    first, _ = run(cfg)
+    saved = load_file(tmp_path / "ema" / "checkpoint-2" / "lora_ema.safetensors")
+    assert len([k for k in saved if k.startswith("shadow.")]) == len(first.target_ema.shadow)
+    cfg = make_config(assets, tmp_path / "ema-resumed", max_steps=2)
+    cfg.method.target = "ema"
+    resumed = DistillRecipe(cfg, resume=str(tmp_path / "ema" / "checkpoint-2"))
+    resumed.setup()
+    assert resumed.step == 2
+    for a, b in zip(resumed.target_ema.shadow, first.target_ema.shadow):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.slow
 def test_nonfinite_losses_stop_the_run(assets, tmp_path):
     broken = tmp_path / "broken-teacher"
     import shutil

@@ -308,11 +308,14 @@ class LoRAEMA:
                 for p, w in zip(self.params, live):
                     p.copy_(w)
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow]}
+    def state_dict(self) -> dict[str, Tensor]:
+        """Flat tensors (safetensors-ready): ``shadow.<i>`` per LoRA weight, ``decay`` (0-d)."""
+        state = {f"shadow.{i}": s.clone() for i, s in enumerate(self.shadow)}
+        state["decay"] = torch.tensor(self.decay, dtype=torch.float64)
+        return state
 
-    def load_state_dict(self, state: dict) -> None:
-        shadow = state["shadow"]
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        shadow = [state[f"shadow.{i}"] for i in range(len(self.shadow)) if f"shadow.{i}" in state]
         if len(shadow) != len(self.shadow) or any(
             a.shape != b.shape for a, b in zip(shadow, self.shadow)
         ):

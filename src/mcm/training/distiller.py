@@ -232,14 +232,16 @@ class MCMDistiller:
             top = (t == self.schedule.num_train_timesteps - 1).view(-1, *[1] * (z0.ndim - 1))
             x_t = torch.where(top, noise, x_t)
 
-        # 6. student consistency output f_theta(x_{t_{n+k}}, t_{n+k}) (with gradient)
-        f_student = self._consistency(self.student, x_t, t, batch.text_emb, tcond)
-
-        # 7. teacher DDIM step to t_n;  8. target y = f_target(x_{t_n}, t_n) (no grad)
+        # 7. teacher DDIM step to t_n;  8. target y = f_target(x_{t_n}, t_n) (no grad). Before
+        # the student's forward: an EMA target swaps its weights into the LoRA in place,
+        # which would invalidate the tensors that forward saved for backward.
         x_prev = self.teacher_ddim_step(x_t, t, t_prev, batch, w)
         with torch.no_grad(), self._target() as target:
             y = self._consistency(target, x_prev, t_prev, batch.text_emb, tcond)
             m_target = self.motion_target(y)
+
+        # 6. student consistency output f_theta(x_{t_{n+k}}, t_{n+k}) (with gradient)
+        f_student = self._consistency(self.student, x_t, t, batch.text_emb, tcond)
 
         # 9. disentangled motion loss d(m(f_theta), m_target(y)), per sample
         m_student = self.motion(f_student)
