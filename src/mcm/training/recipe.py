@@ -417,25 +417,26 @@ class DistillRecipe:
         return sums
 
     # Under FSDP every forward and backward through the UNet is a collective, so all ranks
-    # must make the same choices; without FSDP each rank decides alone, as before.
+    # must make the same random choices. With several processes (DDP or FSDP) every step
+    # ends in a gradient all-reduce, so skipping a step or stopping is agreed by all ranks.
     def _from_rank0(self, flag: bool) -> bool:
         """Rank 0's value of a random choice."""
         t = torch.tensor([float(flag)], device=self.accelerator.device)
         return bool(broadcast(t, from_process=0).item())
 
     def _stopping(self) -> bool:
-        """Whether a SIGINT/SIGTERM arrived (under FSDP: on any rank, so that all ranks stop
-        after the same step)."""
+        """Whether a SIGINT/SIGTERM arrived (on any rank, so that all ranks stop after the
+        same step)."""
         stop = self._stop_signal is not None
-        if self.fsdp is None:
+        if self.accelerator.num_processes == 1:
             return stop
         t = torch.tensor([float(stop)], device=self.accelerator.device)
         return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
 
     def _finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite (under FSDP: on every rank)."""
+        """Whether the loss is finite (on every rank)."""
         finite = bool(torch.isfinite(loss))
-        if self.fsdp is None:
+        if self.accelerator.num_processes == 1:
             return finite
         t = torch.tensor([float(finite)], device=self.accelerator.device)
         return bool(
