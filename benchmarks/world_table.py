@@ -11,8 +11,8 @@ configs/world.yaml at the demo's batch size and learning rate), scored at 1/2/4/
 
 * ``motion``: every motion representation the library offers (``mcm.motion``);
 * ``lambda_real``: 0, 0.5, 1 (the share of steps on real, not generated, trajectories);
-* ``discriminator``: off / on (off also turns mixed trajectories off: the config refuses
-  mixing without a discriminator);
+* ``discriminator``: off / on / on with unconditional heads (off also turns mixed
+  trajectories off: the config refuses mixing without a discriminator);
 * ``data``: the discriminator's real images from the high-quality image domain
   (``world:hq_image``) or the style domain (``world:style_image``).
 
@@ -112,6 +112,10 @@ def ablations(clips: int) -> dict[str, list[tuple[str, Variant]]]:
                 ),
             ),
             ("on", ref),
+            (
+                "on, unconditional heads",
+                one("discriminator-unconditional", {"discriminator": {"conditional": False}}),
+            ),
         ],
         "data": [
             (f"world:{domain}", ref)

@@ -202,6 +202,23 @@ def test_head_projection_conditioning_formula():
     torch.testing.assert_close(logits, ref)
 
 
+def test_unconditional_head_ignores_the_caption():
+    # conditional=False: a trainable vector replaces W e_n, so text cannot separate real
+    # from fake (the shortcut measured on the world's image vs video captions).
+    head = DiscriminatorHead(6, 5, hidden=8, cmap_dim=4, kernel_size=3, conditional=False)
+    assert not hasattr(head, "text_proj")
+    head.eval()
+    tokens = torch.randn(2, 7, 6)
+    captured = {}
+    head.to_cmap.register_forward_hook(lambda m, i, o: captured.update(feat=o))
+    logits = head(tokens, torch.randn(2, 5))
+    torch.testing.assert_close(head(tokens, torch.randn(2, 5)), logits)
+    ref = torch.einsum("ncl,c->nl", captured["feat"], head.cond) / 2.0
+    torch.testing.assert_close(logits, ref)
+    logits.sum().backward()
+    assert head.cond.grad is not None and head.cond.grad.abs().sum() > 0
+
+
 def test_head_layers_are_spectrally_normalised_and_per_sample():
     head = DiscriminatorHead(in_channels=6, text_dim=5, hidden=8, cmap_dim=4, kernel_size=3)
     tokens, text = torch.randn(3, 7, 6), torch.randn(3, 5)

@@ -39,9 +39,11 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
     for method in ("lcm", "mcm"):
         assert {s for g, m, _, s in keys if (g, m) == ("main", method)} == {1, 2, 4, 8}
     assert {(s, n) for g, _, s, n in keys if g == "discriminator"} == {
-        (setting, n) for setting in ("off", "on (preset)") for n in (1, 2, 4, 8)
+        (setting, n)
+        for setting in ("off", "on (preset)", "on, unconditional heads")
+        for n in (1, 2, 4, 8)
     }
-    assert len(rows) == 5 + 2 * 4 + 2 * 4
+    assert len(rows) == 5 + 2 * 4 + 3 * 4
     for r in rows:
         assert r["nfe"] == (2 * r["steps"] if r["method"] == "teacher" else r["steps"])
         assert r["seconds_per_video"] > 0
@@ -52,11 +54,14 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
     assert off["overrides"]["discriminator"] == {"enabled": False}
     assert off["overrides"]["method"] == {"mixed_trajectories": False}
     assert result["configs"]["discriminator-off"]["discriminator"]["enabled"] is False
+    assert result["configs"]["discriminator-unconditional"]["discriminator"]["conditional"] is False
     assert result["configs"]["mcm"]["train"]["max_steps"] == 2
     # the preset student is trained once and shared by the main table and the ablation
-    assert {r["run"] for r in rows} == {"teacher", "lcm", "mcm", "discriminator-off"}
+    runs = {"teacher", "lcm", "mcm", "discriminator-off", "discriminator-unconditional"}
+    assert {r["run"] for r in rows} == runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "discriminator-off",
+        "discriminator-unconditional",
         "lcm",
         "mcm",
         "teacher",

@@ -6,7 +6,11 @@ with spectral norm, normalisation and LeakyReLU, a residual block, a projection 
 
     logit[n, l] = sum_c feat[n, c, l] * (W e_n)[c] / sqrt(cmap_dim)
 
-with e_n the frozen pooled text embedding and W a trainable linear map. Normalisation
+with e_n the frozen pooled text embedding and W a trainable linear map (or, with
+``conditional=False``, a trainable vector in place of W e_n: an unconditional head). The
+unconditional form exists because projection conditioning can separate real from fake by
+the captions alone when the image set's captions differ in form from the video prompts
+(measured on the world: "a red circle" vs "a red circle moving left"). Normalisation
 is GroupNorm with one group, i.e. per sample (never across the batch), so each frame's
 logits depend on that frame alone - the per-sample gradient penalty relies on this.
 """
@@ -42,6 +46,8 @@ class DiscriminatorHead(nn.Module):
         hidden (int | None): conv width; None uses in_channels. Default: None.
         cmap_dim (int): projection width. Default: 64.
         kernel_size (int): odd kernel of the residual conv. Default: 9.
+        conditional (bool): projection conditioning on the caption (the paper's); False
+            replaces W e_n by a trainable vector and ignores the text. Default: True.
 
     Raises:
         ValueError: non-positive sizes or an even kernel.
@@ -54,6 +60,7 @@ class DiscriminatorHead(nn.Module):
         hidden: int | None = None,
         cmap_dim: int = 64,
         kernel_size: int = 9,
+        conditional: bool = True,
     ):
         super().__init__()
         hidden = hidden or in_channels
@@ -66,14 +73,20 @@ class DiscriminatorHead(nn.Module):
         self.stem = _conv_block(in_channels, hidden, 1)
         self.residual = _conv_block(hidden, hidden, kernel_size)
         self.to_cmap = spectral_norm(nn.Conv1d(hidden, cmap_dim, 1))
-        self.text_proj = nn.Linear(text_dim, cmap_dim)  # W of the projection conditioning
+        if conditional:
+            self.text_proj = nn.Linear(text_dim, cmap_dim)  # W of the projection conditioning
+        else:
+            self.cond = nn.Parameter(torch.randn(cmap_dim) / math.sqrt(cmap_dim))
 
     def forward(self, tokens: Tensor, text_emb: Tensor) -> Tensor:
         """tokens [N, L, C_i], text_emb [N, D] -> logits [N, L]."""
         h = self.stem(tokens.transpose(1, 2))  # (N, hidden, L)
         h = h + self.residual(h)
         feat = self.to_cmap(h)  # (N, cmap, L)
-        cond = self.text_proj(text_emb.to(feat.dtype))  # (N, cmap)
+        if hasattr(self, "text_proj"):
+            cond = self.text_proj(text_emb.to(feat.dtype))  # (N, cmap)
+        else:
+            cond = self.cond.to(feat.dtype).expand(feat.shape[0], -1)
         return torch.einsum("ncl,nc->nl", feat, cond) / math.sqrt(self.cmap_dim)
 
 
@@ -105,6 +118,8 @@ class FrameDiscriminator(nn.Module):
         kernel_size (int): residual conv kernel. Default: 9.
         augment_policy (str): DiffAugment policy applied when ``augment=True``.
             Default: "color,translation,cutout".
+        conditional (bool): text-conditioned heads (see :class:`DiscriminatorHead`).
+            Default: True.
     """
 
     def __init__(
@@ -115,12 +130,14 @@ class FrameDiscriminator(nn.Module):
         cmap_dim: int = 64,
         kernel_size: int = 9,
         augment_policy: str = "color,translation,cutout",
+        conditional: bool = True,
     ):
         super().__init__()
         parse_policy(augment_policy)
         self.backbone = backbone.requires_grad_(False)
         self.heads = nn.ModuleList(
-            DiscriminatorHead(c, text_dim, hidden, cmap_dim, kernel_size) for c in backbone.channels
+            DiscriminatorHead(c, text_dim, hidden, cmap_dim, kernel_size, conditional)
+            for c in backbone.channels
         )
         self.augment_policy = augment_policy
 

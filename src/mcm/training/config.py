@@ -55,6 +55,10 @@ class DiscriminatorConfig:
     latent_t_min: int = 0  # latent backbone: noise level drawn uniformly in [t_min, t_max]
     latent_t_max: int = 500
     head_channels: int = 64  # width of the conditional projection of each head
+    # Projection conditioning of the heads on the caption (the paper's). Turn it off when the
+    # image captions differ in form from the video prompts: D then separates real from fake
+    # by the text alone (docs/RESULTS.md, the world's "a red circle" vs "... moving left").
+    conditional: bool = True
     augment: str = "color,translation,cutout"  # differentiable augmentation policy ("" = none)
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -237,7 +237,11 @@ class DistillRecipe:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
         text_dim = self.bundle.text_encoder.embedding_dim
         disc = FrameDiscriminator(
-            backbone, text_dim=text_dim, cmap_dim=d.head_channels, augment_policy=d.augment
+            backbone,
+            text_dim=text_dim,
+            cmap_dim=d.head_channels,
+            augment_policy=d.augment,
+            conditional=d.conditional,
         )
         return disc.to(self.accelerator.device)
 
