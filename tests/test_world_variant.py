@@ -1,0 +1,37 @@
+"""benchmarks/world_variant.py and benchmarks/discriminator_probe.py at a tiny size: one
+student of the demo recipe with overrides, then what its discriminator looks at."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import discriminator_probe  # noqa: E402
+import world_variant  # noqa: E402
+
+
+@pytest.mark.slow
+def test_variant_trains_with_overrides_and_its_discriminator_is_probed(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
+    args = ["--name", "v", "--out", str(tmp_path), "--steps", "1", "--prompts", "2"]
+    args += ["--clips", "16", "--set", "discriminator.conditional=false"]
+    assert world_variant.main(args) == 0
+    done = json.loads((tmp_path / "v" / "table_run.json").read_text())
+    assert done["config"]["discriminator"]["conditional"] is False
+    assert set(done["results"]) == {"1", "2", "4", "8"}
+    assert world_variant.main(args) == 0  # cached: no second training
+    assert "cached" in capsys.readouterr().out
+
+    assert discriminator_probe.main([str(tmp_path / "v"), "--images", "4"]) == 0
+    logits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_logits"]
+    assert len(logits) == 6 and all(math.isfinite(v) for v in logits.values())
+    # Unconditional heads: swapping the captions changes nothing.
+    assert logits["hq images, clean, video-style captions"] == pytest.approx(
+        logits["hq images, clean, image captions"]
+    )
