@@ -130,7 +130,7 @@ def sample_and_score(
 def run_demo(
     out_dir: str | Path = "demo-out",
     mcm_steps: int = 200,
-    lcm_steps: int = 120,
+    lcm_steps: int = 100,
     num_prompts: int = 24,
     seed: int = 0,
     images: str = "world:hq_image:512",

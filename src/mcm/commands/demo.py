@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mcm-steps", type=int, default=200, help="distillation steps of the MCM student"
     )
     p.add_argument(
-        "--lcm-steps", type=int, default=120, help="distillation steps of the LCM baseline"
+        "--lcm-steps", type=int, default=100, help="distillation steps of the LCM baseline"
     )
     p.add_argument("--prompts", type=int, default=24, help="evaluation prompts")
     p.add_argument("--seed", type=int, default=0)
