@@ -163,16 +163,11 @@ def run_arm(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     rss_import = _rss_gb()
-    from mcm.adversarial import (
-        AdaptivePenaltyWeight,
-        DinoV2Backbone,
-        FrameDiscriminator,
-        LatentUNetBackbone,
-    )
+    from mcm.adversarial import AdaptivePenaltyWeight, DinoV2Backbone, FrameDiscriminator
     from mcm.models import attach_lora, copy_teacher, disable_adapters, lora_parameters
     from mcm.motion import EMAModule, build_motion_representation
     from mcm.training.config import DiscriminatorConfig, MethodConfig, ModelConfig
-    from mcm.training.distiller import DistillBatch, MCMDistiller
+    from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
 
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
@@ -194,19 +189,12 @@ def run_arm(spec: dict) -> dict:
 
     with seeded(2):
         if backbone_kind == "latent":
-
-            def teacher_features(x, t, emb):
-                with disable_adapters(student):
-                    return student.encoder_features(x, t, emb)
-
-            backbone = LatentUNetBackbone(
-                teacher_features,
-                student.schedule,
-                t_range=(d_cfg.latent_t_min, d_cfg.latent_t_max),
-                null_text_emb=models.uncond_emb[:1],
+            backbone = teacher_latent_backbone(
+                student,
+                (d_cfg.latent_t_min, d_cfg.latent_t_max),
+                models.uncond_emb[:1],
+                models.latent_shape[-1],
             )
-            h = models.latent_shape[-1]
-            backbone.probe_channels(torch.zeros(1, C, h, h, device=device))
         else:
             from transformers import Dinov2Config
 

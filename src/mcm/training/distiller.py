@@ -323,6 +323,32 @@ class MCMDistiller:
         return torch.Generator().manual_seed(seed)
 
 
+def teacher_latent_backbone(
+    student: nn.Module, t_range: tuple[int, int], null_text_emb: Tensor, latent_size: int
+):
+    """The latent discriminator's backbone for a LoRA student: the frozen teacher (the
+    student with its adapters disabled) UNet encoder on noised latent frames, its feature
+    channels probed once on a zero latent [1, C, latent_size, latent_size].
+
+    Unconditional UNet features (``null_text_emb`` [1, L, D]): the caption enters through
+    the discriminator heads.
+    """
+    from mcm.adversarial import LatentUNetBackbone
+    from mcm.models import disable_adapters
+
+    def teacher_features(x, t, emb):
+        with disable_adapters(student):
+            return student.encoder_features(x, t, emb)
+
+    backbone = LatentUNetBackbone(
+        teacher_features, student.schedule, t_range=t_range, null_text_emb=null_text_emb
+    )
+    C = student.unet.config.in_channels
+    device = null_text_emb.device
+    backbone.probe_channels(torch.zeros(1, C, latent_size, latent_size, device=device))
+    return backbone
+
+
 @contextlib.contextmanager
 def _yielding(ctx, value):
     with ctx:

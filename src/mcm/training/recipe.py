@@ -212,27 +212,17 @@ class DistillRecipe:
         )
 
     def _build_discriminator(self):
-        from mcm.adversarial import DinoV2Backbone, FrameDiscriminator, LatentUNetBackbone
-        from mcm.models import disable_adapters
+        from mcm.adversarial import DinoV2Backbone, FrameDiscriminator
+        from mcm.training.distiller import teacher_latent_backbone
 
         d, student = self.cfg.discriminator, self.bundle.denoiser
         if d.backbone == "latent":
-
-            def teacher_features(x, t, emb):
-                with disable_adapters(student):
-                    return student.encoder_features(x, t, emb)
-
-            # Unconditional UNet features: the caption enters through the heads' projection.
-            backbone = LatentUNetBackbone(
-                teacher_features,
-                student.schedule,
-                t_range=(d.latent_t_min, d.latent_t_max),
-                null_text_emb=self.bundle.text_encoder.empty(1),
+            backbone = teacher_latent_backbone(
+                student,
+                (d.latent_t_min, d.latent_t_max),
+                self.bundle.text_encoder.empty(1).to(self.accelerator.device),
+                student.unet.config.sample_size,
             )
-            vae = self.bundle.vae
-            size = student.unet.config.sample_size
-            probe = torch.zeros(1, vae.latent_channels, size, size, device=self.accelerator.device)
-            backbone.probe_channels(probe)
         else:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
         text_dim = self.bundle.text_encoder.embedding_dim
