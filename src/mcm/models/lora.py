@@ -131,6 +131,7 @@ def attach_lora(
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=names, init_lora_weights=True
     )
     unet.requires_grad_(False)
+    unet.__dict__.pop("_mcm_module_cache", None)
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     for name, p in _unet(denoiser).named_parameters():
@@ -206,6 +207,22 @@ def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> 
             p.copy_(value)
 
 
+def _modules_and_tuner_layers(unet: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """All modules of the UNet and its LoRA layers, cached on the UNet.
+
+    Walking the ~2k modules of a UNet costs milliseconds, and the distillation step enters
+    :func:`disable_adapters` several times. The cache is keyed by the module count of the
+    top level and the adapter names, and dropped whenever LoRA is attached or removed here.
+    """
+    key = (len(unet._modules), tuple(getattr(unet, "peft_config", None) or ()))
+    cached = unet.__dict__.get("_mcm_module_cache")
+    if cached is None or cached[0] != key:
+        modules = list(unet.modules())
+        cached = (key, modules, [m for m in modules if isinstance(m, BaseTunerLayer)])
+        unet.__dict__["_mcm_module_cache"] = cached
+    return cached[1], cached[2]
+
+
 @contextlib.contextmanager
 def disable_adapters(denoiser: nn.Module) -> Iterator[nn.Module]:
     """Inside this context the denoiser computes exactly the teacher (base weights only).
@@ -216,13 +233,14 @@ def disable_adapters(denoiser: nn.Module) -> Iterator[nn.Module]:
     ``requires_grad`` are restored.
     """
     unet = _unet(denoiser)
-    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+    modules, layers = _modules_and_tuner_layers(unet)
     was_disabled = [m.disable_adapters for m in layers]
     grads = [(p, p.requires_grad) for p in lora_parameters(denoiser)]
-    modes = [(m, m.training) for m in unet.modules()]
+    modes = [m.training for m in modules]
     for m in layers:
         m.enable_adapters(False)
-    unet.eval()
+    for m in modules:  # unet.eval() without its recursion (nor Module.__setattr__'s checks)
+        m.__dict__["training"] = False
     try:
         yield denoiser
     finally:
@@ -230,8 +248,8 @@ def disable_adapters(denoiser: nn.Module) -> Iterator[nn.Module]:
             m.enable_adapters(not off)
         for p, g in grads:
             p.requires_grad_(g)
-        for m, training in modes:
-            m.training = training
+        for m, training in zip(modules, modes):
+            m.__dict__["training"] = training
 
 
 def _replace_with_base(unet: nn.Module, merge: bool) -> nn.Module:
@@ -242,7 +260,7 @@ def _replace_with_base(unet: nn.Module, merge: bool) -> nn.Module:
         parent_name, _, child = name.rpartition(".")
         parent = unet.get_submodule(parent_name) if parent_name else unet
         setattr(parent, child, layer.get_base_layer())
-    for attr in ("peft_config", "_hf_peft_config_loaded", "lora_config"):
+    for attr in ("peft_config", "_hf_peft_config_loaded", "lora_config", "_mcm_module_cache"):
         if attr in unet.__dict__:
             delattr(unet, attr)
     return unet
