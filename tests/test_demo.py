@@ -35,3 +35,15 @@ def test_demo_writes_report_and_metrics(tmp_path, monkeypatch):
     gifs = sorted(p.name for p in (out / "videos").iterdir())
     assert "mcm-4-00.gif" in gifs and "teacher-50-03.gif" in gifs
     assert (out / "mcm" / "export" / "merged" / "model_index.json").is_file()
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["lcm_trained_in_parallel"] and (out / "lcm" / "train.log").is_file()
+
+    # The LCM baseline trained in this process instead: the same student, the same scores
+    # (up to float rounding: the parallel one is reloaded from its exported LoRA).
+    again = tmp_path / "sequential"
+    run_demo(again, 3, 2, num_prompts=4, images="world:hq_image:16", clips=16, parallel=False)
+    sequential = json.loads((again / "metrics.json").read_text())
+    for key in (f"lcm@{s}" for s in STUDENT_STEPS):
+        for name, value in sequential[key].items():
+            if name != "seconds_per_video":
+                assert metrics[key][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (key, name)

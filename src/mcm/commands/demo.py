@@ -25,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: torch's; use 1 when other jobs share the cores)",
     )
     p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train the LCM baseline after the MCM student in this process (default with 2+ "
+        "CPUs: in a second process at the same time)",
+    )
+    p.add_argument(
         "--images",
         default="world:hq_image:512",
         help="the discriminator's real images: world:hq_image[:N], world:style_image[:N] or a folder",
@@ -41,5 +47,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    run_demo(args.out, args.mcm_steps, args.lcm_steps, args.prompts, args.seed, args.images)
+    run_demo(
+        args.out,
+        args.mcm_steps,
+        args.lcm_steps,
+        args.prompts,
+        args.seed,
+        args.images,
+        parallel=False if args.sequential else None,
+    )
     return 0
