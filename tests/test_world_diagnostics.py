@@ -1,5 +1,5 @@
 """The world diagnostics in benchmarks/: whether the discriminator's heads alone learn the
-low-quality look, and whether a teacher uses the direction word."""
+low-quality look, whether a teacher uses the direction word, and the frame picture."""
 
 import json
 import math
@@ -43,3 +43,19 @@ def test_teacher_direction_report(tmp_path):
     text = result["text_distance"]
     assert set(text) == {"direction", "colour", "shape", "embedding_norm"}
     assert all(v >= 0 for v in text.values()) and text["colour"] > 0
+
+
+def test_world_frames_grid_and_paths(tmp_path):
+    import torch
+    import world_frames
+
+    rows = [torch.zeros(3, 3, 8, 4, 4), torch.ones(3, 3, 8, 4, 4)]
+    rows[0][:, :, -1] = 0.5  # last frames
+    img = world_frames.frame_grid(rows)
+    assert img.shape == (3, 2 * 4, 3 * 2 * 4)
+    assert img[:, :4, 4:8].eq(0.5).all() and img[:, 4:].eq(1).all()
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        world_frames.merged_dir(str(tmp_path))
+    (tmp_path / "export" / "merged").mkdir(parents=True)
+    (tmp_path / "export" / "merged" / "model_index.json").write_text("{}")
+    assert world_frames.merged_dir(str(tmp_path)).endswith("export/merged")
