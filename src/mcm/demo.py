@@ -204,16 +204,22 @@ def run_demo(
             target=_train_lcm_process, args=(cfgs["lcm"], torch.get_num_threads(), str(lcm_log))
         )
         lcm_process.start()
-    for kind, cfg in cfgs.items():
-        if kind == "lcm" and lcm_process is not None:
-            continue
-        print(
-            f"[demo] distilling the {kind.upper()} student: {cfg.train.max_steps} steps", flush=True
-        )
-        recipe = DistillRecipe(cfg)
-        recipe.setup()
-        _, timings[f"train_{kind}_s"] = _timed(recipe.train)
-        del recipe
+    try:
+        for kind, cfg in cfgs.items():
+            if kind == "lcm" and lcm_process is not None:
+                continue
+            print(
+                f"[demo] distilling the {kind.upper()} student: {cfg.train.max_steps} steps",
+                flush=True,
+            )
+            recipe = DistillRecipe(cfg)
+            recipe.setup()
+            _, timings[f"train_{kind}_s"] = _timed(recipe.train)
+            del recipe
+    except BaseException:  # e.g. Ctrl-C: do not leave the LCM process running
+        if lcm_process is not None:
+            lcm_process.terminate()
+        raise
     if lcm_process is not None:
         print("[demo] waiting for the LCM student ...", flush=True)
         lcm_process.join()
