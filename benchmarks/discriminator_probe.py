@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from mcm.training.config_io import load_config
     from mcm.training.recipe import DistillRecipe
     from mcm.world.data import resolve_world_sources
-    from mcm.world.domains import degrade, render_sample, watermark_alpha
+    from mcm.world.domains import add_watermark, degrade, render_sample
 
     run = Path(args.run)
     cfg = load_config(TrainConfig, run / "config.yaml")
@@ -55,10 +55,9 @@ def main(argv=None) -> int:
     samples = [render_sample("hq_image", g) for _ in range(args.images)]
     images = torch.stack([s[0] for s in samples])  # [N, 3, H, W]
     captions = [s[1] for s in samples]  # "a red circle"
-    alpha = watermark_alpha(images.shape[-1])
     looks = {
         "clean": images,
-        "watermark only": images * (1 - alpha) + alpha,
+        "watermark only": add_watermark(images),
         "low-quality look": torch.stack(
             [
                 degrade(x[:, None], torch.Generator().manual_seed(i))[:, 0]

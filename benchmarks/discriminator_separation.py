@@ -27,7 +27,7 @@ import torch
 
 def frames(kind: str, n: int, g: torch.Generator, vae) -> torch.Tensor:
     """n world frames of one look, encoded: latents [n, C, h, w]."""
-    from mcm.world.domains import watermark_alpha
+    from mcm.world.domains import add_watermark
     from mcm.world.train_data import degrade_batch, render_scene_batch, sample_scene_batch
 
     scenes = sample_scene_batch(n, g)
@@ -35,8 +35,7 @@ def frames(kind: str, n: int, g: torch.Generator, vae) -> torch.Tensor:
     if kind == "low-quality":
         clean = degrade_batch(clean, g)
     elif kind == "watermark only":
-        alpha = watermark_alpha(clean.shape[-1])
-        clean = clean * (1 - alpha) + alpha
+        clean = add_watermark(clean)
     return vae.encode(clean)[:, :, 0]
 
 
@@ -75,7 +74,12 @@ def separation(bundle, lr: float, t_max: int, steps: int, seed: int = 0) -> list
                 }
             D.train()
             curve.append(
-                {"step": step, "d_loss": round(loss.item(), 3), "seconds": round(time.perf_counter() - t0, 1), **logits}
+                {
+                    "step": step,
+                    "d_loss": round(loss.item(), 3),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    **logits,
+                }
             )
             print(f"[separation] lr {lr:g} t_max {t_max} {curve[-1]}", flush=True)
     return curve

@@ -54,6 +54,15 @@ def watermark_alpha(size: int = DEFAULT_SIZE) -> Tensor:
     return alpha
 
 
+def add_watermark(frames: Tensor, alpha: Tensor | None = None) -> Tensor:
+    """Overlay the white watermark on frames [..., H, W] in [-1, 1] with opacity ``alpha``
+    [H, W] (default: :func:`watermark_alpha` at the frames' size)."""
+    if alpha is None:
+        alpha = watermark_alpha(frames.shape[-1])
+    alpha = alpha.to(frames)
+    return frames * (1 - alpha) + alpha
+
+
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of [N, C, H, W] with reflect padding."""
     radius = max(1, math.ceil(3 * sigma))
@@ -79,8 +88,7 @@ def degrade(video: Tensor, generator: torch.Generator) -> Tensor:
     frames = gaussian_blur(frames, BLUR_SIGMA)
     mean = frames.mean(dim=(0, 2, 3), keepdim=True)
     frames = mean + CONTRAST * (frames - mean)
-    alpha = watermark_alpha(H).to(frames)
-    frames = frames * (1 - alpha) + 1.0 * alpha
+    frames = add_watermark(frames)
     frames = frames + NOISE_STD * 2 * torch.randn(frames.shape, generator=generator)
     return frames.clamp(-1, 1).permute(1, 0, 2, 3)
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from mcm.paths import WORLD_PROBES
 from mcm.world.domains import (
     WATERMARK_OPACITY,
+    add_watermark,
     degrade,
     gaussian_blur,
     render_sample,
@@ -189,7 +190,7 @@ def corrupt(video: Tensor, generator: torch.Generator) -> Tensor:
     if float(torch.rand((), generator=generator)) < 0.4:
         alpha = watermark_alpha(H) / WATERMARK_OPACITY * _u(0.1, 0.7, generator)
         alpha = gaussian_blur(alpha[None, None], _u(0.3, 1.2, generator))[0, 0]
-        frames = frames * (1 - alpha) + alpha
+        frames = add_watermark(frames, alpha)
     frames = frames + _u(0.0, 0.12, generator) * torch.randn(frames.shape, generator=generator)
     return frames.clamp(-1, 1).permute(1, 0, 2, 3)
 

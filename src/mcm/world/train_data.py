@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from mcm.world.domains import BLUR_SIGMA, CONTRAST, NOISE_STD, gaussian_blur, watermark_alpha
+from mcm.world.domains import BLUR_SIGMA, CONTRAST, NOISE_STD, add_watermark, gaussian_blur
 from mcm.world.scenes import (
     _SUPERSAMPLE,
     COLOURS,
@@ -185,8 +185,7 @@ def degrade_batch(videos: Tensor, generator: torch.Generator) -> Tensor:
     frames = gaussian_blur(frames, BLUR_SIGMA).reshape(B, Fr, C, H, W)
     mean = frames.mean(dim=(1, 3, 4), keepdim=True)
     frames = mean + CONTRAST * (frames - mean)
-    alpha = watermark_alpha(H).to(frames)
-    frames = frames * (1 - alpha) + 1.0 * alpha
+    frames = add_watermark(frames)
     noise = torch.randn(frames.shape, generator=generator, device=frames.device, dtype=frames.dtype)
     frames = frames + NOISE_STD * 2 * noise
     return frames.clamp(-1, 1).permute(0, 2, 1, 3, 4)
