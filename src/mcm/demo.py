@@ -169,8 +169,8 @@ def run_demo(
 
     ``parallel`` (default: when the machine has >= 2 CPUs) trains the LCM baseline in a
     second process while this one trains the MCM student; its output goes to
-    out_dir/lcm/train.log. Both are single runs with their own seeds: the students are the
-    same either way.
+    out_dir/lcm/train.log. Each student's training is seeded by its own config, so the
+    students are the same either way (up to float rounding).
     """
     from mcm.generate import sample_student, sample_teacher
     from mcm.models import load_teacher
