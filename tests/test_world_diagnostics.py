@@ -59,3 +59,52 @@ def test_world_frames_grid_and_paths(tmp_path):
     (tmp_path / "export" / "merged").mkdir(parents=True)
     (tmp_path / "export" / "merged" / "model_index.json").write_text("{}")
     assert world_frames.merged_dir(str(tmp_path)).endswith("export/merged")
+
+
+def test_loss_weight_over_noise_levels():
+    import direction_finetune
+    import torch
+
+    alpha_bar = torch.tensor([0.9, 0.5, 0.01])
+    assert direction_finetune.loss_weight("eps", alpha_bar).eq(1).all()
+    w = direction_finetune.loss_weight("x0-clipped", alpha_bar)
+    assert w.mean().item() == pytest.approx(1) and w[2] / w[0] == pytest.approx(20 * 0.9)
+    w = direction_finetune.loss_weight("x0", alpha_bar)  # (1 - a) / a: high noise up
+    assert w[0] < w[1] < w[2]
+    with pytest.raises(ValueError, match="weighting"):
+        direction_finetune.loss_weight("v", alpha_bar)
+
+
+def test_motion_layout_keeps_the_teacher_spatial_weights():
+    import direction_finetune
+    import torch
+    from diffusers import UNet3DConditionModel
+
+    from mcm.paths import resolve_teacher
+
+    unet3d = UNet3DConditionModel.from_pretrained(str(resolve_teacher("world")), subfolder="unet")
+    unet, copied = direction_finetune.motion_layout_unet(unet3d)
+    assert type(unet).__name__ == "UNetMotionModel"
+    assert "conv_in.weight" in copied and "down_blocks.0.motion_modules.0.proj_in.weight" in copied
+    src = unet3d.state_dict()["down_blocks.0.attentions.0.proj_in.weight"]
+    dst = unet.state_dict()["down_blocks.0.attentions.0.proj_in.weight"]
+    assert dst.shape == (*src.shape, 1, 1) and torch.equal(dst[..., 0, 0], src)
+    # A motion module with no UNet3D counterpart starts as the identity.
+    assert unet.down_blocks[1].motion_modules[0].proj_out.weight.eq(0).all()
+
+
+@pytest.mark.parametrize("layout", ["modelscope", "animatediff"])
+def test_direction_finetune_runs_and_reports(tmp_path, layout):
+    import direction_finetune
+
+    args = ["--name", "t", "--layout", layout, "--steps", "2", "--pool", "8", "--eval-clips", "4"]
+    args += ["--weighting", "x0-clipped", "--separation", "5", "--out", str(tmp_path)]
+    assert direction_finetune.main([*args, "--save", str(tmp_path / "saved")]) == 0
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert [row["step"] for row in result["curve"]] == [0, 2]
+    for row in result["curve"]:
+        for t in ("600", "850", "980"):
+            assert row[t]["x0_mse"] > 0 and math.isfinite(row[t]["gap"])
+    assert result["layout"] == layout and result["separation"] == 5
+    saved = "model_index.json" if layout == "modelscope" else "unet/config.json"
+    assert (tmp_path / "saved" / saved).is_file()
