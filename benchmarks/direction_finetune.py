@@ -111,8 +111,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/direction_finetune")
     ap.add_argument(
-        "--save", default=None, help="folder for the fine-tuned teacher (a stock pipeline for "
-        "modelscope, for `mcm world teacher-metrics --teacher`; unet/ + text_encoder/ otherwise)"
+        "--save",
+        default=None,
+        help="folder for the fine-tuned teacher (a stock pipeline for "
+        "modelscope, for `mcm world teacher-metrics --teacher`; unet/ + text_encoder/ otherwise)",
     )
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -47,6 +47,7 @@ def test_teacher_direction_report(tmp_path):
 
 def test_world_frames_grid_and_paths(tmp_path):
     import torch
+
     import world_frames
 
     rows = [torch.zeros(3, 3, 8, 4, 4), torch.ones(3, 3, 8, 4, 4)]
@@ -62,8 +63,9 @@ def test_world_frames_grid_and_paths(tmp_path):
 
 
 def test_loss_weight_over_noise_levels():
-    import direction_finetune
     import torch
+
+    import direction_finetune
 
     alpha_bar = torch.tensor([0.9, 0.5, 0.01])
     assert direction_finetune.loss_weight("eps", alpha_bar).eq(1).all()
@@ -76,10 +78,10 @@ def test_loss_weight_over_noise_levels():
 
 
 def test_motion_layout_keeps_the_teacher_spatial_weights():
-    import direction_finetune
     import torch
     from diffusers import UNet3DConditionModel
 
+    import direction_finetune
     from mcm.paths import resolve_teacher
 
     unet3d = UNet3DConditionModel.from_pretrained(str(resolve_teacher("world")), subfolder="unet")
