@@ -174,8 +174,17 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed + 1)
     empty = tokens.shape[0] - 1
+    report = Path(args.out) / f"{args.name}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "name")}
+
+    def write() -> None:
+        text = json.dumps({"name": args.name, **settings, "curve": curve}, indent=1)
+        report.write_text(text + "\n")
+
     curve = [{"step": 0, **direction_gap()}]
     print(json.dumps(curve[-1]), flush=True)
+    write()
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
         for group in opt.param_groups:
@@ -204,10 +213,7 @@ def main(argv=None) -> int:
             row = {"step": step, "seconds": round(time.perf_counter() - t0, 1)}
             curve.append({**row, "loss": round(loss.item(), 5), **direction_gap()})
             print(json.dumps(curve[-1]), flush=True)
-    out = Path(args.out) / f"{args.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "name")}
-    out.write_text(json.dumps({"name": args.name, **settings, "curve": curve}, indent=1) + "\n")
+            write()  # after every evaluation: a long run stopped early keeps its curve
     if args.save:
         if args.layout == "modelscope":
             from mcm.models.world import world_pipeline
