@@ -35,7 +35,7 @@ def test_opposite_direction():
 
 def test_teacher_direction_report(tmp_path):
     out = tmp_path / "dir.json"
-    assert teacher_direction.main(["--clips", "4", "--out", str(out)]) == 0
+    assert teacher_direction.main(["--clips", "4", "--mean-clips", "480", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["x0_error_by_t"]) == {"300", "600", "850"}
     for row in result["x0_error_by_t"].values():
@@ -43,6 +43,10 @@ def test_teacher_direction_report(tmp_path):
     text = result["text_distance"]
     assert set(text) == {"direction", "colour", "shape", "embedding_norm"}
     assert all(v >= 0 for v in text.values()) and text["colour"] > 0
+    means = result["highest_noise"]
+    # Knowing colour and shape beats knowing nothing, even with 2 clips per prompt.
+    assert 0 < means["x0_mse_colour_shape_mean"] < means["x0_mse_none_mean"]
+    assert means["clips_per_prompt_mean"] == 2 and means["x0_mse_teacher_t980"] > 0
 
 
 def test_world_frames_grid_and_paths(tmp_path):
