@@ -16,6 +16,10 @@ What it can change, each aimed at one reading of why the teacher ignores the dir
   ``x0`` is the plain x0 loss. ``--t-min`` drops the low noise levels altogether.
 * ``--separation M``: a hinge that keeps prompts differing only in the direction word at
   least M apart (mean token distance) in the text encoder's output, which training collapsed.
+* ``--prediction v_prediction``: the UNet learns v = alpha eps - sigma x0 instead of eps (the
+  saved scheduler says so; stock diffusers samples it). At high noise v ~ -x0, so the
+  network outputs the mean clip it should predict there directly, where an eps network must
+  get eps right to ~1 % for its x0 (eps / alpha, alpha ~ 0.1 at t = 980) to be any good.
 * ``--layout animatediff``: a ``UNetMotionModel`` (AnimateDiff) built from the teacher's
   weights, whose motion modules add sinusoidal frame positions that UNet3D lacks
   (:func:`motion_layout_unet`).
@@ -98,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", default="world")
     ap.add_argument("--layout", choices=["modelscope", "animatediff"], default="modelscope")
     ap.add_argument("--weighting", choices=WEIGHTINGS, default="eps")
+    ap.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon")
     ap.add_argument("--t-min", type=int, default=0)
     ap.add_argument("--separation", type=float, default=0.0, help="0 = off")
     ap.add_argument("--separation-weight", type=float, default=0.1)
@@ -120,6 +125,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
 
+    from mcm.diffusion.parametrization import from_x0_eps, to_x0_eps
     from mcm.diffusion.schedules import VPSchedule, add_noise
     from mcm.models.world import load_world_pipeline
     from mcm.paths import resolve_teacher
@@ -137,8 +143,16 @@ def main(argv=None) -> int:
         ctx = context.repeat_interleave(frames_of(x_t), dim=0)
         return unet(x_t, t, encoder_hidden_states=ctx).sample
 
+    if args.prediction != parts["scheduler"].config.prediction_type:
+        parts["scheduler"] = type(parts["scheduler"]).from_config(
+            parts["scheduler"].config, prediction_type=args.prediction
+        )
     schedule = VPSchedule.from_config(parts["scheduler"].config)
     alpha_bar = schedule.alphas_cumprod
+
+    def alpha_sigma(t):
+        return alpha_bar[t].sqrt(), (1 - alpha_bar[t]).sqrt()
+
     prompts = world_prompts()
     tokens = prompt_tokens(parts["tokenizer"], "cpu")  # [P + 1, L]; last row ""
     opposite = torch.tensor([prompts.index(opposite_direction(p)) for p in prompts])
@@ -159,8 +173,8 @@ def main(argv=None) -> int:
             x_t = add_noise(schedule, held_out, torch.randn(held_out.shape, generator=g), tt)
             err = []
             for p in (held_prompt, opposite[held_prompt]):
-                eps = denoise(x_t, tt, text_encoder(tokens[p]).last_hidden_state)
-                x0 = (x_t - (1 - alpha_bar[t]).sqrt() * eps) / alpha_bar[t].sqrt()
+                out_t = denoise(x_t, tt, text_encoder(tokens[p]).last_hidden_state)
+                x0, _ = to_x0_eps(out_t, x_t, *alpha_sigma(tt), args.prediction)
                 err.append(F.mse_loss(x0, held_out).item())
             out[t] = {"x0_mse": round(err[0], 5), "gap": round(err[1] - err[0], 5)}
         unet.train()
@@ -195,8 +209,9 @@ def main(argv=None) -> int:
         t = torch.randint(args.t_min, 1000, (args.batch_size,), generator=g)
         noise = torch.randn(latents[idx].shape, generator=g)
         x_t = add_noise(schedule, latents[idx], noise, t)
-        eps = denoise(x_t, t, text_encoder(tokens[prompt]).last_hidden_state)
-        per_clip = (eps - noise).square().mean(dim=(1, 2, 3, 4))
+        pred = denoise(x_t, t, text_encoder(tokens[prompt]).last_hidden_state)
+        target = from_x0_eps(latents[idx], noise, *alpha_sigma(t), args.prediction)
+        per_clip = (pred - target).square().mean(dim=(1, 2, 3, 4))
         loss = (per_clip * loss_weight(args.weighting, alpha_bar[t])).mean()
         if args.separation > 0:
             own = prompt_index[idx]
