@@ -99,11 +99,14 @@ def test_motion_layout_keeps_the_teacher_spatial_weights():
     assert unet.down_blocks[1].motion_modules[0].proj_out.weight.eq(0).all()
 
 
-@pytest.mark.parametrize("layout", ["modelscope", "animatediff"])
-def test_direction_finetune_runs_and_reports(tmp_path, layout):
+@pytest.mark.parametrize(
+    "layout, prediction", [("modelscope", "v_prediction"), ("animatediff", "epsilon")]
+)
+def test_direction_finetune_runs_and_reports(tmp_path, layout, prediction):
     import direction_finetune
 
-    args = ["--name", "t", "--layout", layout, "--steps", "2", "--pool", "8", "--eval-clips", "4"]
+    args = ["--name", "t", "--layout", layout, "--prediction", prediction, "--steps", "2"]
+    args += ["--pool", "8", "--eval-clips", "4"]
     args += ["--weighting", "x0-clipped", "--separation", "5", "--out", str(tmp_path)]
     assert direction_finetune.main([*args, "--save", str(tmp_path / "saved")]) == 0
     result = json.loads((tmp_path / "t.json").read_text())
@@ -112,5 +115,10 @@ def test_direction_finetune_runs_and_reports(tmp_path, layout):
         for t in ("600", "850", "980"):
             assert row[t]["x0_mse"] > 0 and math.isfinite(row[t]["gap"])
     assert result["layout"] == layout and result["separation"] == 5
-    saved = "model_index.json" if layout == "modelscope" else "unet/config.json"
-    assert (tmp_path / "saved" / saved).is_file()
+    if layout == "modelscope":  # a stock pipeline whose scheduler knows the parametrisation
+        config = json.loads(
+            (tmp_path / "saved" / "scheduler" / "scheduler_config.json").read_text()
+        )
+        assert config["prediction_type"] == prediction
+    else:
+        assert (tmp_path / "saved" / "unet" / "config.json").is_file()
