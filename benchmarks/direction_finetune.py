@@ -10,16 +10,16 @@ direction ("gap"; 0 = the direction word is ignored), at t = 600, 850 and 980.
 
 What it can change, each aimed at one reading of why the teacher ignores the direction:
 
-* ``--weighting``: the loss over noise levels. ``eps`` is the build's epsilon MSE (x0 errors
-  weighted by the SNR, which starves the high noise levels where the direction is decided);
-  ``x0-clipped`` multiplies it by min(1 / alpha_bar, 20), i.e. about an x0 loss up to t ~ 750;
-  ``x0`` is the plain x0 loss. ``--t-min`` drops the low noise levels altogether.
+* ``--weighting``: the loss over noise levels. ``eps`` is the build's plain MSE of the
+  prediction (for eps: x0 errors weighted by the SNR, which starves the high noise levels
+  where the direction is decided); ``x0-clipped`` multiplies it by min(1 / alpha_bar, 20),
+  about an x0 loss up to t ~ 750; ``x0`` (with eps) is the plain x0 loss. ``--t-min`` drops the low noise levels altogether.
 * ``--separation M``: a hinge that keeps prompts differing only in the direction word at
   least M apart (mean token distance) in the text encoder's output, which training collapsed.
 * ``--prediction v_prediction``: the UNet learns v = alpha eps - sigma x0 instead of eps (the
   saved scheduler says so; stock diffusers samples it). At high noise v ~ -x0, so the
   network outputs the mean clip it should predict there directly, where an eps network must
-  get eps right to ~1 % for its x0 (eps / alpha, alpha ~ 0.1 at t = 980) to be any good.
+  get eps right to ~1 % for its x0 (eps / alpha, alpha = 0.08 at t = 980) to be any good.
 * ``--layout animatediff``: a ``UNetMotionModel`` (AnimateDiff) built from the teacher's
   weights, whose motion modules add sinusoidal frame positions that UNet3D lacks
   (:func:`motion_layout_unet`).
@@ -43,7 +43,7 @@ EVAL_TIMESTEPS = (600, 850, 980)
 
 
 def loss_weight(weighting: str, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight [B] of the epsilon MSE, normalised to mean 1 over the batch."""
+    """Per-sample weight [B] of the prediction's MSE (eps, or v), normalised to mean 1."""
     if weighting == "eps":
         return torch.ones_like(alpha_bar)
     if weighting == "x0-clipped":
