@@ -201,3 +201,22 @@ def test_cli_build_writes_pipeline_and_manifest(tmp_path, one_thread):
     assert (out / "model_index.json").is_file() and (out / "unet" / "config.json").is_file()
     assert not (out / "vae.pt").exists()  # checkpoints live beside the pipeline, not in it
     assert (tmp_path / "teacher.checkpoints" / "vae.pt").is_file()
+
+
+def test_build_with_v_prediction_and_direction_margin(tmp_path, one_thread):
+    # The two options aimed at the direction word (docs/WORLD.md): the saved scheduler tells
+    # stock diffusers the UNet predicts v, and the hinge trains the text encoder.
+    out = build_world_teacher(
+        tmp_path / "v",
+        unet_steps=1,
+        batch_size=2,
+        init_from=WORLD_TEACHER,
+        prediction_type="v_prediction",
+        direction_margin=5.0,
+        **TINY_BUILD,
+    )
+    config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == "v_prediction"
+    assert read_manifest(out)["build_config"]["direction_margin"] == 5.0
+    with pytest.raises(ValueError, match="prediction_type"):
+        BuildConfig(prediction_type="sample")

@@ -101,6 +101,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from a saved world teacher ('world' = the shipped one): keep its VAE, "
         "train its UNet + text encoder further",
     )
+    p.add_argument(
+        "--prediction-type",
+        default=d.prediction_type,
+        choices=["epsilon", "v_prediction"],
+        help="what the UNet predicts (v: high-noise predictions are learnt directly)",
+    )
+    p.add_argument(
+        "--direction-margin",
+        type=float,
+        default=d.direction_margin,
+        help="> 0: keep direction-only prompt pairs this far apart in the text encoder's output",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(world_handler=_build)
 
@@ -190,6 +202,8 @@ def _build(args: argparse.Namespace) -> int:
         vae_max_seconds=args.vae_max_seconds,
         unet_max_seconds=args.unet_max_seconds,
         progress=not args.no_progress,
+        prediction_type=args.prediction_type,
+        direction_margin=args.direction_margin,
         note=args.note,
         init_from=None if args.init_from is None else resolve_teacher(args.init_from),
     )

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
+from mcm.diffusion.parametrization import from_x0_eps
 from mcm.diffusion.schedules import VPSchedule, add_noise
 from mcm.models.world import WorldTeacherConfig, world_pipeline, world_teacher_components
 from mcm.world.train_config import TEACHER_GUIDANCE, TEACHER_STEPS, BuildConfig
@@ -296,15 +297,29 @@ def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: floa
     torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
 
 
-def diffusion_loss(unet, text_encoder, schedule: VPSchedule, z0, tokens, generator) -> torch.Tensor:
-    """Epsilon-prediction MSE: z0 [B, C, F, h, w], tokens [B, L] -> scalar."""
+def diffusion_loss(
+    unet, text_encoder, schedule: VPSchedule, z0, tokens, generator, prediction_type="epsilon"
+) -> torch.Tensor:
+    """MSE of the UNet's eps (or v) prediction: z0 [B, C, F, h, w], tokens [B, L] -> scalar."""
     B = z0.shape[0]
     t = torch.randint(0, schedule.num_train_timesteps, (B,), generator=generator, device=z0.device)
     noise = torch.randn(z0.shape, generator=generator, device=z0.device)
     x_t = add_noise(schedule, z0, noise, t)
     context = text_encoder(tokens).last_hidden_state
-    eps = unet(x_t, t, encoder_hidden_states=context).sample
-    return F.mse_loss(eps.float(), noise)
+    pred = unet(x_t, t, encoder_hidden_states=context).sample
+    alpha_bar = schedule.alphas_cumprod[t]
+    target = from_x0_eps(z0, noise, alpha_bar.sqrt(), (1 - alpha_bar).sqrt(), prediction_type)
+    return F.mse_loss(pred.float(), target)
+
+
+def direction_hinge(text_encoder, tokens, prompt_index, margin: float, generator) -> torch.Tensor:
+    """mean(relu(margin - d)), d = mean token distance between each prompt [B] and the same
+    colour and shape moving another way (prompt index = (colour * shapes + shape) * 4 + dir)."""
+    shift = torch.randint(1, 4, prompt_index.shape, generator=generator, device=tokens.device)
+    other = prompt_index - prompt_index % 4 + (prompt_index + shift) % 4
+    e = text_encoder(tokens[torch.cat([prompt_index, other])]).last_hidden_state
+    distance = (e[: len(other)] - e[len(other) :]).norm(dim=-1).mean(dim=1)
+    return F.relu(margin - distance).mean()
 
 
 def prompt_tokens(tokenizer, device: torch.device) -> torch.Tensor:
@@ -381,7 +396,14 @@ def train_unet(
         drop = torch.rand(cfg.batch_size, generator=g, device=device) < cfg.prompt_dropout
         prompt = torch.where(drop, torch.full_like(idx, empty), prompt_index[idx])
         with _attention_context(attention), _autocast(cfg, device):
-            loss = diffusion_loss(unet, text_encoder, schedule, latents[idx], tokens[prompt], g)
+            loss = diffusion_loss(
+                unet, text_encoder, schedule, latents[idx], tokens[prompt], g, cfg.prediction_type
+            )
+            if cfg.direction_margin > 0:
+                hinge = direction_hinge(
+                    text_encoder, tokens, prompt_index[idx], cfg.direction_margin, g
+                )
+                loss = loss + 0.1 * hinge
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -485,6 +507,11 @@ def build_world_teacher(
     else:
         model_config = model_config or WorldTeacherConfig()
         components = world_teacher_components(model_config, seed=cfg.seed)
+    scheduler = components["scheduler"]
+    if scheduler.config.prediction_type != cfg.prediction_type:
+        components["scheduler"] = type(scheduler).from_config(
+            scheduler.config, prediction_type=cfg.prediction_type
+        )
     for name in ("vae", "text_encoder", "unet"):
         components[name].to(dev)
     t_start = time.perf_counter()

@@ -34,6 +34,12 @@ class BuildConfig:
     # (UNet3D's temporal attention has head dim 4 and 8 positions, which fused kernels
     # handle badly); on CPU, "sdpa".
     attention: str = "auto"
+    # What the UNet predicts ("epsilon", ModelScope's, or "v_prediction": at high noise v ~ -x0,
+    # so the mean clip the direction decides is learnt directly; benchmarks/direction_finetune.py).
+    prediction_type: str = "epsilon"
+    # > 0: a hinge (weight 0.1) keeps prompts that differ only in the direction word at least this
+    # far apart (mean token distance) in the text encoder's output, which eps training collapsed.
+    direction_margin: float = 0.0
     vae_max_seconds: float | None = None  # optional wall-time cap per stage
     unet_max_seconds: float | None = None
     progress: bool = True
@@ -49,5 +55,11 @@ class BuildConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16; got {self.precision!r}.")
         if self.attention not in ("auto", "sdpa", "math"):
             raise ValueError(f"attention must be auto, sdpa or math; got {self.attention!r}.")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"prediction_type must be epsilon or v_prediction; got {self.prediction_type!r}."
+            )
+        if self.direction_margin < 0:
+            raise ValueError(f"direction_margin must be >= 0; got {self.direction_margin}.")
         if not 0 <= self.prompt_dropout < 1:
             raise ValueError(f"prompt_dropout must be in [0, 1); got {self.prompt_dropout}.")
