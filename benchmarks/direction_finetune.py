@@ -15,7 +15,8 @@ What it can change, each aimed at one reading of why the teacher ignores the dir
   where the direction is decided); ``x0-clipped`` multiplies it by min(1 / alpha_bar, 20),
   about an x0 loss up to t ~ 750; ``x0`` (with eps) is the plain x0 loss. ``--t-min`` drops the low noise levels altogether.
 * ``--separation M``: a hinge that keeps prompts differing only in the direction word at
-  least M apart (mean token distance) in the text encoder's output, which training collapsed.
+  least M apart (mean token distance) in the text encoder's output, which training collapsed
+  (``mcm.world.teacher.direction_hinge``, also ``mcm world build --direction-margin``).
 * ``--prediction v_prediction``: the UNet learns v = alpha eps - sigma x0 instead of eps (the
   saved scheduler says so; stock diffusers samples it). At high noise v ~ -x0, so the
   network outputs the mean clip it should predict there directly, where an eps network must
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     from mcm.diffusion.schedules import VPSchedule, add_noise
     from mcm.models.world import load_world_pipeline
     from mcm.paths import resolve_teacher
-    from mcm.world.teacher import latent_pool, prompt_tokens
+    from mcm.world.teacher import direction_hinge, latent_pool, prompt_tokens
     from mcm.world.train_data import world_prompts
 
     parts = load_world_pipeline(str(resolve_teacher(args.teacher))).components
@@ -214,12 +215,8 @@ def main(argv=None) -> int:
         per_clip = (pred - target).square().mean(dim=(1, 2, 3, 4))
         loss = (per_clip * loss_weight(args.weighting, alpha_bar[t])).mean()
         if args.separation > 0:
-            own = prompt_index[idx]
-            shift = torch.randint(1, 4, own.shape, generator=g)
-            other = own - own % 4 + (own + shift) % 4  # same colour and shape, other direction
-            e = text_encoder(tokens[torch.cat([own, other])]).last_hidden_state
-            distance = (e[: len(own)] - e[len(own) :]).norm(dim=-1).mean(dim=1)
-            loss = loss + args.separation_weight * F.relu(args.separation - distance).mean()
+            hinge = direction_hinge(text_encoder, tokens, prompt_index[idx], args.separation, g)
+            loss = loss + args.separation_weight * hinge
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
