@@ -6,7 +6,7 @@
 Fine-tunes the shipped world teacher's UNet + text encoder on fresh low-quality clips and
 records, every ``--eval-every`` steps, ``teacher_direction.py``'s measurement on held-out
 clips: the x0 error with each clip's own prompt and how much worse it is with the opposite
-direction ("gap"; 0 = the direction word is ignored), at t = 600, 850 and 980.
+direction ("gap"; 0 = the direction word is ignored), at t = 600, 850, 980 and 999.
 
 What it can change, each aimed at one reading of why the teacher ignores the direction:
 
@@ -21,6 +21,14 @@ What it can change, each aimed at one reading of why the teacher ignores the dir
   saved scheduler says so; stock diffusers samples it). At high noise v ~ -x0, so the
   network outputs the mean clip it should predict there directly, where an eps network must
   get eps right to ~1 % for its x0 (eps / alpha, alpha = 0.08 at t = 980) to be any good.
+* ``--zero-snr`` (with v-prediction): the schedule rescaled to zero SNR at t = 999 (Lin
+  et al. 2024; diffusers' ``rescale_betas_zero_snr``, sampled with "trailing" timesteps).
+  ModelScope's schedule keeps alpha = 0.068 at t = 999, enough of the clip in x_T for the
+  network to read the direction from it: trained so, it reads a direction out of the
+  sampler's pure noise as well (the shipped teacher's direction follows the seed). At zero
+  SNR the text is all there is to go on at the top of the schedule.
+* ``--top-fraction F`` (with ``--zero-snr``): that fraction of each batch at t = 999, where
+  x_t is pure noise and the loss is the x0 error of predicting the prompt's mean clip.
 * ``--layout animatediff``: a ``UNetMotionModel`` (AnimateDiff) built from the teacher's
   weights, whose motion modules add sinusoidal frame positions that UNet3D lacks
   (:func:`motion_layout_unet`).
@@ -40,7 +48,7 @@ import torch.nn.functional as F
 from teacher_direction import opposite_direction
 
 WEIGHTINGS = ("eps", "x0-clipped", "x0")
-EVAL_TIMESTEPS = (600, 850, 980)
+EVAL_TIMESTEPS = (600, 850, 980, 999)
 
 
 def loss_weight(weighting: str, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -104,7 +112,11 @@ def main(argv=None) -> int:
     ap.add_argument("--layout", choices=["modelscope", "animatediff"], default="modelscope")
     ap.add_argument("--weighting", choices=WEIGHTINGS, default="eps")
     ap.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon")
+    ap.add_argument("--zero-snr", action="store_true", help="needs --prediction v_prediction")
     ap.add_argument("--t-min", type=int, default=0)
+    ap.add_argument(
+        "--top-fraction", type=float, default=0.0, help="fraction of clips noised at t = 999"
+    )
     ap.add_argument("--separation", type=float, default=0.0, help="0 = off")
     ap.add_argument("--separation-weight", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=600)
@@ -130,7 +142,14 @@ def main(argv=None) -> int:
     from mcm.diffusion.schedules import VPSchedule, add_noise
     from mcm.models.world import load_world_pipeline
     from mcm.paths import resolve_teacher
-    from mcm.world.teacher import direction_hinge, latent_pool, prompt_tokens
+    from mcm.world.teacher import (
+        direction_hinge,
+        latent_pool,
+        prompt_tokens,
+        scheduler_overrides,
+        training_timesteps,
+    )
+    from mcm.world.train_config import BuildConfig
     from mcm.world.train_data import world_prompts
 
     parts = load_world_pipeline(str(resolve_teacher(args.teacher))).components
@@ -144,10 +163,12 @@ def main(argv=None) -> int:
         ctx = context.repeat_interleave(frames_of(x_t), dim=0)
         return unet(x_t, t, encoder_hidden_states=ctx).sample
 
-    if args.prediction != parts["scheduler"].config.prediction_type:
-        parts["scheduler"] = type(parts["scheduler"]).from_config(
-            parts["scheduler"].config, prediction_type=args.prediction
-        )
+    overrides = scheduler_overrides(
+        BuildConfig(prediction_type=args.prediction, zero_snr=args.zero_snr)
+    )
+    parts["scheduler"] = type(parts["scheduler"]).from_config(
+        parts["scheduler"].config, **overrides
+    )
     schedule = VPSchedule.from_config(parts["scheduler"].config)
     alpha_bar = schedule.alphas_cumprod
 
@@ -207,7 +228,7 @@ def main(argv=None) -> int:
         idx = torch.randint(latents.shape[0], (args.batch_size,), generator=g)
         drop = torch.rand(args.batch_size, generator=g) < 0.1
         prompt = torch.where(drop, torch.full_like(idx, empty), prompt_index[idx])
-        t = torch.randint(args.t_min, 1000, (args.batch_size,), generator=g)
+        t = training_timesteps(args.batch_size, 1000, g, cpu, args.top_fraction, args.t_min)
         noise = torch.randn(latents[idx].shape, generator=g)
         x_t = add_noise(schedule, latents[idx], noise, t)
         pred = denoise(x_t, t, text_encoder(tokens[prompt]).last_hidden_state)

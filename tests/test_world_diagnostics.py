@@ -37,7 +37,7 @@ def test_teacher_direction_report(tmp_path):
     out = tmp_path / "dir.json"
     assert teacher_direction.main(["--clips", "4", "--mean-clips", "480", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["x0_error_by_t"]) == {"300", "600", "850"}
+    assert set(result["x0_error_by_t"]) == {"300", "600", "850", "980", "999"}
     for row in result["x0_error_by_t"].values():
         assert row["x0_mse"] > 0 and math.isfinite(row["gap"])
     text = result["text_distance"]
@@ -108,11 +108,13 @@ def test_direction_finetune_runs_and_reports(tmp_path, layout, prediction):
     args = ["--name", "t", "--layout", layout, "--prediction", prediction, "--steps", "2"]
     args += ["--pool", "8", "--eval-clips", "4"]
     args += ["--weighting", "x0-clipped", "--separation", "5", "--out", str(tmp_path)]
+    if prediction == "v_prediction":
+        args += ["--zero-snr", "--top-fraction", "0.5"]
     assert direction_finetune.main([*args, "--save", str(tmp_path / "saved")]) == 0
     result = json.loads((tmp_path / "t.json").read_text())
     assert [row["step"] for row in result["curve"]] == [0, 2]
     for row in result["curve"]:
-        for t in ("600", "850", "980"):
+        for t in ("600", "850", "980", "999"):
             assert row[t]["x0_mse"] > 0 and math.isfinite(row[t]["gap"])
     assert result["layout"] == layout and result["separation"] == 5
     if layout == "modelscope":  # a stock pipeline whose scheduler knows the parametrisation
@@ -120,5 +122,6 @@ def test_direction_finetune_runs_and_reports(tmp_path, layout, prediction):
             (tmp_path / "saved" / "scheduler" / "scheduler_config.json").read_text()
         )
         assert config["prediction_type"] == prediction
+        assert config["rescale_betas_zero_snr"] and config["timestep_spacing"] == "trailing"
     else:
         assert (tmp_path / "saved" / "unet" / "config.json").is_file()

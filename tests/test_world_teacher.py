@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from diffusers import DiffusionPipeline, TextToVideoSDPipeline
+from diffusers import DDIMScheduler, DiffusionPipeline, TextToVideoSDPipeline
 
 from mcm.models.world import (
     WORLD_WORDS,
@@ -13,7 +13,13 @@ from mcm.models.world import (
     world_tokenizer,
 )
 from mcm.paths import WORLD_TEACHER, resolve_teacher
-from mcm.world.teacher import BuildConfig, build_world_teacher, read_manifest, sample_teacher
+from mcm.world.teacher import (
+    BuildConfig,
+    build_world_teacher,
+    read_manifest,
+    sample_teacher,
+    training_timesteps,
+)
 from mcm.world.train_data import world_prompts
 
 # Small enough for CI; the sizes are the shipped ones, only the batches and steps shrink.
@@ -203,20 +209,44 @@ def test_cli_build_writes_pipeline_and_manifest(tmp_path, one_thread):
     assert (tmp_path / "teacher.checkpoints" / "vae.pt").is_file()
 
 
-def test_build_with_v_prediction_and_direction_margin(tmp_path, one_thread):
-    # The two options aimed at the direction word (docs/WORLD.md): the saved scheduler tells
-    # stock diffusers the UNet predicts v, and the hinge trains the text encoder.
+def test_build_with_the_direction_options(tmp_path, one_thread):
+    # The options aimed at the direction word (docs/WORLD.md): the saved scheduler tells
+    # stock diffusers the UNet predicts v on a zero-SNR schedule sampled from its last step,
+    # and the hinge trains the text encoder.
     out = build_world_teacher(
         tmp_path / "v",
         unet_steps=1,
         batch_size=2,
         init_from=WORLD_TEACHER,
         prediction_type="v_prediction",
+        zero_snr=True,
+        top_noise_fraction=0.5,
         direction_margin=5.0,
         **TINY_BUILD,
     )
     config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == "v_prediction"
-    assert read_manifest(out)["build_config"]["direction_margin"] == 5.0
+    assert config["rescale_betas_zero_snr"] and config["timestep_spacing"] == "trailing"
+    scheduler = DDIMScheduler.from_pretrained(out / "scheduler")
+    assert scheduler.alphas_cumprod[-1] == 0
+    scheduler.set_timesteps(50)
+    assert scheduler.timesteps[0] == 999
+    built = read_manifest(out)["build_config"]
+    assert built["direction_margin"] == 5.0 and built["top_noise_fraction"] == 0.5
     with pytest.raises(ValueError, match="prediction_type"):
         BuildConfig(prediction_type="sample")
+    with pytest.raises(ValueError, match="--prediction-type v_prediction"):
+        BuildConfig(zero_snr=True)
+    with pytest.raises(ValueError, match="top_noise_fraction"):
+        BuildConfig(top_noise_fraction=1.5)
+
+
+def test_training_timesteps_top_fraction():
+    g = torch.Generator().manual_seed(0)
+    plain = training_timesteps(4000, 1000, g, "cpu")
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(training_timesteps(4000, 1000, g, "cpu", top_fraction=0.0), plain)
+    t = training_timesteps(4000, 1000, g, "cpu", top_fraction=0.5, t_min=400)
+    assert t.min() >= 400 and t.max() == 999
+    # Half at the top, the rest uniform over 400..999 (of which 1/600 also land on 999).
+    assert abs(t.eq(999).float().mean().item() - 0.5) < 0.03

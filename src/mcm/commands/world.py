@@ -113,6 +113,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.direction_margin,
         help="> 0: keep direction-only prompt pairs this far apart in the text encoder's output",
     )
+    p.add_argument(
+        "--zero-snr",
+        action="store_true",
+        help="rescale the schedule to zero SNR at the last step (needs v_prediction; sampled "
+        "with trailing timesteps)",
+    )
+    p.add_argument(
+        "--top-noise-fraction",
+        type=float,
+        default=d.top_noise_fraction,
+        help="fraction of each batch noised at the last timestep, where only the text informs",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(world_handler=_build)
 
@@ -204,6 +216,8 @@ def _build(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         prediction_type=args.prediction_type,
         direction_margin=args.direction_margin,
+        zero_snr=args.zero_snr,
+        top_noise_fraction=args.top_noise_fraction,
         note=args.note,
         init_from=None if args.init_from is None else resolve_teacher(args.init_from),
     )

@@ -297,12 +297,45 @@ def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: floa
     torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
 
 
-def diffusion_loss(
-    unet, text_encoder, schedule: VPSchedule, z0, tokens, generator, prediction_type="epsilon"
+def training_timesteps(
+    n: int, T: int, generator, device, top_fraction: float = 0.0, t_min: int = 0
 ) -> torch.Tensor:
-    """MSE of the UNet's eps (or v) prediction: z0 [B, C, F, h, w], tokens [B, L] -> scalar."""
+    """Timesteps [n]: uniform in t_min..T-1, with a ``top_fraction`` of them set to T-1.
+
+    With ``top_fraction`` 0 the draws are exactly those of a plain uniform draw.
+    """
+    t = torch.randint(t_min, T, (n,), generator=generator, device=device)
+    if top_fraction > 0:
+        top = torch.rand(n, generator=generator, device=device) < top_fraction
+        t = torch.where(top, torch.full_like(t, T - 1), t)
+    return t
+
+
+def scheduler_overrides(cfg: BuildConfig) -> dict:
+    """Scheduler config entries the build sets: the parametrisation and, for zero SNR, the
+    rescaled betas with "trailing" timesteps (so sampling starts at the pure-noise step)."""
+    out: dict = {"prediction_type": cfg.prediction_type}
+    if cfg.zero_snr:
+        out.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    return out
+
+
+def diffusion_loss(
+    unet,
+    text_encoder,
+    schedule: VPSchedule,
+    z0,
+    tokens,
+    generator,
+    prediction_type="epsilon",
+    top_fraction: float = 0.0,
+) -> torch.Tensor:
+    """MSE of the UNet's eps (or v) prediction: z0 [B, C, F, h, w], tokens [B, L] -> scalar.
+
+    Timesteps come from :func:`training_timesteps` (``top_fraction`` of them at T-1)."""
     B = z0.shape[0]
-    t = torch.randint(0, schedule.num_train_timesteps, (B,), generator=generator, device=z0.device)
+    T = schedule.num_train_timesteps
+    t = training_timesteps(B, T, generator, z0.device, top_fraction)
     noise = torch.randn(z0.shape, generator=generator, device=z0.device)
     x_t = add_noise(schedule, z0, noise, t)
     context = text_encoder(tokens).last_hidden_state
@@ -397,7 +430,14 @@ def train_unet(
         prompt = torch.where(drop, torch.full_like(idx, empty), prompt_index[idx])
         with _attention_context(attention), _autocast(cfg, device):
             loss = diffusion_loss(
-                unet, text_encoder, schedule, latents[idx], tokens[prompt], g, cfg.prediction_type
+                unet,
+                text_encoder,
+                schedule,
+                latents[idx],
+                tokens[prompt],
+                g,
+                cfg.prediction_type,
+                cfg.top_noise_fraction,
             )
             if cfg.direction_margin > 0:
                 hinge = direction_hinge(
@@ -507,11 +547,9 @@ def build_world_teacher(
     else:
         model_config = model_config or WorldTeacherConfig()
         components = world_teacher_components(model_config, seed=cfg.seed)
-    scheduler = components["scheduler"]
-    if scheduler.config.prediction_type != cfg.prediction_type:
-        components["scheduler"] = type(scheduler).from_config(
-            scheduler.config, prediction_type=cfg.prediction_type
-        )
+    components["scheduler"] = type(components["scheduler"]).from_config(
+        components["scheduler"].config, **scheduler_overrides(cfg)
+    )
     for name in ("vae", "text_encoder", "unet"):
         components[name].to(dev)
     t_start = time.perf_counter()

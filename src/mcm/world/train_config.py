@@ -40,6 +40,14 @@ class BuildConfig:
     # > 0: a hinge (weight 0.1) keeps prompts that differ only in the direction word at least this
     # far apart (mean token distance) in the text encoder's output, which eps training collapsed.
     direction_margin: float = 0.0
+    # Zero terminal SNR (Lin et al. 2024; needs v_prediction; sampled with "trailing" steps):
+    # ModelScope's schedule leaves alpha = 0.068 at t = 999, enough of the clip in x_T to read
+    # its direction from, so a network trained on it reads one out of the sampler's noise too.
+    zero_snr: bool = False
+    # Fraction of each batch noised at the last timestep (pure noise at zero SNR), where the
+    # text is all the network has: the direction word is learnt there within a few hundred
+    # steps, and not within thousands when t is uniform (benchmarks/direction_finetune.py).
+    top_noise_fraction: float = 0.0
     vae_max_seconds: float | None = None  # optional wall-time cap per stage
     unet_max_seconds: float | None = None
     progress: bool = True
@@ -58,6 +66,15 @@ class BuildConfig:
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"prediction_type must be epsilon or v_prediction; got {self.prediction_type!r}."
+            )
+        if self.zero_snr and self.prediction_type != "v_prediction":
+            raise ValueError(
+                "zero_snr needs prediction_type v_prediction: at zero SNR an epsilon "
+                "prediction cannot give x0 (pass --prediction-type v_prediction)."
+            )
+        if not 0 <= self.top_noise_fraction <= 1:
+            raise ValueError(
+                f"top_noise_fraction must be in [0, 1]; got {self.top_noise_fraction}."
             )
         if self.direction_margin < 0:
             raise ValueError(f"direction_margin must be >= 0; got {self.direction_margin}.")
