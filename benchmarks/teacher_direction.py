@@ -35,9 +35,7 @@ def opposite_direction(prompt: str) -> str:
 
 
 @torch.no_grad()
-def direction_gap(
-    bundle, n: int = 64, timesteps=(300, 600, 850, 980, 999), seed: int = 0
-) -> dict:
+def direction_gap(bundle, n: int = 64, timesteps=(300, 600, 850, 980, 999), seed: int = 0) -> dict:
     """{t: {"x0_mse": with the right prompt, "gap": wrong - right}} over n clips."""
     from mcm.diffusion import add_noise
     from mcm.world.train_data import lowq_video_batch, world_prompts
