@@ -209,20 +209,13 @@ def test_cli_build_writes_pipeline_and_manifest(tmp_path, one_thread):
     assert (tmp_path / "teacher.checkpoints" / "vae.pt").is_file()
 
 
-def test_build_with_the_direction_options(tmp_path, one_thread):
-    # The options aimed at the direction word (docs/WORLD.md): the saved scheduler tells
-    # stock diffusers the UNet predicts v on a zero-SNR schedule sampled from its last step,
-    # and the hinge trains the text encoder.
+def test_build_schedule_options(tmp_path, one_thread):
+    # The defaults are the recipe that made the teacher use the direction word (docs/WORLD.md):
+    # the saved scheduler tells stock diffusers the UNet predicts v on a zero-SNR schedule
+    # sampled from its last step. The build sets the schedule whatever the teacher it starts
+    # from had.
     out = build_world_teacher(
-        tmp_path / "v",
-        unet_steps=1,
-        batch_size=2,
-        init_from=WORLD_TEACHER,
-        prediction_type="v_prediction",
-        zero_snr=True,
-        top_noise_fraction=0.5,
-        direction_margin=5.0,
-        **TINY_BUILD,
+        tmp_path / "v", unet_steps=1, batch_size=2, init_from=WORLD_TEACHER, **TINY_BUILD
     )
     config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == "v_prediction"
@@ -233,10 +226,24 @@ def test_build_with_the_direction_options(tmp_path, one_thread):
     assert scheduler.timesteps[0] == 999
     built = read_manifest(out)["build_config"]
     assert built["direction_margin"] == 5.0 and built["top_noise_fraction"] == 0.5
+    eps = build_world_teacher(
+        tmp_path / "eps",
+        unet_steps=1,
+        batch_size=2,
+        init_from=out,
+        prediction_type="epsilon",
+        zero_snr=False,
+        top_noise_fraction=0.0,
+        direction_margin=0.0,
+        **TINY_BUILD,
+    )
+    config = json.loads((eps / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == "epsilon" and not config["rescale_betas_zero_snr"]
+    assert config["timestep_spacing"] == "leading"
     with pytest.raises(ValueError, match="prediction_type"):
         BuildConfig(prediction_type="sample")
     with pytest.raises(ValueError, match="--prediction-type v_prediction"):
-        BuildConfig(zero_snr=True)
+        BuildConfig(prediction_type="epsilon")
     with pytest.raises(ValueError, match="top_noise_fraction"):
         BuildConfig(top_noise_fraction=1.5)
 

@@ -22,11 +22,11 @@ import torch
 from mcm.training.config import TrainConfig
 from mcm.training.config_io import from_dict, to_dict
 from mcm.world.scenes import COLOURS, DIRECTIONS, SHAPES
+from mcm.world.train_config import TEACHER_GUIDANCE
 
 log = logging.getLogger("mcm.demo")
 
 STUDENT_STEPS = (1, 2, 4)
-TEACHER_GUIDANCE = 7.5
 
 _DATA = {"num_frames": 8, "frame_stride": 1, "resolution": 32, "crop": "center", "num_workers": 0}
 _BASE = {

@@ -115,9 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--zero-snr",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=d.zero_snr,
         help="rescale the schedule to zero SNR at the last step (needs v_prediction; sampled "
-        "with trailing timesteps)",
+        "with trailing timesteps); --no-zero-snr keeps ModelScope's",
     )
     p.add_argument(
         "--top-noise-fraction",

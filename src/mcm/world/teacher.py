@@ -312,12 +312,14 @@ def training_timesteps(
 
 
 def scheduler_overrides(cfg: BuildConfig) -> dict:
-    """Scheduler config entries the build sets: the parametrisation and, for zero SNR, the
-    rescaled betas with "trailing" timesteps (so sampling starts at the pure-noise step)."""
-    out: dict = {"prediction_type": cfg.prediction_type}
-    if cfg.zero_snr:
-        out.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
-    return out
+    """Scheduler config entries the build sets, whatever the starting teacher had: the
+    parametrisation and the schedule, zero SNR with "trailing" timesteps (sampling starts at
+    the pure-noise step) or ModelScope's with "leading" ones."""
+    return {
+        "prediction_type": cfg.prediction_type,
+        "rescale_betas_zero_snr": cfg.zero_snr,
+        "timestep_spacing": "trailing" if cfg.zero_snr else "leading",
+    }
 
 
 def diffusion_loss(

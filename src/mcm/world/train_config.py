@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 # How the shipped teacher is meant to be sampled (ModelScope-like: DDIM, 50 steps, CFG).
 TEACHER_STEPS = 50
-TEACHER_GUIDANCE = 7.5
+TEACHER_GUIDANCE = 2.5
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,18 @@ class BuildConfig:
     attention: str = "auto"
     # What the UNet predicts ("epsilon", ModelScope's, or "v_prediction": at high noise v ~ -x0,
     # so the mean clip the direction decides is learnt directly; benchmarks/direction_finetune.py).
-    prediction_type: str = "epsilon"
+    prediction_type: str = "v_prediction"
     # > 0: a hinge (weight 0.1) keeps prompts that differ only in the direction word at least this
     # far apart (mean token distance) in the text encoder's output, which eps training collapsed.
-    direction_margin: float = 0.0
+    direction_margin: float = 5.0
     # Zero terminal SNR (Lin et al. 2024; needs v_prediction; sampled with "trailing" steps):
     # ModelScope's schedule leaves alpha = 0.068 at t = 999, enough of the clip in x_T to read
     # its direction from, so a network trained on it reads one out of the sampler's noise too.
-    zero_snr: bool = False
+    zero_snr: bool = True
     # Fraction of each batch noised at the last timestep (pure noise at zero SNR), where the
     # text is all the network has: the direction word is learnt there within a few hundred
     # steps, and not within thousands when t is uniform (benchmarks/direction_finetune.py).
-    top_noise_fraction: float = 0.0
+    top_noise_fraction: float = 0.5
     vae_max_seconds: float | None = None  # optional wall-time cap per stage
     unet_max_seconds: float | None = None
     progress: bool = True
