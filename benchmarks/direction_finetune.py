@@ -3,7 +3,9 @@
     python benchmarks/direction_finetune.py --name x0 --weighting x0-clipped --t-min 400 \\
         --separation 5 --steps 600 [--layout animatediff] [--out runs/direction_finetune]
 
-Fine-tunes the shipped world teacher's UNet + text encoder on fresh low-quality clips and
+Fine-tunes a world teacher's UNet + text encoder (``--teacher``; the runs in
+``benchmarks/results/direction_finetune/`` started from the epsilon teacher shipped before
+session 5, commit 9845227) on fresh low-quality clips and
 records, every ``--eval-every`` steps, ``teacher_direction.py``'s measurement on held-out
 clips: the x0 error with each clip's own prompt and how much worse it is with the opposite
 direction ("gap"; 0 = the direction word is ignored), at t = 600, 850, 980 and 999.
