@@ -137,6 +137,8 @@ def main(argv=None) -> int:
         "modelscope, for `mcm world teacher-metrics --teacher`; unet/ + text_encoder/ otherwise)",
     )
     args = ap.parse_args(argv)
+    if args.zero_snr and args.prediction != "v_prediction":
+        ap.error("--zero-snr needs --prediction v_prediction (eps cannot give x0 at zero SNR).")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the shipped world teacher and probes on one GPU (how src/mcm/world/assets/teacher
-# and .../probes were made), then records the teacher's world metrics in its manifest.
+# Builds a world teacher and probes on one GPU, then records the teacher's world metrics in
+# its manifest. The probes and the first two stages of the shipped teacher were made this way
+# (with --prediction-type epsilon --no-zero-snr, the defaults then); its last two stages are
+# CPU fine-tunes (docs/WORLD.md). The build's defaults are now their recipe.
 #   OUT=/tmp/out bash scripts/world_gpu_build.sh
 # The probes train in a second process beside the teacher (their batches are rendered by
 # PROBE_WORKERS CPU processes). Outputs: $OUT/teacher.tar, $OUT/probes.tar, logs.
