@@ -4,14 +4,14 @@
     python benchmarks/world_table.py --only main --only lambda_real   # a subset
     python benchmarks/world_table.py --steps 600 --out runs/world-table-600
 
-Main table: the teacher's guided DDIM (CFG 7.5, 2 NFE per step) at 50 and 1/2/4/8 steps,
+Main table: the teacher's guided DDIM (CFG ``TEACHER_GUIDANCE``, 2 NFE per step) at 50 and 1/2/4/8 steps,
 a plain LCM student and the MCM student at 1/2/4/8 steps. Ablations: MCM students that
 each change one setting of the demo's MCM preset (``mcm.demo.MCM_PRESET``, the recipe of
 configs/world.yaml at the demo's batch size and learning rate), scored at 1/2/4/8 steps:
 
 * ``motion``: every motion representation the library offers (``mcm.motion``);
 * ``lambda_real``: 0, 0.5, 1 (the share of steps on real, not generated, trajectories);
-* ``discriminator``: off / on / on with unconditional heads (off also turns mixed
+* ``discriminator``: off / on / on with caption-conditioned heads (off also turns mixed
   trajectories off: the config refuses mixing without a discriminator);
 * ``data``: the discriminator's real images from the high-quality image domain
   (``world:hq_image``) or the style domain (``world:style_image``).
@@ -113,8 +113,8 @@ def ablations(clips: int) -> dict[str, list[tuple[str, Variant]]]:
             ),
             ("on", ref),
             (
-                "on, unconditional heads",
-                one("discriminator-unconditional", {"discriminator": {"conditional": False}}),
+                "on, caption-conditioned heads",
+                one("discriminator-conditional", {"discriminator": {"conditional": True}}),
             ),
         ],
         "data": [
@@ -130,6 +130,12 @@ def ablations(clips: int) -> dict[str, list[tuple[str, Variant]]]:
             for domain in ("hq_image", "style_image")
         ],
     }
+
+
+def teacher_label() -> str:
+    from mcm.demo import TEACHER_GUIDANCE
+
+    return f"DDIM, CFG {TEACHER_GUIDANCE:g}"
 
 
 # ---------------------------------------------------------------------- cached runs
@@ -318,7 +324,7 @@ def _fmt(v) -> str:
 def markdown(rows: list[dict]) -> str:
     """One markdown table per group, in GROUPS order."""
     titles = {
-        "main": "Main table: teacher DDIM (CFG 7.5) vs LCM vs MCM",
+        "main": f"Main table: {teacher_label()} vs LCM vs MCM",
         "motion": "Ablation: motion representation",
         "lambda_real": "Ablation: lambda_real (share of real trajectories)",
         "discriminator": "Ablation: discriminator",
@@ -368,7 +374,7 @@ def build_table(args) -> dict:
     for group in groups:
         if group == "main":
             done = teacher_rows(runs / "teacher", args, prompts, probes)
-            rows += make_rows("main", "teacher", "DDIM, CFG 7.5", "teacher", done)
+            rows += make_rows("main", "teacher", teacher_label(), "teacher", done)
         for setting, variant in table[group]:
             if variant.name not in cache:
                 t0 = time.perf_counter()
@@ -418,7 +424,7 @@ def main(argv=None) -> int:
             "teacher": args.teacher,
             "seed": args.seed,
             "student_sampling": "multistep consistency (LCM), no CFG, 1 NFE per step",
-            "teacher_sampling": "DDIM, CFG 7.5 (Imagen form), 2 NFE per step",
+            "teacher_sampling": f"{teacher_label()} (Imagen form), 2 NFE per step",
             "base": "mcm.demo presets (MCM_PRESET / LCM_PRESET on _BASE); overrides per row",
             "prompts": table["prompts"],
         },

@@ -19,7 +19,7 @@ from mcm.data import write_image
 from mcm.media import write_video
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.training.config import TrainConfig
-from mcm.training.config_io import from_dict, save_config
+from mcm.training.config_io import ConfigError, from_dict, save_config, to_dict
 from mcm.training.recipe import DistillRecipe, NonFiniteLossError
 from mcm.world.domains import render_sample
 
@@ -135,6 +135,39 @@ def test_ema_target_checkpoint_resumes(assets, tmp_path):
     assert resumed.step == 2
     for a, b in zip(resumed.target_ema.shadow, first.target_ema.shadow):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_motion_head_has_its_own_learning_rate(assets, tmp_path):
+    cfg = make_config(assets, tmp_path / "head-lr")
+    cfg.method.motion_head_lr = 2e-2
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    lora, head = recipe.optim_g.param_groups
+    assert (lora["initial_lr"], head["initial_lr"]) == (1e-3, 2e-2)
+    assert {id(p) for p in head["params"]} == {id(p) for p in recipe.motion.parameters()}
+
+
+def test_discriminator_warm_up_trains_only_the_heads(assets, tmp_path):
+    cfg = make_config(assets, tmp_path / "d-warmup")
+    cfg.discriminator.warmup_steps = 2
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    heads = [p.detach().clone() for p in recipe.discriminator.head_parameters()]
+    student = [p.detach().clone() for p in recipe.student_params]
+    recipe.warm_up_discriminator()
+    assert recipe.step == 0
+    assert any(not torch.equal(a, b) for a, b in zip(heads, recipe.discriminator.head_parameters()))
+    for a, b in zip(student, recipe.student_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert b.grad is None
+
+
+def test_discriminator_warm_up_needs_an_image_set(assets, tmp_path):
+    cfg = to_dict(make_config(assets, tmp_path / "x"))
+    cfg["discriminator"]["warmup_steps"] = 10
+    cfg["data"]["images"] = None
+    with pytest.raises(ConfigError, match="warmup_steps needs data.images"):
+        from_dict(TrainConfig, cfg)
 
 
 @pytest.mark.slow

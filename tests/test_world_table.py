@@ -35,12 +35,12 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
     result = json.loads((out / "world_table.json").read_text())
     rows = result["rows"]
     keys = {(r["group"], r["method"], r["setting"], r["steps"]) for r in rows}
-    assert {("main", "teacher", "DDIM, CFG 7.5", s) for s in (50, 1, 2, 4, 8)} <= keys
+    assert {("main", "teacher", world_table.teacher_label(), s) for s in (50, 1, 2, 4, 8)} <= keys
     for method in ("lcm", "mcm"):
         assert {s for g, m, _, s in keys if (g, m) == ("main", method)} == {1, 2, 4, 8}
     assert {(s, n) for g, _, s, n in keys if g == "discriminator"} == {
         (setting, n)
-        for setting in ("off", "on (preset)", "on, unconditional heads")
+        for setting in ("off", "on (preset)", "on, caption-conditioned heads")
         for n in (1, 2, 4, 8)
     }
     assert len(rows) == 5 + 2 * 4 + 3 * 4
@@ -54,14 +54,14 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
     assert off["overrides"]["discriminator"] == {"enabled": False}
     assert off["overrides"]["method"] == {"mixed_trajectories": False}
     assert result["configs"]["discriminator-off"]["discriminator"]["enabled"] is False
-    assert result["configs"]["discriminator-unconditional"]["discriminator"]["conditional"] is False
+    assert result["configs"]["discriminator-conditional"]["discriminator"]["conditional"] is True
     assert result["configs"]["mcm"]["train"]["max_steps"] == 2
     # the preset student is trained once and shared by the main table and the ablation
-    runs = {"teacher", "lcm", "mcm", "discriminator-off", "discriminator-unconditional"}
+    runs = {"teacher", "lcm", "mcm", "discriminator-off", "discriminator-conditional"}
     assert {r["run"] for r in rows} == runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "discriminator-off",
-        "discriminator-unconditional",
+        "discriminator-conditional",
         "lcm",
         "mcm",
         "teacher",
@@ -69,7 +69,7 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
 
     md = (out / "world_table.md").read_text()
     assert "### Main table" in md and "### Ablation: discriminator" in md
-    assert "| mcm | on (preset) | 4 |" in md and "| teacher | DDIM, CFG 7.5 | 50 |" in md
+    assert "| mcm | on (preset) | 4 |" in md and f"| teacher | {world_table.teacher_label()} | 50 |" in md
 
     # A second call reuses every run; one whose scoring was lost is only sampled again.
     trained = {n: (out / "runs" / n / "train.json").stat().st_mtime_ns for n in ("lcm", "mcm")}

@@ -39,6 +39,7 @@ class ModelConfig:
 class MethodConfig(MCMConfig):
     motion: str = "learnable"  # motion representation: raw, diff, lowfreq, highfreq, corr_local, corr_global, learnable, learnable_heavy
     motion_ema_decay: float = 0.95  # EMA of the learnable head used on the target side
+    motion_head_lr: float | None = None  # lr of the learnable head (None: train.lr, the paper's)
     target_ema_decay: float = 0.95  # EMA of the LoRA when target == "ema"
 
 
@@ -65,6 +66,9 @@ class DiscriminatorConfig:
     weight_decay: float = 0.0
     gp_weight: float = 1e-5  # initial weight of the feature-space gradient penalty (0 = off)
     gp_every: int = 1  # compute the penalty every n steps
+    # D-only steps before distillation: real images against frames of the training clips,
+    # which look like the student's first samples (it starts as the teacher). 0: the paper's.
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -144,6 +148,20 @@ class TrainConfig:
         for key in ("max_steps", "batch_size", "grad_accum"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1; got {getattr(self.train, key)}.")
+        if self.discriminator.warmup_steps < 0:
+            raise ConfigError(
+                f"discriminator.warmup_steps must be >= 0; got {self.discriminator.warmup_steps}."
+            )
+        if self.discriminator.warmup_steps and self.data.images is None:
+            raise ConfigError(
+                "discriminator.warmup_steps needs data.images: without an image set the real "
+                "frames are frames of the clips, the same look as the warm-up's fakes. Set "
+                "data.images.source, or discriminator.warmup_steps=0."
+            )
+        if self.method.motion_head_lr is not None and self.method.motion_head_lr <= 0:
+            raise ConfigError(
+                f"method.motion_head_lr must be > 0 (or null: train.lr); got {self.method.motion_head_lr}."
+            )
         if self.model.lora_rank < 1:
             raise ConfigError(f"model.lora_rank must be >= 1; got {self.model.lora_rank}.")
         if not self.data.video.source and self.data.video.latent_cache is None:

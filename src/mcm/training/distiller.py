@@ -309,6 +309,14 @@ class MCMDistiller:
             terms.update(gradient_penalty=gp.detach(), gp_weight=torch.tensor(weight))
         return loss, terms
 
+    @torch.no_grad()
+    def clips_as_fakes(self, batch: DistillBatch, draws: Draws) -> GeneratorOutput:
+        """Frames of the training clips in place of the student's (the discriminator's
+        warm-up): fake_frames [B*k, ...] from ``batch.latents`` at ``draws.frame_index``."""
+        fake = self._frames(batch.latents, draws.frame_index)
+        pooled = batch.pooled_text.repeat_interleave(len(draws.frame_index), dim=0)
+        return GeneratorOutput(loss=fake.new_zeros(()), fake_frames=fake, fake_pooled_text=pooled)
+
     # -- helpers ------------------------------------------------------------------------
     def _mixing_on(self) -> bool:
         return self.cfg.mixed_trajectories and self.discriminator is not None

@@ -138,11 +138,14 @@ class DistillRecipe:
         )
 
         self._reshard()  # the discriminator's probe may have left blocks gathered
-        self.student_params = lora_parameters(student) + [
-            p for p in self.motion.parameters() if p.requires_grad
-        ]
+        lora = lora_parameters(student)
+        head = [p for p in self.motion.parameters() if p.requires_grad]
+        self.student_params = lora + head
+        groups = [{"params": lora}]
+        if head:
+            groups.append({"params": head, "lr": cfg.method.motion_head_lr or cfg.train.lr})
         self.optim_g = self._optimizer(
-            self.student_params, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay
+            groups, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay
         )
         self.sched_g = lr_scheduler(
             self.optim_g, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.lr_schedule
@@ -306,6 +309,8 @@ class DistillRecipe:
     def train(self) -> dict:
         cfg, acc = self.cfg, self.accelerator
         self._install_signal_handlers()
+        if self.step == 0 and self.discriminator is not None and cfg.discriminator.warmup_steps:
+            self.warm_up_discriminator()
         bar = tqdm(
             total=cfg.train.max_steps,
             initial=self.step,
@@ -349,6 +354,25 @@ class DistillRecipe:
         if not stop and cfg.train.export:
             self.export()
         return logged
+
+    def warm_up_discriminator(self) -> None:
+        """discriminator.warmup_steps D-only steps: real images against frames of the
+        training clips. The student starts as the teacher, whose samples look like those
+        clips, so its adversarial loss carries the look from step 1 instead of after the
+        heads have caught up (~150 steps on the world)."""
+        n = self.cfg.discriminator.warmup_steps
+        for _ in tqdm(range(n), desc="D warm-up", disable=not self.accelerator.is_main_process):
+            batch = self.next_batch()
+            draws = self.distiller.sample_draws(batch.latents, self.generator)
+            gen = self.distiller.clips_as_fakes(batch, draws)
+            with self.accelerator.autocast():
+                loss, _ = self._discriminator_loss(gen, batch, draws)
+            if self._finite(loss):
+                self.accelerator.backward(loss)
+                self._all_reduce_grads(list(self.discriminator.head_parameters()))
+                self.optim_d.step()
+                self.sched_d.step()
+            self.optim_d.zero_grad(set_to_none=True)
 
     def train_step(self) -> dict[str, float] | None:
         """One optimiser step: grad_accum micro-batches of the MCM step, then the updates.
@@ -463,12 +487,14 @@ class DistillRecipe:
             )
         return None
 
-    def _all_reduce_grads(self) -> None:
+    def _all_reduce_grads(self, params: list | None = None) -> None:
+        """Average the gradients of ``params`` (default: the student's and D's heads')."""
         if self.accelerator.num_processes == 1:
             return
-        params = list(self.student_params)
-        if self.discriminator is not None:
-            params += list(self.discriminator.head_parameters())
+        if params is None:
+            params = list(self.student_params)
+            if self.discriminator is not None:
+                params += list(self.discriminator.head_parameters())
         for p in params:
             if is_sharded(p):  # FSDP already averaged it over the ranks in the backward
                 continue
