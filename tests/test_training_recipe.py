@@ -147,7 +147,7 @@ def test_motion_head_has_its_own_learning_rate(assets, tmp_path):
     assert {id(p) for p in head["params"]} == {id(p) for p in recipe.motion.parameters()}
 
 
-def test_discriminator_warm_up_trains_only_the_heads(assets, tmp_path):
+def test_discriminator_warm_up_trains_only_the_heads_then_training_runs(assets, tmp_path):
     cfg = make_config(assets, tmp_path / "d-warmup")
     cfg.discriminator.warmup_steps = 2
     recipe = DistillRecipe(cfg)
@@ -160,6 +160,9 @@ def test_discriminator_warm_up_trains_only_the_heads(assets, tmp_path):
     for a, b in zip(student, recipe.student_params):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         assert b.grad is None
+    steps = []
+    recipe.train(on_step=steps.append)
+    assert steps == [1, 2, 3, 4]
 
 
 def test_discriminator_warm_up_needs_an_image_set(assets, tmp_path):

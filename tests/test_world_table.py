@@ -69,7 +69,10 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
 
     md = (out / "world_table.md").read_text()
     assert "### Main table" in md and "### Ablation: discriminator" in md
-    assert "| mcm | on (preset) | 4 |" in md and f"| teacher | {world_table.teacher_label()} | 50 |" in md
+    assert (
+        "| mcm | on (preset) | 4 |" in md
+        and f"| teacher | {world_table.teacher_label()} | 50 |" in md
+    )
 
     # A second call reuses every run; one whose scoring was lost is only sampled again.
     trained = {n: (out / "runs" / n / "train.json").stat().st_mtime_ns for n in ("lcm", "mcm")}

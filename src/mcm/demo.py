@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import multiprocessing
@@ -145,6 +146,24 @@ def sample_and_score(
     return videos, metrics
 
 
+def _take_over_threads(process):
+    """An ``on_step`` that doubles this process's torch threads once ``process`` (the LCM
+    baseline, trained with as many threads) has finished, so its cores are not left idle."""
+    state = {"done": False}
+
+    def on_step(step: int) -> None:
+        if not state["done"] and not process.is_alive():
+            torch.set_num_threads(2 * torch.get_num_threads())
+            log.info(
+                "LCM baseline finished at MCM step %d: now %d threads",
+                step,
+                torch.get_num_threads(),
+            )
+            state["done"] = True
+
+    return on_step
+
+
 def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
     """Child process: train the LCM baseline, output to ``log_path``, time in ``timing.json``."""
     from mcm.training.recipe import DistillRecipe
@@ -189,6 +208,7 @@ def run_demo(
         parallel = (os.cpu_count() or 1) >= 2
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    threads = torch.get_num_threads()  # per training process
     cfgs = {
         kind: demo_config(kind, out, steps, images, clips)
         for kind, steps in (("mcm", mcm_steps), ("lcm", lcm_steps))
@@ -218,7 +238,8 @@ def run_demo(
             )
             recipe = DistillRecipe(cfg)
             recipe.setup()
-            _, timings[f"train_{kind}_s"] = _timed(recipe.train)
+            on_step = _take_over_threads(lcm_process) if lcm_process is not None else None
+            _, timings[f"train_{kind}_s"] = _timed(functools.partial(recipe.train, on_step))
             del recipe
     except BaseException:  # e.g. Ctrl-C: do not leave the LCM process running
         if lcm_process is not None:
@@ -234,6 +255,7 @@ def run_demo(
             )
         timing = json.loads((Path(cfgs["lcm"].output_dir) / "timing.json").read_text())
         timings["train_lcm_s"] = timing["train_s"]
+        torch.set_num_threads(2 * threads)  # both processes' cores for the sampling
     # Sample what a user deploys: the stock teacher, and each student's merged export (the
     # same weights as its LoRA; no adapter layers left to slow either side's timing down).
     bundle = load_teacher(cfgs["mcm"].model.teacher)
@@ -288,7 +310,7 @@ def run_demo(
         "teacher_sampling": f"DDIM, guidance {TEACHER_GUIDANCE} (2 NFE per step)",
         "student_sampling": "multistep consistency (LCM), timestep scaling 4, no CFG (1 NFE per step)",
         "seed": seed,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": {"training": threads, "sampling": torch.get_num_threads()},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "lcm_trained_in_parallel": lcm_process is not None,
         "configs": {k: to_dict(c) for k, c in cfgs.items()},

@@ -18,6 +18,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -306,7 +307,9 @@ class DistillRecipe:
         return batch
 
     # ------------------------------------------------------------------ loop
-    def train(self) -> dict:
+    def train(self, on_step: Callable[[int], None] | None = None) -> dict:
+        """Run to train.max_steps; ``on_step(step)`` is called after every optimiser step.
+        Returns the last logged loss terms."""
         cfg, acc = self.cfg, self.accelerator
         self._install_signal_handlers()
         if self.step == 0 and self.discriminator is not None and cfg.discriminator.warmup_steps:
@@ -325,6 +328,8 @@ class DistillRecipe:
             if terms is None:  # non-finite loss: nothing was updated
                 continue
             self.step += 1
+            if on_step is not None:
+                on_step(self.step)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if k.startswith("loss")})
             if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
