@@ -11,7 +11,7 @@ configs/world.yaml at the demo's batch size and learning rate), scored at 1/2/4/
 
 * ``motion``: every motion representation the library offers (``mcm.motion``);
 * ``lambda_real``: 0, 0.5, 1 (the share of steps on real, not generated, trajectories);
-* ``discriminator``: off / on / on with caption-conditioned heads (off also turns mixed
+* ``discriminator``: off / on / on without the warm-up / on with caption-conditioned heads (off also turns mixed
   trajectories off: the config refuses mixing without a discriminator);
 * ``data``: the discriminator's real images from the high-quality image domain
   (``world:hq_image``) or the style domain (``world:style_image``).
@@ -112,6 +112,10 @@ def ablations(clips: int) -> dict[str, list[tuple[str, Variant]]]:
                 ),
             ),
             ("on", ref),
+            (
+                "on, no warm-up",
+                one("discriminator-no-warmup", {"discriminator": {"warmup_steps": 0}}),
+            ),
             (
                 "on, caption-conditioned heads",
                 one("discriminator-conditional", {"discriminator": {"conditional": True}}),

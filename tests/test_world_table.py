@@ -40,10 +40,10 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
         assert {s for g, m, _, s in keys if (g, m) == ("main", method)} == {1, 2, 4, 8}
     assert {(s, n) for g, _, s, n in keys if g == "discriminator"} == {
         (setting, n)
-        for setting in ("off", "on (preset)", "on, caption-conditioned heads")
+        for setting in ("off", "on (preset)", "on, no warm-up", "on, caption-conditioned heads")
         for n in (1, 2, 4, 8)
     }
-    assert len(rows) == 5 + 2 * 4 + 3 * 4
+    assert len(rows) == 5 + 2 * 4 + 4 * 4
     for r in rows:
         assert r["nfe"] == (2 * r["steps"] if r["method"] == "teacher" else r["steps"])
         assert r["seconds_per_video"] > 0
@@ -57,11 +57,19 @@ def test_world_table_writes_tables_and_reuses_runs(tmp_path, monkeypatch):
     assert result["configs"]["discriminator-conditional"]["discriminator"]["conditional"] is True
     assert result["configs"]["mcm"]["train"]["max_steps"] == 2
     # the preset student is trained once and shared by the main table and the ablation
-    runs = {"teacher", "lcm", "mcm", "discriminator-off", "discriminator-conditional"}
+    runs = {
+        "teacher",
+        "lcm",
+        "mcm",
+        "discriminator-off",
+        "discriminator-no-warmup",
+        "discriminator-conditional",
+    }
     assert {r["run"] for r in rows} == runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
-        "discriminator-off",
         "discriminator-conditional",
+        "discriminator-no-warmup",
+        "discriminator-off",
         "lcm",
         "mcm",
         "teacher",
