@@ -16,8 +16,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	# One thread: measured at 577 s on a shared 2-core machine (docs/RESULTS.md); two OpenMP
-	# threads stall badly whenever another job takes a core.
+	# One thread per training process (MCM here, LCM in a second process; the MCM process
+	# takes the LCM's thread when that finishes): two OpenMP threads per process stall badly
+	# on 2 cores. Timings: docs/RESULTS.md.
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/mcm demo --out demo-out --threads 1
 
 test: $(STAMP)
