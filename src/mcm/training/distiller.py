@@ -253,8 +253,7 @@ class MCMDistiller:
         # 10. generator adversarial loss on k frames of f_theta: -mean(D(fake)), minimised
         out = GeneratorOutput(loss=loss, terms=terms)
         if self.discriminator is not None:
-            fake = self._frames(f_student, draws.frame_index)
-            pooled = batch.pooled_text.repeat_interleave(len(draws.frame_index), dim=0)
+            fake, pooled = self._frames(f_student, draws.frame_index, batch.pooled_text)
             logits = self.discriminator(fake, pooled, generator=self._d_generator(draws.seed))
             from mcm.adversarial import hinge_g_loss
 
@@ -313,19 +312,19 @@ class MCMDistiller:
     def clips_as_fakes(self, batch: DistillBatch, draws: Draws) -> GeneratorOutput:
         """Frames of the training clips in place of the student's (the discriminator's
         warm-up): fake_frames [B*k, ...] from ``batch.latents`` at ``draws.frame_index``."""
-        fake = self._frames(batch.latents, draws.frame_index)
-        pooled = batch.pooled_text.repeat_interleave(len(draws.frame_index), dim=0)
+        fake, pooled = self._frames(batch.latents, draws.frame_index, batch.pooled_text)
         return GeneratorOutput(loss=fake.new_zeros(()), fake_frames=fake, fake_pooled_text=pooled)
 
     # -- helpers ------------------------------------------------------------------------
     def _mixing_on(self) -> bool:
         return self.cfg.mixed_trajectories and self.discriminator is not None
 
-    def _frames(self, video: Tensor, index: Tensor) -> Tensor:
-        """k frames of each video [B, C, F, h, w] -> decoded frames [B*k, ...]."""
+    def _frames(self, video: Tensor, index: Tensor, pooled_text: Tensor) -> tuple[Tensor, Tensor]:
+        """k frames of each video [B, C, F, h, w] -> decoded frames [B*k, ...] and each
+        frame's pooled caption [B*k, D] (from ``pooled_text`` [B, D])."""
         frames = video[:, :, index.to(video.device)]  # [B, C, k, h, w]
         frames = frames.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*k, C, h, w]
-        return self.decode_frames(frames)
+        return self.decode_frames(frames), pooled_text.repeat_interleave(len(index), dim=0)
 
     def _d_generator(self, seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)

@@ -375,9 +375,17 @@ class DistillRecipe:
             if self._finite(loss):
                 self.accelerator.backward(loss)
                 self._all_reduce_grads(list(self.discriminator.head_parameters()))
-                self.optim_d.step()
-                self.sched_d.step()
-            self.optim_d.zero_grad(set_to_none=True)
+                self._step_discriminator()
+            else:
+                self.optim_d.zero_grad(set_to_none=True)
+
+    def _step_discriminator(self) -> float:
+        """One update of the discriminator's heads from their gradients; returns the norm."""
+        norm = _grad_norm(list(self.discriminator.head_parameters()))
+        self.optim_d.step()
+        self.sched_d.step()
+        self.optim_d.zero_grad(set_to_none=True)
+        return norm
 
     def train_step(self) -> dict[str, float] | None:
         """One optimiser step: grad_accum micro-batches of the MCM step, then the updates.
@@ -429,10 +437,7 @@ class DistillRecipe:
         self.optim_g.zero_grad(set_to_none=True)
         sums["lr_g"] = self.sched_g.get_last_lr()[0]
         if self.discriminator is not None:
-            sums["grad_norm_d"] = _grad_norm(list(self.discriminator.head_parameters()))
-            self.optim_d.step()
-            self.sched_d.step()
-            self.optim_d.zero_grad(set_to_none=True)
+            sums["grad_norm_d"] = self._step_discriminator()
         if self.motion_target is not None:
             self.motion_target.update(self.motion)
         if self.target_ema is not None:
