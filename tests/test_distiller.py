@@ -183,28 +183,6 @@ def test_mcm_step_gradients_flow_where_intended(teacher_dir):
     assert any(not torch.equal(a, b) for a, b in zip(d_before, D.head_parameters()))
 
 
-def test_adversarial_loss_only_below_adv_max_timestep(teacher_dir):
-    _, distiller, batch = _setup(teacher_dir, motion="raw", adv_max_timestep=500)
-    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(6))
-    gate = distiller.cfg
-
-    def adv(index, cfg):
-        distiller.cfg = cfg
-        with torch.no_grad():
-            out = distiller.generator_step(batch, dataclasses.replace(draws, index=index))
-        return out.terms["loss_adv_g"]
-
-    ungated = dataclasses.replace(gate, adv_max_timestep=None)
-    low, high = torch.tensor([3, 10]), torch.tensor([30, 49])  # t = 79, 219 and 619, 999
-    assert adv(high, gate) == 0.0
-    assert adv(high, ungated) != 0.0
-    torch.testing.assert_close(adv(low, gate), adv(low, ungated), rtol=1e-3, atol=1e-6)
-    # frames are grouped by video: k frames of sample 0, then k of sample 1
-    distiller.cfg = gate
-    weight = distiller._adv_weight(distiller.grid[torch.tensor([3, 49])], k=2)
-    assert weight.tolist() == [1.0, 1.0, 0.0, 0.0]
-
-
 @pytest.mark.slow
 def test_distillation_loss_goes_down(teacher_dir):
     bundle, distiller, batch = _setup(

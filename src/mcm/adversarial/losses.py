@@ -20,12 +20,9 @@ def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
 
 
-def hinge_g_loss(fake_logits: Tensor, weight: Tensor | None = None) -> Tensor:
-    """-mean(D(fake)) -> scalar; with ``weight`` [N], -sum_n weight_n mean(D(fake_n)) / N."""
-    if weight is None:
-        return -fake_logits.mean()
-    per_sample = fake_logits.reshape(len(weight), -1).mean(dim=1)
-    return -(weight.to(per_sample) * per_sample).mean()
+def hinge_g_loss(fake_logits: Tensor) -> Tensor:
+    """-mean(D(fake)) -> scalar."""
+    return -fake_logits.mean()
 
 
 def gradient_penalty(

@@ -49,7 +49,6 @@ class MCMConfig:
     distance: str = "huber"  # "huber" (pseudo-Huber, c = huber_c) or "l2"
     huber_c: float = 0.001
     lambda_adv: float = 1.0  # weight of the generator's adversarial loss (0 or no D: off)
-    adv_max_timestep: int | None = None  # L_adv_G only where t_{n+k} <= this (None: all t)
     lambda_real: float = 0.5  # P(real-data trajectory); 1 - lambda_real: the student's own sample
     mixed_trajectories: bool = True  # only meaningful with a discriminator
     frames_per_video: int = 2  # fake frames per generated video for the discriminator
@@ -62,10 +61,6 @@ class MCMConfig:
             raise ValueError(f"target must be 'online' or 'ema'; got {self.target!r}.")
         if not 0.0 <= self.lambda_real <= 1.0:
             raise ValueError(f"lambda_real must be in [0, 1]; got {self.lambda_real}.")
-        if self.adv_max_timestep is not None and self.adv_max_timestep < 0:
-            raise ValueError(
-                f"adv_max_timestep must be >= 0 (or None: every t); got {self.adv_max_timestep}."
-            )
         if self.w_min > self.w_max:
             raise ValueError(f"w_min ({self.w_min}) must be <= w_max ({self.w_max}).")
 
@@ -262,7 +257,7 @@ class MCMDistiller:
             logits = self.discriminator(fake, pooled, generator=self._d_generator(draws.seed))
             from mcm.adversarial import hinge_g_loss
 
-            adv = hinge_g_loss(logits, self._adv_weight(t, len(draws.frame_index)))
+            adv = hinge_g_loss(logits)
             out.loss = loss + cfg.lambda_adv * adv
             terms["loss_adv_g"] = adv.detach()
             out.fake_frames, out.fake_pooled_text = fake.detach(), pooled
@@ -321,12 +316,6 @@ class MCMDistiller:
         return GeneratorOutput(loss=fake.new_zeros(()), fake_frames=fake, fake_pooled_text=pooled)
 
     # -- helpers ------------------------------------------------------------------------
-    def _adv_weight(self, t: Tensor, k: int) -> Tensor | None:
-        """Per-frame weight [B*k] of L_adv_G: 1 where t_{n+k} <= adv_max_timestep, else 0."""
-        if self.cfg.adv_max_timestep is None:
-            return None
-        return (t <= self.cfg.adv_max_timestep).float().repeat_interleave(k)
-
     def _mixing_on(self) -> bool:
         return self.cfg.mixed_trajectories and self.discriminator is not None
 
