@@ -60,9 +60,6 @@ class DiscriminatorConfig:
     # image captions differ in form from the video prompts: D then separates real from fake
     # by the text alone (docs/RESULTS.md, the world's "a red circle" vs "... moving left").
     conditional: bool = True
-    # Subtract each set's running mean pooled caption (video prompts, image captions) before
-    # the heads: what the two sets' captions share in form cancels, their content stays.
-    center_captions: bool = False
     augment: str = "color,translation,cutout"  # differentiable augmentation policy ("" = none)
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

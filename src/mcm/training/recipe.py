@@ -268,7 +268,6 @@ class DistillRecipe:
                 world_size=acc.num_processes,
             )
         self._video_iter = self._image_iter = None
-        self.caption_means: dict[str, torch.Tensor] = {}
 
     def _next(self, loader, attr):
         if getattr(self, attr) is None:
@@ -305,18 +304,7 @@ class DistillRecipe:
             real = real_frames_from_clips(clips, self.generator)
             real_captions = [c for c in captions for _ in range(real.shape[0] // len(captions))]
         batch.real_frames, batch.real_pooled_text = real, text.pooled(real_captions)
-        if self.cfg.discriminator.center_captions:
-            batch.pooled_text = self._centered("video", batch.pooled_text)
-            batch.real_pooled_text = self._centered("image", batch.real_pooled_text)
         return batch
-
-    def _centered(self, name: str, pooled: torch.Tensor, momentum: float = 0.9) -> torch.Tensor:
-        """pooled [N, D] minus the running mean of its caption set's pooled captions."""
-        mean = pooled.mean(dim=0)
-        if name in self.caption_means:
-            mean = momentum * self.caption_means[name] + (1 - momentum) * mean
-        self.caption_means[name] = mean
-        return pooled - mean
 
     # ------------------------------------------------------------------ loop
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
