@@ -1,5 +1,6 @@
-"""benchmarks/world_variant.py and benchmarks/discriminator_probe.py at a tiny size: one
-student of the demo recipe with overrides, then what its discriminator looks at."""
+"""benchmarks/world_variant.py, discriminator_probe.py and sampling_seeds.py at a tiny size:
+one student of the demo recipe with overrides, what its discriminator looks at, and its
+scores over sampling seeds."""
 
 import json
 import math
@@ -11,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import discriminator_probe  # noqa: E402
+import sampling_seeds  # noqa: E402
 import world_variant  # noqa: E402
 
 
@@ -34,4 +36,13 @@ def test_variant_trains_with_overrides_and_its_discriminator_is_probed(
     # Unconditional heads: swapping the captions changes nothing.
     assert logits["hq images, clean, video-style captions"] == pytest.approx(
         logits["hq images, clean, image captions"]
+    )
+
+    assert sampling_seeds.main([str(tmp_path / "v"), "--seeds", "0", "1", "--prompts", "2"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["seed"] for x in lines] == [0, 1]
+    assert all(x["steps"] == 4 and x["num_videos"] == 2 for x in lines)
+    # seed 0 reproduces the variant's own 4-step score (same seed, same sampler)
+    assert lines[0]["watermark_score"] == pytest.approx(
+        done["results"]["4"]["watermark_score"], abs=1e-4
     )
