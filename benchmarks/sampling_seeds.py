@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from world_frames import merged_dir
+from world_table import load_student, score_student
 
 
 def main(argv=None) -> int:
@@ -31,33 +32,13 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
-    from mcm.demo import evaluation_prompts, sample_and_score
-    from mcm.generate import sample_student
-    from mcm.models import load_teacher
+    from mcm.demo import evaluation_prompts
     from mcm.world.probes import load_probes
 
-    merged = Path(merged_dir(args.run))
-    card = json.loads((merged.parent / "mcm_student.json").read_text())["sampling"]
-    bundle, prompts, probes = (
-        load_teacher(str(merged)),
-        evaluation_prompts(args.prompts),
-        load_probes(),
-    )
+    student = load_student(Path(merged_dir(args.run)))
+    prompts, probes = evaluation_prompts(args.prompts), load_probes()
     for seed in args.seeds:
-        _, metrics = sample_and_score(
-            lambda s=seed: sample_student(
-                bundle,
-                prompts,
-                args.steps,
-                seed=s,
-                timestep_scaling=card["timestep_scaling"],
-                original_inference_steps=card["original_inference_steps"],
-                num_frames=card["num_frames"],
-            ),
-            prompts,
-            args.steps,
-            probes,
-        )
+        metrics = score_student(student, prompts, args.steps, seed, probes)
         print(
             json.dumps({"run": args.run, "seed": seed, "steps": args.steps, **metrics}), flush=True
         )

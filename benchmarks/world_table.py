@@ -204,9 +204,7 @@ def variant_overrides(variant: Variant, args) -> dict:
 
 def student_rows(variant: Variant, run: Path, args, prompts: list[str], probes) -> dict:
     """Train (unless cached), export, reload and score one student: {"results": {steps: ...}}."""
-    from mcm.demo import demo_config, sample_and_score
-    from mcm.generate import sample_student
-    from mcm.models import load_teacher
+    from mcm.demo import demo_config
     from mcm.training.config_io import to_dict
 
     overrides = variant_overrides(variant, args)
@@ -235,24 +233,10 @@ def student_rows(variant: Variant, run: Path, args, prompts: list[str], probes) 
         train = {"key": key, **train_student(cfg, variant.name, run)}
         (run / TRAIN_FILE).write_text(json.dumps(train, indent=1))
 
-    card = json.loads((run / "export" / "mcm_student.json").read_text())["sampling"]
-    bundle = load_teacher(str(merged))
+    student = load_student(merged)
     results = {}
     for steps in STUDENT_STEPS:
-        _, metrics = sample_and_score(
-            lambda s=steps: sample_student(
-                bundle,
-                prompts,
-                s,
-                seed=args.seed,
-                timestep_scaling=card["timestep_scaling"],
-                original_inference_steps=card["original_inference_steps"],
-                num_frames=card["num_frames"],
-            ),
-            prompts,
-            steps,
-            probes,
-        )
+        metrics = score_student(student, prompts, steps, args.seed, probes)
         results[str(steps)] = _clean(metrics)
         _progress(f"{variant.name}@{steps}", metrics)
     done = {
@@ -264,6 +248,37 @@ def student_rows(variant: Variant, run: Path, args, prompts: list[str], probes) 
     }
     (run / RUN_FILE).write_text(json.dumps(done, indent=1))
     return done
+
+
+def load_student(merged: Path):
+    """An exported student: (its merged pipeline's bundle, the sampling card beside it)."""
+    from mcm.models import load_teacher
+
+    card = json.loads((merged.parent / "mcm_student.json").read_text())["sampling"]
+    return load_teacher(str(merged)), card
+
+
+def score_student(student, prompts: list[str], steps: int, seed: int, probes) -> dict:
+    """The world metrics of ``load_student``'s student sampled at ``steps`` with its card."""
+    from mcm.demo import sample_and_score
+    from mcm.generate import sample_student
+
+    bundle, card = student
+    _, metrics = sample_and_score(
+        lambda: sample_student(
+            bundle,
+            prompts,
+            steps,
+            seed=seed,
+            timestep_scaling=card["timestep_scaling"],
+            original_inference_steps=card["original_inference_steps"],
+            num_frames=card["num_frames"],
+        ),
+        prompts,
+        steps,
+        probes,
+    )
+    return metrics
 
 
 def train_student(cfg, name: str, run: Path) -> dict:
