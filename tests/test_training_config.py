@@ -71,6 +71,7 @@ def test_roundtrip(tmp_path):
         (["method.distance=l1"], "distance"),
         (["train.validation_steps=[1,99]"], "train.validation_steps"),
         (["data.video.source="], "data.video.source is empty"),
+        (["discriminator.caption_drop=moving ("], "discriminator.caption_drop"),
     ],
 )
 def test_bad_values_name_the_key(overrides, fragment):

@@ -147,6 +147,22 @@ def test_motion_head_has_its_own_learning_rate(assets, tmp_path):
     assert {id(p) for p in head["params"]} == {id(p) for p in recipe.motion.parameters()}
 
 
+def test_caption_drop_brings_the_video_captions_to_the_images_form(assets, tmp_path):
+    cfg = make_config(assets, tmp_path / "drop")
+    cfg.discriminator.caption_drop = r"\s*moving \w+$"
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    text, seen = recipe.bundle.text_encoder, []
+    pooled = text.pooled
+    text.pooled = lambda captions: seen.append(list(captions)) or pooled(captions)
+    recipe.next_batch()
+    fakes, reals = seen  # the fakes' conditioning (the clip's caption), then the images'
+    clip_captions = {p.read_text() for p in assets["clips"].glob("*.txt")}
+    assert all(" moving " in c for c in clip_captions)
+    assert fakes[0] in {c.split(" moving ")[0] for c in clip_captions}
+    assert not any("moving" in c for c in reals)
+
+
 def test_discriminator_warm_up_trains_only_the_heads_then_training_runs(assets, tmp_path):
     cfg = make_config(assets, tmp_path / "d-warmup")
     cfg.discriminator.warmup_steps = 2

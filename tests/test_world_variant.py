@@ -1,6 +1,6 @@
-"""benchmarks/world_variant.py, discriminator_probe.py and sampling_seeds.py at a tiny size:
-one student of the demo recipe with overrides, what its discriminator looks at, and its
-scores over sampling seeds."""
+"""benchmarks/world_variant.py, discriminator_probe.py, sampling_seeds.py and
+world_trajectory.py at a tiny size: one student of the demo recipe with overrides, what its
+discriminator looks at, its scores over sampling seeds, and its scores while it trains."""
 
 import json
 import math
@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import discriminator_probe  # noqa: E402
 import sampling_seeds  # noqa: E402
+import world_trajectory  # noqa: E402
 import world_variant  # noqa: E402
 
 
@@ -46,3 +47,31 @@ def test_variant_trains_with_overrides_and_its_discriminator_is_probed(
     assert lines[0]["watermark_score"] == pytest.approx(
         done["results"]["4"]["watermark_score"], abs=1e-4
     )
+
+
+@pytest.mark.slow
+def test_trajectory_scores_the_live_student_from_the_teacher_on(tmp_path, monkeypatch):
+    import torch
+
+    from mcm.demo import evaluation_prompts
+    from mcm.generate import sample_student
+    from mcm.models import load_teacher
+    from mcm.world.metrics import world_metrics
+    from mcm.world.probes import load_probes
+
+    monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
+    args = ["--name", "t", "--out", str(tmp_path), "--steps", "2", "--every", "1"]
+    args += ["--prompts", "2", "--clips", "16", "--sample-steps", "2", "--seed", "3"]
+    assert world_trajectory.main(args) == 0
+    result = json.loads((tmp_path / "t" / "trajectory.json").read_text())
+    rows = result["rows"]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert result["overrides"]["train"]["seed"] == 3
+    assert (tmp_path / "t" / "trajectory.md").read_text().count("\n") == 2 + len(rows)
+    # Before the first step the LoRA is zero: the scores are the teacher's under the same sampler.
+    prompts = evaluation_prompts(2)
+    torch.set_num_threads(1)
+    videos = sample_student(load_teacher("world"), prompts, 2, seed=3, num_frames=8)
+    teacher = world_metrics(videos, prompts, probes=load_probes())
+    for key in world_trajectory.KEYS:
+        assert rows[0][key] == pytest.approx(teacher[key], abs=2e-4)

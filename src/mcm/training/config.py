@@ -6,6 +6,7 @@ defaults (the reference recipe at a small scale); `--set section.key=value` over
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from mcm.data.config import ImageDataConfig, VideoDataConfig
@@ -60,6 +61,9 @@ class DiscriminatorConfig:
     # image captions differ in form from the video prompts: D then separates real from fake
     # by the text alone (docs/RESULTS.md, the world's "a red circle" vs "... moving left").
     conditional: bool = True
+    # Or bring the video captions to the images' form: this regex is removed from each video
+    # caption before it conditions D on the fakes (the world: " moving \\w+$").
+    caption_drop: str | None = None
     augment: str = "color,translation,cutout"  # differentiable augmentation policy ("" = none)
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -174,6 +178,13 @@ class TrainConfig:
                 f"train.validation_steps {self.train.validation_steps} must lie in 1..method.num_ode_steps "
                 f"({self.method.num_ode_steps})."
             )
+        try:
+            re.compile(self.discriminator.caption_drop or "")
+        except re.error as e:
+            raise ConfigError(
+                f"discriminator.caption_drop {self.discriminator.caption_drop!r} is not a regular "
+                f"expression ({e}); e.g. '\\s*moving \\w+$', or null for none."
+            ) from e
 
 
 def load_train_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -293,7 +294,10 @@ class DistillRecipe:
         )
         if self.discriminator is None:
             return batch
-        batch.pooled_text = text.pooled(captions)
+        drop = self.cfg.discriminator.caption_drop
+        batch.pooled_text = text.pooled(
+            [re.sub(drop, "", c) for c in captions] if drop else captions
+        )
         if self.image_loader is not None:
             images = self._next(self.image_loader, "_image_iter")
             real, real_captions = images["image"].to(dev), list(images["caption"])

@@ -1,0 +1,96 @@
+"""The demo's student scored while it trains: the 4-step world metrics every ``--every``
+steps (docs/RESULTS.md, "What happens during the 200 steps").
+
+    python benchmarks/world_trajectory.py --name preset --seed 0
+    python benchmarks/world_trajectory.py --name doff --set discriminator.enabled=false \
+        --set method.mixed_trajectories=false
+
+Trains ``mcm.demo``'s MCM preset plus the ``--set`` overrides for ``--steps`` steps into
+OUT/<name> (no export). Before the first step and after every ``--every`` steps it samples
+the demo's evaluation prompts at ``--sample-steps`` steps from the live student (its LoRA
+attached, eval mode, the training seed as the sampling seed) and scores them. Prints one
+JSON line per point, writes OUT/<name>/trajectory.json and a markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+KEYS = ("prompt_accuracy", "watermark_score", "sharpness", "frame_fd")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--name", required=True, help="run folder under --out")
+    ap.add_argument("--set", action="append", default=[], help="section.key=value (repeatable)")
+    ap.add_argument("--out", default="runs/world-trajectory")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--every", type=int, default=20)
+    ap.add_argument("--sample-steps", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=24)
+    ap.add_argument("--clips", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0, help="training and sampling seed")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+
+    from mcm.demo import demo_config, evaluation_prompts
+    from mcm.generate import sample_student
+    from mcm.training.config_io import apply_overrides
+    from mcm.training.recipe import DistillRecipe
+    from mcm.world.data import resolve_world_sources
+    from mcm.world.metrics import world_metrics
+    from mcm.world.probes import load_probes
+
+    run = Path(args.out) / args.name
+    overrides = apply_overrides({}, [*args.set, f"train.seed={args.seed}"])
+    cfg = demo_config(
+        "mcm", run, args.steps, clips=args.clips, overrides={**overrides, "output_dir": str(run)}
+    )
+    cfg.train.export = False
+    resolve_world_sources(cfg)
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    prompts, probes = evaluation_prompts(args.prompts), load_probes()
+    rows = []
+
+    def score(step: int) -> None:
+        unet = recipe.bundle.denoiser.unet
+        training = unet.training
+        unet.eval()
+        with torch.no_grad():
+            videos = sample_student(
+                recipe.bundle,
+                prompts,
+                args.sample_steps,
+                seed=args.seed,
+                timestep_scaling=cfg.method.timestep_scaling,
+                original_inference_steps=cfg.method.num_ode_steps,
+                num_frames=cfg.data.video.num_frames,
+            )
+        unet.train(training)
+        metrics = world_metrics(videos, prompts, probes=probes)
+        rows.append({"step": step, **{k: round(float(metrics[k]), 4) for k in KEYS}})
+        print(json.dumps(rows[-1]), flush=True)
+
+    score(0)
+    recipe.train(lambda step: score(step) if step % args.every == 0 else None)
+    recipe.cleanup()
+    result = {"overrides": overrides, "sample_steps": args.sample_steps, "rows": rows}
+    (run / "trajectory.json").write_text(json.dumps(result, indent=1))
+    head = "| step | " + " | ".join(KEYS) + " |\n|" + "---|" * (len(KEYS) + 1) + "\n"
+    body = "".join(
+        f"| {r['step']} | " + " | ".join(f"{r[k]:.2f}" for k in KEYS) + " |\n" for r in rows
+    )
+    (run / "trajectory.md").write_text(head + body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
