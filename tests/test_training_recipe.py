@@ -147,20 +147,23 @@ def test_motion_head_has_its_own_learning_rate(assets, tmp_path):
     assert {id(p) for p in head["params"]} == {id(p) for p in recipe.motion.parameters()}
 
 
-def test_caption_drop_brings_the_video_captions_to_the_images_form(assets, tmp_path):
+@pytest.mark.parametrize("real", ["images", "clip frames"])
+def test_caption_drop_brings_the_video_captions_to_the_images_form(assets, tmp_path, real):
     cfg = make_config(assets, tmp_path / "drop")
     cfg.discriminator.caption_drop = r"\s*moving \w+$"
+    if real == "clip frames":
+        cfg.data.images = None
     recipe = DistillRecipe(cfg)
     recipe.setup()
     text, seen = recipe.bundle.text_encoder, []
     pooled = text.pooled
     text.pooled = lambda captions: seen.append(list(captions)) or pooled(captions)
     recipe.next_batch()
-    fakes, reals = seen  # the fakes' conditioning (the clip's caption), then the images'
+    fakes, reals = seen  # D's conditioning of the fakes (the clip's caption), then the reals'
     clip_captions = {p.read_text() for p in assets["clips"].glob("*.txt")}
     assert all(" moving " in c for c in clip_captions)
     assert fakes[0] in {c.split(" moving ")[0] for c in clip_captions}
-    assert not any("moving" in c for c in reals)
+    assert reals and not any("moving" in c for c in reals)
 
 
 def test_discriminator_warm_up_trains_only_the_heads_then_training_runs(assets, tmp_path):

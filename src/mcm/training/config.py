@@ -61,8 +61,8 @@ class DiscriminatorConfig:
     # image captions differ in form from the video prompts: D then separates real from fake
     # by the text alone (docs/RESULTS.md, the world's "a red circle" vs "... moving left").
     conditional: bool = True
-    # Or bring the video captions to the images' form: this regex is removed from each video
-    # caption before it conditions D on the fakes (the world: " moving \\w+$").
+    # Or bring the video captions to the images' form: this regex is removed from every
+    # caption before it conditions D (the world: "\\s*moving \\w+$").
     caption_drop: str | None = None
     augment: str = "color,translation,cutout"  # differentiable augmentation policy ("" = none)
     lr: float = 1e-4

@@ -295,9 +295,11 @@ class DistillRecipe:
         if self.discriminator is None:
             return batch
         drop = self.cfg.discriminator.caption_drop
-        batch.pooled_text = text.pooled(
-            [re.sub(drop, "", c) for c in captions] if drop else captions
-        )
+
+        def pooled(texts: list[str]):  # D's conditioning, in the image captions' form
+            return text.pooled([re.sub(drop, "", c) for c in texts] if drop else texts)
+
+        batch.pooled_text = pooled(captions)
         if self.image_loader is not None:
             images = self._next(self.image_loader, "_image_iter")
             real, real_captions = images["image"].to(dev), list(images["caption"])
@@ -307,7 +309,7 @@ class DistillRecipe:
             clips = latents if self.cfg.discriminator.backbone == "latent" else raw["video"].to(dev)
             real = real_frames_from_clips(clips, self.generator)
             real_captions = [c for c in captions for _ in range(real.shape[0] // len(captions))]
-        batch.real_frames, batch.real_pooled_text = real, text.pooled(real_captions)
+        batch.real_frames, batch.real_pooled_text = real, pooled(real_captions)
         return batch
 
     # ------------------------------------------------------------------ loop
