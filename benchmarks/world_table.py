@@ -51,6 +51,8 @@ from pathlib import Path
 
 import torch
 
+from mcm.demo import MCM_STEPS
+
 GROUPS = ("main", "motion", "lambda_real", "discriminator", "data")
 TEACHER_STEPS = (50, 1, 2, 4, 8)
 STUDENT_STEPS = (1, 2, 4, 8)
@@ -414,7 +416,7 @@ def main(argv=None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ap.add_argument("--out", default="runs/world-table", help="runs/, world_table.json and .md")
-    ap.add_argument("--steps", type=int, default=200, help="training steps per student")
+    ap.add_argument("--steps", type=int, default=MCM_STEPS, help="training steps per student")
     ap.add_argument("--prompts", type=int, default=24, help="evaluation prompts (videos per row)")
     ap.add_argument(
         "--only",

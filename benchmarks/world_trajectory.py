@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from mcm.demo import MCM_STEPS
+
 KEYS = ("prompt_accuracy", "watermark_score", "sharpness", "frame_fd")
 
 
@@ -29,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", required=True, help="run folder under --out")
     ap.add_argument("--set", action="append", default=[], help="section.key=value (repeatable)")
     ap.add_argument("--out", default="runs/world-trajectory")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=MCM_STEPS)
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--sample-steps", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=24)

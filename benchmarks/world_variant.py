@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 import world_table
+from mcm.demo import MCM_STEPS
 from mcm.training.config_io import apply_overrides
 
 
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="section.key=value (repeatable)")
     ap.add_argument("--kind", choices=["mcm", "lcm"], default="mcm")
     ap.add_argument("--out", default="runs/world-variants")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=MCM_STEPS)
     ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--clips", type=int, default=512)
     ap.add_argument("--teacher", default="world")
