@@ -28,7 +28,7 @@ from mcm.world.train_config import TEACHER_GUIDANCE
 log = logging.getLogger("mcm.demo")
 
 STUDENT_STEPS = (1, 2, 4)
-MCM_STEPS = 300  # the MCM student's distillation steps (after the discriminator's warm-up)
+MCM_STEPS = 250  # the MCM student's distillation steps (after the discriminator's warm-up)
 
 _DATA = {"num_frames": 8, "frame_stride": 1, "resolution": 32, "crop": "center", "num_workers": 0}
 _BASE = {
@@ -60,8 +60,8 @@ _BASE = {
 MCM_PRESET = {
     # Right after the warm-up the adversarial term collapses the student and the consistency
     # loss then brings the teacher back; at lr 5e-4 with a cosine decay part of the watermark
-    # comes back with it, how much depending on the seed. At a constant 1e-4 over 300 steps
-    # the collapse is gentler and the recovery keeps the watermark off (docs/RESULTS.md,
+    # comes back with it, how much depending on the seed. At a constant 1e-4 the collapse is
+    # gentler and the recovery keeps the watermark off (by step 250; docs/RESULTS.md,
     # "What happens during the training").
     "train": {"lr": 1e-4, "lr_schedule": "constant"},
     "method": {

@@ -11,7 +11,7 @@ HELP = "distil, sample and evaluate on the built-in world (offline, CPU, minutes
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="folder for report.html, metrics.json, videos")
     p.add_argument(
-        "--mcm-steps", type=int, default=300, help="distillation steps of the MCM student"
+        "--mcm-steps", type=int, default=250, help="distillation steps of the MCM student"
     )
     p.add_argument(
         "--lcm-steps", type=int, default=100, help="distillation steps of the LCM baseline"
