@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+import world_table
 from mcm.demo import MCM_STEPS
 
 KEYS = ("prompt_accuracy", "watermark_score", "sharpness", "frame_fd")
@@ -43,11 +44,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from mcm.demo import demo_config, evaluation_prompts
-    from mcm.generate import sample_student
     from mcm.training.config_io import apply_overrides
     from mcm.training.recipe import DistillRecipe
     from mcm.world.data import resolve_world_sources
-    from mcm.world.metrics import world_metrics
     from mcm.world.probes import load_probes
 
     run = Path(args.out) / args.name
@@ -62,22 +61,21 @@ def main(argv=None) -> int:
     prompts, probes = evaluation_prompts(args.prompts), load_probes()
     rows = []
 
+    card = {
+        "timestep_scaling": cfg.method.timestep_scaling,
+        "original_inference_steps": cfg.method.num_ode_steps,
+        "num_frames": cfg.data.video.num_frames,
+    }
+
     def score(step: int) -> None:
         unet = recipe.bundle.denoiser.unet
         training = unet.training
         unet.eval()
         with torch.no_grad():
-            videos = sample_student(
-                recipe.bundle,
-                prompts,
-                args.sample_steps,
-                seed=args.seed,
-                timestep_scaling=cfg.method.timestep_scaling,
-                original_inference_steps=cfg.method.num_ode_steps,
-                num_frames=cfg.data.video.num_frames,
+            metrics = world_table.score_student(
+                (recipe.bundle, card), prompts, args.sample_steps, args.seed, probes
             )
         unet.train(training)
-        metrics = world_metrics(videos, prompts, probes=probes)
         rows.append({"step": step, **{k: round(float(metrics[k]), 4) for k in KEYS}})
         print(json.dumps(rows[-1]), flush=True)
 
