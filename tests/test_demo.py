@@ -1,10 +1,35 @@
 """`mcm demo` end to end at a tiny size: real training, sampling, metrics and report."""
 
+import copy
 import json
 
 import pytest
+import torch
 
-from mcm.demo import STUDENT_STEPS, run_demo
+from mcm.demo import STUDENT_STEPS, cache_clip_latents, demo_config, run_demo
+from mcm.training.recipe import DistillRecipe
+from mcm.world.data import resolve_world_sources
+
+
+def test_the_clip_latent_cache_gives_the_uncached_batches_bit_for_bit(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
+    cfg = demo_config("mcm", tmp_path, 3, images="world:hq_image:16", clips=16)
+    resolve_world_sources(cfg)
+    cached = copy.deepcopy(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the demo's training processes
+    try:
+        cached.data.video.latent_cache = cache_clip_latents(cfg, tmp_path / "latent-cache")
+        batches = []
+        for c in (cfg, cached):
+            recipe = DistillRecipe(c)
+            recipe.setup()
+            batches.append([recipe.next_batch() for _ in range(6)])  # 24 draws of 16 clips
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*batches):
+        assert torch.equal(a.latents, b.latents)
+        assert torch.equal(a.text_emb, b.text_emb) and torch.equal(a.real_frames, b.real_frames)
 
 
 @pytest.mark.slow
@@ -37,6 +62,8 @@ def test_demo_writes_report_and_metrics(tmp_path, monkeypatch):
     assert (out / "mcm" / "export" / "merged" / "model_index.json").is_file()
     settings = json.loads((out / "settings.json").read_text())
     assert settings["lcm_trained_in_parallel"] and (out / "lcm" / "train.log").is_file()
+    cache = settings["configs"]["mcm"]["data"]["video"]["latent_cache"]
+    assert cache == str(out / "latent-cache") and (out / "latent-cache" / "cache.json").is_file()
 
     # The LCM baseline trained in this process instead: the same student, the same scores
     # (up to float rounding: the parallel one is reloaded from its exported LoRA).
