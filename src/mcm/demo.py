@@ -266,9 +266,9 @@ def run_demo(
             target=_train_lcm_process, args=(cfgs["lcm"], torch.get_num_threads(), str(lcm_log))
         )
         lcm_process.start()
-    print("[demo] encoding the MCM student's clips once (a latent cache) ...", flush=True)
-    cfgs["mcm"].data.video.latent_cache = cache_clip_latents(cfgs["mcm"], out / "latent-cache")
     try:
+        print("[demo] encoding the MCM student's clips once (a latent cache) ...", flush=True)
+        cfgs["mcm"].data.video.latent_cache = cache_clip_latents(cfgs["mcm"], out / "latent-cache")
         for kind, cfg in cfgs.items():
             if kind == "lcm" and lcm_process is not None:
                 continue
