@@ -1,5 +1,5 @@
 """The demo's student scored while it trains: the 4-step world metrics every ``--every``
-steps (docs/RESULTS.md, "What happens during the 200 steps").
+steps (docs/RESULTS.md, "What happens during the training").
 
     python benchmarks/world_trajectory.py --name preset --seed 0
     python benchmarks/world_trajectory.py --name doff --set discriminator.enabled=false \

@@ -70,8 +70,12 @@ def test_trajectory_scores_the_live_student_from_the_teacher_on(tmp_path, monkey
     assert (tmp_path / "t" / "trajectory.md").read_text().count("\n") == 2 + len(rows)
     # Before the first step the LoRA is zero: the scores are the teacher's under the same sampler.
     prompts = evaluation_prompts(2)
-    torch.set_num_threads(1)
-    videos = sample_student(load_teacher("world"), prompts, 2, seed=3, num_frames=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as world_trajectory's default --threads
+    try:
+        videos = sample_student(load_teacher("world"), prompts, 2, seed=3, num_frames=8)
+    finally:
+        torch.set_num_threads(threads)
     teacher = world_metrics(videos, prompts, probes=load_probes())
     for key in world_trajectory.KEYS:
         assert rows[0][key] == pytest.approx(teacher[key], abs=2e-4)

@@ -11,7 +11,10 @@ HELP = "distil, sample and evaluate on the built-in world (offline, CPU, minutes
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="folder for report.html, metrics.json, videos")
     p.add_argument(
-        "--mcm-steps", type=int, default=250, help="distillation steps of the MCM student"
+        "--mcm-steps",
+        type=int,
+        default=None,
+        help="distillation steps of the MCM student (default: the demo recipe's, mcm.demo.MCM_STEPS)",
     )
     p.add_argument(
         "--lcm-steps", type=int, default=100, help="distillation steps of the LCM baseline"
@@ -40,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mcm.demo import run_demo
+    from mcm.demo import MCM_STEPS, run_demo
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     )
     run_demo(
         args.out,
-        args.mcm_steps,
+        MCM_STEPS if args.mcm_steps is None else args.mcm_steps,
         args.lcm_steps,
         args.prompts,
         args.seed,
