@@ -29,7 +29,7 @@ import torch
 
 def bench_decode(args, tmp: Path) -> list[dict]:
     from mcm.data import VideoDataConfig, build_video_dataset, make_dataloader
-    from mcm.data.media import write_video
+    from mcm.media import write_video
 
     g = torch.Generator().manual_seed(0)
     folder = tmp / "clips"

@@ -144,8 +144,8 @@ def main(argv=None) -> int:
 
     from mcm.diffusion.parametrization import from_x0_eps, to_x0_eps
     from mcm.diffusion.schedules import VPSchedule, add_noise
-    from mcm.models.world import load_world_pipeline
     from mcm.paths import resolve_teacher
+    from mcm.world.pipeline import load_world_pipeline
     from mcm.world.teacher import (
         direction_hinge,
         latent_pool,
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
             write()  # after every evaluation: a long run stopped early keeps its curve
     if args.save:
         if args.layout == "modelscope":
-            from mcm.models.world import world_pipeline
+            from mcm.world.pipeline import world_pipeline
 
             world_pipeline(parts).save_pretrained(args.save, safe_serialization=True)
         else:

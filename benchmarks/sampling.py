@@ -5,7 +5,7 @@ DDIM, measured in one run.
     python benchmarks/sampling.py --world-only       # ~1 min
     python benchmarks/sampling.py --device cuda --dtype bf16 --full-frames 16 --full-latent 32
 
-Both samplers are the library's own (``mcm.generate.sample_student`` / ``sample_teacher``:
+Both samplers are the library's own (``mcm.models.sampling.sample_student`` / ``sample_teacher``:
 text encoding, the denoising loop and the VAE decode; one prompt, batch 1). A forward hook
 on the UNet counts its calls and its rows: NFE = rows per video, so a guided step whose
 cond and uncond halves go through the UNet in one batched call counts 2 NFE (1 call). The
@@ -156,7 +156,7 @@ def measure(fn, meter: UNetMeter, repeats: int) -> dict:
 
 
 def bench_model(name: str, args) -> list[dict]:
-    from mcm.generate import latent_shape, sample_student, sample_teacher
+    from mcm.models.sampling import latent_shape, sample_student, sample_teacher
 
     world = name == "world"
     device = torch.device(args.world_device if world else args.device)

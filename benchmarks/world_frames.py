@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from mcm.demo import TEACHER_GUIDANCE, evaluation_prompts
-    from mcm.generate import sample_student, sample_teacher
+    from mcm.models.sampling import sample_student, sample_teacher
     from mcm.models import load_teacher
 
     prompts = evaluation_prompts(args.prompts)

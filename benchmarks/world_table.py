@@ -19,7 +19,7 @@ configs/world.yaml at the demo's batch size and learning rate), scored at 1/2/4/
 The preset's own setting in each ablation is the main table's MCM student: it is trained
 once. Every student is distilled with ``mcm.training.recipe.DistillRecipe`` for ``--steps``
 steps, exported, reloaded from ``export/merged`` (a stock diffusers pipeline) and sampled
-with ``mcm.generate.sample_student`` on the demo's evaluation prompts, all at once; each
+with ``mcm.models.sampling.sample_student`` on the demo's evaluation prompts, all at once; each
 set of videos is scored with ``mcm.world.metrics.world_metrics``. ``seconds_per_video`` is
 that batched sampling time divided by the number of prompts.
 
@@ -163,7 +163,7 @@ def _clean(metrics: dict) -> dict:
 def teacher_rows(run: Path, args, prompts: list[str], probes) -> dict:
     """The teacher's guided DDIM at TEACHER_STEPS: {"results": {steps: metrics}}, cached."""
     from mcm.demo import TEACHER_GUIDANCE, sample_and_score
-    from mcm.generate import sample_teacher
+    from mcm.models.sampling import sample_teacher
     from mcm.models import load_teacher
 
     key = {
@@ -263,7 +263,7 @@ def load_student(merged: Path):
 def score_student(student, prompts: list[str], steps: int, seed: int, probes) -> dict:
     """The world metrics of ``load_student``'s student sampled at ``steps`` with its card."""
     from mcm.demo import sample_and_score
-    from mcm.generate import sample_student
+    from mcm.models.sampling import sample_student
 
     bundle, card = student
     _, metrics = sample_and_score(

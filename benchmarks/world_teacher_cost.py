@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from mcm.models.world import world_pipeline, world_teacher_components
+from mcm.world.pipeline import world_pipeline, world_teacher_components
 from mcm.world.teacher import diffusion_loss, prompt_tokens, vae_loss
 from mcm.world.train_data import vae_frame_batch
 

@@ -7,8 +7,9 @@ import torch
 
 from mcm.cli import main
 from mcm.data import VideoDataConfig, build_video_dataset, make_dataloader
-from mcm.data.cache import CachedLatentDataset, write_latent_cache
-from mcm.data.media import write_video
+from mcm.data.cache import write_latent_cache
+from mcm.data.datasets import CachedLatentDataset
+from mcm.media import write_video
 from mcm.models.text import TextEncoder
 from mcm.models.tiny import build_clip_tokenizer, tiny_text_encoder, tiny_vae
 from mcm.models.vae import VideoVAE

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mcm.data import BadSample, crop_box, decode_image, decode_video, frame_indices
-from mcm.data.media import encode_image, write_image, write_video
+from mcm.media import encode_image, write_image, write_video
 
 
 def ramp_clip(num_frames: int, height: int = 32, width: int = 48) -> torch.Tensor:

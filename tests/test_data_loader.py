@@ -8,7 +8,7 @@ import torch
 
 from mcm.data import BadDataError, VideoDataConfig, build_video_dataset, make_dataloader
 from mcm.data.check import check_source, pack_source
-from mcm.data.media import write_video
+from mcm.media import write_video
 
 SMALL = {"num_frames": 4, "frame_stride": 2, "resolution": 16}
 BROKEN = {"truncated.mp4", "empty.mp4", "text.mp4", "one_frame.mp4"}

@@ -11,10 +11,10 @@ import torch
 from mcm.data import ImageDataConfig, VideoDataConfig
 from mcm.data.check import pack_source
 from mcm.data.datasets import ImageDataset, VideoDataset
-from mcm.data.media import write_image, write_video
 from mcm.data.sources import detect_format, list_records
 from mcm.data.streams import webdataset_stream
 from mcm.data.webdataset import ShardWriter, expand_braces, expand_urls, iter_tar_samples
+from mcm.media import write_image, write_video
 
 SMALL = {"num_frames": 4, "frame_stride": 1, "resolution": 16, "num_workers": 0}
 

@@ -8,11 +8,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mcm.cli import main
-from mcm.data.media import write_image
 from mcm.evaluation.i3d import InceptionI3d
 from mcm.evaluation.inputs import read_prompts, read_videos
 from mcm.evaluation.protocol import sha256_file
-from mcm.media import write_video
+from mcm.media import write_image, write_video
 from test_evaluation_clip import save_tiny_clip, save_tiny_dinov2
 
 PROTOCOL_KEYS = {

@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model
 
-from mcm.data.media import write_image
 from mcm.evaluation.clipsim import CLIP_MEAN, CLIP_STD, CLIPSimilarity, clip_pixels
 from mcm.evaluation.frame_fid import (
     ImageFeatures,
@@ -15,6 +14,7 @@ from mcm.evaluation.frame_fid import (
     image_folder_features,
     video_frames,
 )
+from mcm.media import write_image
 from mcm.models.tiny import build_clip_tokenizer
 
 PROMPTS = ["a red circle moving left", "a blue square moving up", "a green triangle"]

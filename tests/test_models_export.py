@@ -13,7 +13,6 @@ from mcm import cli
 from mcm.models import (
     attach_lora,
     export_student,
-    initial_noise,
     load_student_lora,
     load_student_pipeline,
     load_teacher,
@@ -55,9 +54,9 @@ def exported(tmp_path_factory):
 
 
 def _our_sample(bundle, steps, seed):
-    g = torch.Generator().manual_seed(seed)
-    noise = initial_noise((len(PROMPTS), 4, FRAMES, 16, 16), g)
-    return sample_student(bundle.denoiser, bundle.text_encoder(PROMPTS), noise, steps, g)
+    return sample_student(
+        bundle, PROMPTS, steps, seed, num_frames=FRAMES, height=32, width=32, output_type="latent"
+    )
 
 
 def _stock_sample(pipe, steps, seed, output_type="latent"):

@@ -15,8 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mcm.data import write_image
-from mcm.media import write_video
+from mcm.media import write_image, write_video
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.training.config import TrainConfig
 from mcm.training.config_io import ConfigError, from_dict, save_config, to_dict

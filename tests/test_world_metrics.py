@@ -199,7 +199,8 @@ def test_shipped_probes_read_shape():
 
 
 def test_build_probes_is_seeded_and_round_trips(tmp_path):
-    from mcm.world.probes import ProbeConfig, build_probes
+    from mcm.world.probe_training import build_probes
+    from mcm.world.probes import ProbeConfig
 
     config = ProbeConfig(channels=(8, 8, 8))
     kwargs = dict(steps=2, batch_size=4, config=config, reference_samples=8, heldout_samples=4)

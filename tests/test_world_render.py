@@ -6,15 +6,9 @@ import pytest
 import torch
 
 from mcm.cli import main
+from mcm.media import read_image, read_video
 from mcm.world.domains import DOMAINS, WATERMARK_OPACITY, degrade, watermark_alpha
-from mcm.world.render import (
-    read_mp4,
-    read_png,
-    render_domain,
-    render_domain_sample,
-    render_world,
-    write_mp4,
-)
+from mcm.world.render import render_domain, render_domain_sample, render_world
 from mcm.world.scenes import Scene, parse_prompt, render_frame, render_video, sample_scene
 from mcm.world.train_data import (
     SceneBatch,
@@ -101,13 +95,13 @@ def test_render_world_layout_and_round_trip(tmp_path):
                 json.dumps(truth)
             )
             if suffix == ".mp4":
-                decoded = read_mp4(stem.with_suffix(".mp4"))
+                decoded = read_video(stem.with_suffix(".mp4"))
                 assert decoded.shape == (3, 8, 32, 32)
                 err = (decoded - pixels).abs()
                 # Lossless H.264 4:4:4: only 8-bit quantisation + RGB<->YUV rounding remain.
                 assert err.max() <= 2.5 * LEVEL and err.mean() < 0.6 * LEVEL
             else:
-                decoded = read_png(stem.with_suffix(".png"))
+                decoded = read_image(stem.with_suffix(".png"))
                 assert (decoded - pixels).abs().max() <= 0.5 * LEVEL + 1e-6
 
 
@@ -116,7 +110,7 @@ def test_render_domain_is_a_prefix_of_a_larger_render(tmp_path):
     render_domain("hq_image", tmp_path / "b", 3, seed=4)
     for i in range(2):
         name = f"{i:06d}.png"
-        assert torch.equal(read_png(tmp_path / "a" / name), read_png(tmp_path / "b" / name))
+        assert torch.equal(read_image(tmp_path / "a" / name), read_image(tmp_path / "b" / name))
 
 
 def test_bad_input_is_reported(tmp_path):
@@ -127,10 +121,8 @@ def test_bad_input_is_reported(tmp_path):
     assert not (tmp_path / "w" / "hq_image").exists()  # checked before anything is written
     with pytest.raises(ValueError, match=">= 0"):
         render_domain("hq_image", tmp_path, -1)
-    with pytest.raises(ValueError, match="even frame size"):
-        write_mp4(tmp_path / "x.mp4", torch.zeros(3, 2, 5, 5))
     with pytest.raises(FileNotFoundError):
-        read_mp4(tmp_path / "missing.mp4")
+        read_video(tmp_path / "missing.mp4")
 
 
 def test_cli_render(tmp_path, capsys):

@@ -6,13 +6,13 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, TextToVideoSDPipeline
 
-from mcm.models.world import (
+from mcm.paths import WORLD_TEACHER, resolve_teacher
+from mcm.world.pipeline import (
     WORLD_WORDS,
     WorldTeacherConfig,
     world_teacher_components,
     world_tokenizer,
 )
-from mcm.paths import WORLD_TEACHER, resolve_teacher
 from mcm.world.teacher import (
     BuildConfig,
     build_world_teacher,

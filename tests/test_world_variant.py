@@ -54,8 +54,8 @@ def test_trajectory_scores_the_live_student_from_the_teacher_on(tmp_path, monkey
     import torch
 
     from mcm.demo import evaluation_prompts
-    from mcm.generate import sample_student
     from mcm.models import load_teacher
+    from mcm.models.sampling import sample_student
     from mcm.world.metrics import world_metrics
     from mcm.world.probes import load_probes
 

@@ -15,13 +15,22 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from mcm.data.cache import write_latent_cache
+from mcm.models import load_teacher
+from mcm.models.sampling import sample_student, sample_teacher
+from mcm.report import write_report
 from mcm.training.config import TrainConfig
 from mcm.training.config_io import from_dict, to_dict
+from mcm.training.recipe import DistillRecipe
+from mcm.world.data import resolve_world_sources
+from mcm.world.metrics import world_metrics
+from mcm.world.probes import load_probes
 from mcm.world.scenes import COLOURS, DIRECTIONS, SHAPES
 from mcm.world.train_config import TEACHER_GUIDANCE
 
@@ -149,8 +158,6 @@ def sample_and_score(
     Returns the videos and the world metrics dict plus ``"nfe"`` (per video) and
     ``"seconds_per_video"`` (the batched sampling time over N).
     """
-    from mcm.world.metrics import world_metrics
-
     videos, seconds = _timed(sample)
     metrics = world_metrics(videos, prompts, probes=probes)
     metrics.update(nfe=nfe, seconds_per_video=seconds / len(prompts))
@@ -183,11 +190,6 @@ def cache_clip_latents(cfg: TrainConfig, folder: Path) -> str:
     the whole frame) and the VAE encodes chunks of ``vae_chunk_size`` frames, so at the same
     thread count the cached latents equal the uncached ones bit for bit.
     """
-    import shutil
-
-    from mcm.data.cache import write_latent_cache
-    from mcm.models import load_teacher
-
     shutil.rmtree(folder, ignore_errors=True)
     m = cfg.model
     vae = load_teacher(m.teacher, dtype_policy=m.frozen_dtype, vae_chunk_size=m.vae_chunk_size).vae
@@ -204,8 +206,6 @@ def cache_clip_latents(cfg: TrainConfig, folder: Path) -> str:
 
 def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
     """Child process: train the LCM baseline, output to ``log_path``, time in ``timing.json``."""
-    from mcm.training.recipe import DistillRecipe
-
     with open(log_path, "w") as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
@@ -233,13 +233,6 @@ def run_demo(
     out_dir/lcm/train.log. Each student's training is seeded by its own config, so the
     students are the same either way (up to float rounding).
     """
-    from mcm.generate import sample_student, sample_teacher
-    from mcm.models import load_teacher
-    from mcm.report import write_report
-    from mcm.training.recipe import DistillRecipe
-    from mcm.world.data import resolve_world_sources
-    from mcm.world.probes import load_probes
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if parallel is None:

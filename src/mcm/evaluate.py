@@ -16,8 +16,20 @@ from pathlib import Path
 
 from torch import Tensor
 
+from mcm.evaluation.clipsim import CLIPSimilarity
+from mcm.evaluation.frame_fid import (
+    ImageFeatures,
+    frame_fid,
+    image_folder_features,
+    image_paths,
+    video_frames,
+)
+from mcm.evaluation.fvd import I3DFeatureExtractor, frechet_video_distance
 from mcm.evaluation.inputs import read_prompts, read_videos
 from mcm.evaluation.protocol import metric_record, sha256_file
+from mcm.paths import WORLD_PROBES
+from mcm.world.metrics import world_metrics
+from mcm.world.probes import FRAME_WEIGHTS, REFERENCE_STATS, VIDEO_WEIGHTS, load_probes
 
 METRICS = ("world", "fvd", "clipsim", "frame_fid")
 
@@ -118,8 +130,6 @@ def evaluate_folder(videos_dir: str | Path, settings: EvaluationSettings) -> dic
 
 def fvd_record(videos: Tensor, settings: EvaluationSettings) -> dict:
     """FVD of ``videos`` [B, 3, F, H, W] against the reference folder, with its protocol."""
-    from mcm.evaluation.fvd import I3DFeatureExtractor, frechet_video_distance
-
     _, reference = read_videos(settings.reference)
     if reference.shape[0] < 2:
         raise ValueError(
@@ -162,8 +172,6 @@ def clipsim_record(
     videos: Tensor, prompts: list[str], paths: list[Path], settings: EvaluationSettings
 ) -> dict:
     """Mean CLIPSIM of ``videos`` and their prompts, with its protocol and per-video scores."""
-    from mcm.evaluation.clipsim import CLIPSimilarity
-
     scorer = CLIPSimilarity.from_pretrained(
         settings.clip, batch_size=8 * settings.batch_size, device=settings.device
     )
@@ -183,14 +191,6 @@ def clipsim_record(
 
 def frame_fid_record(videos: Tensor, settings: EvaluationSettings) -> dict:
     """Frechet distance of all frames' features to the reference images', with its protocol."""
-    from mcm.evaluation.frame_fid import (
-        ImageFeatures,
-        frame_fid,
-        image_folder_features,
-        image_paths,
-        video_frames,
-    )
-
     features = ImageFeatures.from_pretrained(
         settings.fid_features,
         resolution=settings.fid_resolution,
@@ -243,10 +243,6 @@ WORLD_SOURCES = {
 
 def world_records(videos: Tensor, prompts: list[str], probes_dir: str | None) -> dict:
     """The world metrics (:func:`mcm.world.metrics.world_metrics`), one record per number."""
-    from mcm.paths import WORLD_PROBES
-    from mcm.world.metrics import world_metrics
-    from mcm.world.probes import FRAME_WEIGHTS, REFERENCE_STATS, VIDEO_WEIGHTS, load_probes
-
     directory = Path(probes_dir) if probes_dir else WORLD_PROBES
     values = world_metrics(videos, prompts, probes=load_probes(directory))
     _, _, Fr, H, W = videos.shape

@@ -8,7 +8,7 @@
         --out metrics.json
 
 Every value in metrics.json sits next to its feature network, weights (path + sha256),
-number of videos and frames, resolution and resize policy (see mcm.evaluation.suite).
+number of videos and frames, resolution and resize policy (see mcm.evaluate).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from mcm.evaluation.suite import EvaluationSettings
+    from mcm.evaluate import EvaluationSettings
 
     call = None
     if args.i3d_call:
@@ -129,7 +129,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcm.evaluation.suite import evaluate_folder
+    from mcm.evaluate import evaluate_folder
 
     out = Path(args.out)
     try:

@@ -114,8 +114,8 @@ def generate(args, prompts: list[str]):
             output_type="pt",
         )
         return pipeline_video(out)
-    from mcm.generate import sample_teacher
     from mcm.models import load_teacher
+    from mcm.models.sampling import sample_teacher
 
     teacher = resolve_teacher(args.teacher)
     bundle = load_teacher(teacher)

@@ -228,7 +228,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _build_probes(args: argparse.Namespace) -> int:
     try:
-        from mcm.world.probes import build_probes
+        from mcm.world.probe_training import build_probes
     except ImportError as e:
         print(f"mcm world build-probes: the probes module is not available ({e}).", file=sys.stderr)
         return 2

@@ -33,7 +33,6 @@ from mcm.data.loader import (
     build_video_loader,
     make_dataloader,
 )
-from mcm.data.media import write_image, write_video
 
 __all__ = [
     "BAD_REASONS",
@@ -57,6 +56,4 @@ __all__ = [
     "decode_video",
     "frame_indices",
     "make_dataloader",
-    "write_image",
-    "write_video",
 ]

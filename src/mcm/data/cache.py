@@ -23,18 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from mcm.data.badlog import BadSampleLog
 from mcm.data.config import VideoDataConfig
-from mcm.data.datasets import MediaDataset, StreamSpec, VideoDataset
+from mcm.data.datasets import CACHE_FORMAT, CACHE_VERSION, VideoDataset
 from mcm.data.loader import ResumableLoader
 
 logger = logging.getLogger("mcm.data")
-CACHE_FORMAT = "mcm-latent-cache"
-CACHE_VERSION = 1
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -135,64 +132,3 @@ def write_latent_cache(
     (out / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.check()
     return log
-
-
-def read_cache_info(cache_dir: str | Path) -> dict:
-    """The ``cache.json`` of a cache folder; FileNotFoundError/ValueError naming the fix."""
-    path = Path(cache_dir) / "cache.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{cache_dir} is not a latent cache (no cache.json): write one with "
-            f"`mcm data cache-latents --source ... --teacher ... --out {cache_dir}`."
-        )
-    info = json.loads(path.read_text())
-    if info.get("format") != CACHE_FORMAT or info.get("version") != CACHE_VERSION:
-        raise ValueError(f"{path} is not a version-{CACHE_VERSION} {CACHE_FORMAT}: rewrite it.")
-    return info
-
-
-class CachedLatentDataset(MediaDataset):
-    """Batches of cached latents (and text embeddings) in the same stream order rules as
-    ``MediaDataset`` (one record per cached clip, in cache order).
-
-    Args:
-        config (VideoDataConfig): ``latent_cache`` names the cache folder; the shuffle and
-            bad-input fields apply, the decoding fields were fixed when the cache was written.
-    """
-
-    kind = "latents"
-
-    def __init__(self, config: VideoDataConfig):
-        self.config = config.validate()
-        self.root = Path(config.latent_cache)
-        self.info = read_cache_info(self.root)
-        self.format = "latent_cache"
-        self.urls = []
-        with open(self.root / "index.jsonl", encoding="utf-8") as fh:
-            self.records = [json.loads(line) for line in fh if line.strip()]
-        if not self.records:
-            raise ValueError(f"latent cache {self.root} holds no clips.")
-        cached = self.info["data"]
-        for name in ("num_frames", "resolution"):
-            if cached.get(name) != getattr(config, name):
-                logger.warning(
-                    "latent cache %s was written with %s=%s, the config says %s: the cache wins",
-                    self.root,
-                    name,
-                    cached.get(name),
-                    getattr(config, name),
-                )
-        self.spec = StreamSpec()
-
-    def _name(self, payload) -> str:
-        return f"{self.root}:{self.records[payload]['key']}"
-
-    def _load(self, payload, generator: torch.Generator) -> dict:
-        rec = self.records[payload]
-        out = {"caption": rec["caption"], "key": rec["key"]}
-        with safe_open(str(self.root / rec["shard"]), framework="pt") as f:
-            row = rec["row"]
-            for name in ("latents", "text_emb"):
-                if name in f.keys():  # noqa: SIM118 - safe_open handles have no __contains__
-                    out[name] = f.get_slice(name)[row : row + 1][0].float()
-        return out

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -146,9 +148,6 @@ class ImageFeatures:
 
 def read_image(path: str | Path) -> Tensor:
     """An image file (png, jpeg, webp, ... decoded with PyAV) -> [3, H, W] in [-1, 1]."""
-    import av
-    import numpy as np
-
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))

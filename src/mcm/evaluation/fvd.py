@@ -33,6 +33,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from mcm.evaluation.frechet import frechet_distance, gaussian_stats
@@ -62,8 +63,6 @@ def load_i3d_state_dict(path: str | Path) -> dict[str, Tensor]:
     ``weights_only=True`` (``{"state_dict": ...}`` wrappers and ``module.`` prefixes removed)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         try:

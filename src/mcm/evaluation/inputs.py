@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mcm.media import read_video
+
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
@@ -39,8 +41,6 @@ def read_videos(folder: str | Path) -> tuple[list[Path], Tensor]:
     All videos must have one frame count and size (a batch is one tensor); the first file
     that differs is named in the error.
     """
-    from mcm.media import read_video
-
     paths = video_paths(folder)
     videos = []
     for path in paths:

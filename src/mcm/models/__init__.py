@@ -42,7 +42,7 @@ from mcm.models.lora import (
     save_lora,
 )
 from mcm.models.precision import DTYPE_POLICIES, resolve_dtype
-from mcm.models.sampling import initial_noise, sample_student
+from mcm.models.sampling import latent_shape, sample_student, sample_teacher, student_latents
 from mcm.models.text import TextEncoder
 from mcm.models.vae import VideoVAE
 
@@ -66,7 +66,6 @@ __all__ = [
     "export_lora",
     "export_student",
     "fuse_lora",
-    "initial_noise",
     "lcm_scheduler",
     "load_lora_state_dict",
     "load_pipeline",
@@ -81,6 +80,9 @@ __all__ = [
     "read_lora",
     "remove_lora",
     "resolve_dtype",
+    "latent_shape",
     "sample_student",
+    "sample_teacher",
+    "student_latents",
     "save_lora",
 ]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import LCMScheduler, UNet3DConditionModel, UNetMotionModel
+from diffusers import DiffusionPipeline, LCMScheduler, UNet3DConditionModel, UNetMotionModel
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -319,8 +319,6 @@ def load_student_pipeline(path: str | Path, device=None, dtype=torch.float32):
     Raises:
         FileNotFoundError: no merged pipeline at ``path``.
     """
-    from diffusers import DiffusionPipeline
-
     path = Path(path)
     merged = path / "merged" if (path / "merged" / "model_index.json").is_file() else path
     if not (merged / "model_index.json").is_file():

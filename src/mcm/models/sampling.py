@@ -1,10 +1,13 @@
-"""Sample a video denoiser with the same arithmetic and noise draws as stock diffusers.
+"""Sampling videos from a teacher (guided DDIM) or a distilled student (multistep
+consistency), with the same arithmetic and noise draws as stock diffusers.
 
-:func:`sample_student` runs multistep consistency sampling (``mcm.diffusion``) so that a
-student sampled here equals the stock pipeline (``TextToVideoSDPipeline`` /
-``AnimateDiffPipeline``) with ``LCMScheduler`` and the same generator: the initial noise
-is drawn as the pipeline draws its latents, and the re-noising draws are made in the
-layout the pipeline hands to ``scheduler.step`` (ModelScope: [B*F, C, H, W]).
+Both samplers take a loaded bundle (:func:`mcm.models.load_teacher`) and prompts and return
+pixels ``[B, 3, F, H, W]`` in ``[-1, 1]`` (or the latents, ``output_type="latent"``). The
+initial noise and the student's re-noising draws come from one CPU generator seeded with
+``seed``, in the order a stock pipeline (``TextToVideoSDPipeline`` / ``AnimateDiffPipeline``
+with ``LCMScheduler``) draws them: the initial noise as the pipeline draws its latents, the
+re-noising draws in the layout the pipeline hands to ``scheduler.step`` (ModelScope:
+``[B*F, C, H, W]``). So the same seed gives the same video here and there.
 """
 
 from __future__ import annotations
@@ -12,17 +15,98 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mcm.diffusion import consistency_timesteps, sample_consistency
+from mcm.diffusion import (
+    cfg_guidance,
+    consistency_timesteps,
+    ddim_timesteps,
+    sample_consistency,
+    sample_ddim,
+)
 from mcm.models.denoiser import VideoDenoiser
 
+OUTPUT_TYPES = ("pt", "latent")
 
-def initial_noise(shape: tuple[int, ...], generator: torch.Generator | None, device=None) -> Tensor:
-    """x_T [B, C, F, h, w] drawn as the stock pipelines' ``prepare_latents`` does."""
-    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+def latent_shape(
+    bundle, batch_size: int, num_frames: int | None, height: int | None, width: int | None
+):
+    """[B, C, F, h, w] of the initial noise for the teacher in ``bundle``."""
+    vae, unet = bundle.vae, bundle.denoiser.unet
+    d = vae.downsample
+    sample = unet.config.sample_size
+    sample = sample[0] if isinstance(sample, list | tuple) else sample
+    height, width = height or sample * d, width or sample * d
+    if height % d or width % d:
+        raise ValueError(
+            f"height and width must be multiples of the VAE downsampling ({d}); got {height}x{width}."
+        )
+    frames = num_frames or getattr(bundle, "num_frames", None) or 16
+    return (batch_size, unet.config.in_channels, frames, height // d, width // d)
+
+
+def _check(prompts: list[str], steps: int, max_steps: int, output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}.")
+    if not prompts or any(not p.strip() for p in prompts):
+        raise ValueError(
+            "Empty prompt: give at least one non-empty prompt (--prompt TEXT or --prompt-file FILE)."
+        )
+    if not 1 <= steps <= max_steps:
+        raise ValueError(f"--steps must be in 1..{max_steps}; got {steps}.")
+
+
+def _noise(shape, seed: int, device) -> tuple[Tensor, torch.Generator]:
+    """x_T [B, C, F, h, w], drawn on the CPU as the stock pipelines' ``prepare_latents`` does
+    with a CPU generator, and the generator for the draws that follow."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device), generator
+
+
+def _output(bundle, latents: Tensor, output_type: str) -> Tensor:
+    if output_type == "latent":
+        return latents
+    return bundle.vae.decode(latents).clamp(-1, 1)
 
 
 @torch.no_grad()
-def sample_student(
+def sample_teacher(
+    bundle,
+    prompts: list[str],
+    steps: int = 50,
+    guidance_scale: float = 9.0,
+    seed: int = 0,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    output_type: str = "pt",
+) -> Tensor:
+    """Guided DDIM sampling (eta = 0, Imagen-form CFG with scale g; 2 NFE per step when g > 1)."""
+    T = bundle.denoiser.schedule.num_train_timesteps
+    _check(prompts, steps, T, output_type)
+    den, text = bundle.denoiser, bundle.text_encoder
+    shape = latent_shape(bundle, len(prompts), num_frames, height, width)
+    noise, _ = _noise(shape, seed, den.device)
+    cond = text(prompts)
+    uncond = text.empty(len(prompts))
+    spacing = bundle.scheduler_config.get("timestep_spacing", "leading")
+    offset = bundle.scheduler_config.get("steps_offset", 0)
+    timesteps = ddim_timesteps(steps, T, spacing, offset)
+
+    def denoiser(x, t):
+        if guidance_scale <= 1.0:
+            return den.predict_x0_eps(x, t, cond)
+        x0, eps = den.predict_x0_eps(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond])
+        )
+        (x0_c, x0_u), (eps_c, eps_u) = x0.chunk(2), eps.chunk(2)
+        return cfg_guidance(x0_c, x0_u, guidance_scale), cfg_guidance(eps_c, eps_u, guidance_scale)
+
+    latents = sample_ddim(denoiser, noise, den.schedule, timesteps, T)
+    return _output(bundle, latents, output_type)
+
+
+@torch.no_grad()
+def student_latents(
     denoiser: VideoDenoiser,
     text_emb: Tensor,
     noise: Tensor,
@@ -63,3 +147,34 @@ def sample_student(
         generator=generator,
     )
     return denoiser.from_scheduler_layout(x, B)
+
+
+@torch.no_grad()
+def sample_student(
+    bundle,
+    prompts: list[str],
+    steps: int = 4,
+    seed: int = 0,
+    timestep_scaling: float = 4.0,
+    original_inference_steps: int = 50,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    output_type: str = "pt",
+) -> Tensor:
+    """Multistep consistency sampling of the student in ``bundle`` (1 NFE per step, no CFG);
+    the same draws as the stock pipeline with ``LCMScheduler``."""
+    _check(prompts, steps, original_inference_steps, output_type)
+    den = bundle.denoiser
+    shape = latent_shape(bundle, len(prompts), num_frames, height, width)
+    noise, generator = _noise(shape, seed, den.device)
+    latents = student_latents(
+        den,
+        bundle.text_encoder(prompts),
+        noise,
+        num_inference_steps=steps,
+        generator=generator,
+        timestep_scaling=timestep_scaling,
+        original_inference_steps=original_inference_steps,
+    )
+    return _output(bundle, latents, output_type)

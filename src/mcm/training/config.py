@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from mcm.data.config import ImageDataConfig, VideoDataConfig
+from mcm.motion import MOTION_REPRESENTATIONS
 from mcm.training.config_io import ConfigError, load_config
 from mcm.training.distiller import MCMConfig
 
@@ -139,7 +140,6 @@ class TrainConfig:
         choice("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant"))
         choice("train.tracker", self.train.tracker, ("tensorboard", "wandb", "none"))
         choice("discriminator.backbone", self.discriminator.backbone, ("latent", "dinov2"))
-        from mcm.motion import MOTION_REPRESENTATIONS
 
         choice("method.motion", self.method.motion, MOTION_REPRESENTATIONS)
         mixing = self.method.mixed_trajectories and self.method.lambda_real < 1.0

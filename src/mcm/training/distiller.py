@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mcm.adversarial import LatentUNetBackbone, hinge_d_loss, hinge_g_loss
 from mcm.diffusion import (
     add_noise,
     consistency_output,
@@ -32,6 +33,7 @@ from mcm.diffusion import (
     lcm_guidance,
     skipping_step_grid,
 )
+from mcm.models import disable_adapters
 from mcm.motion import DISTANCES
 
 
@@ -255,7 +257,6 @@ class MCMDistiller:
         if self.discriminator is not None:
             fake, pooled = self._frames(f_student, draws.frame_index, batch.pooled_text)
             logits = self.discriminator(fake, pooled, generator=self._d_generator(draws.seed))
-            from mcm.adversarial import hinge_g_loss
 
             adv = hinge_g_loss(logits)
             out.loss = loss + cfg.lambda_adv * adv
@@ -278,8 +279,6 @@ class MCMDistiller:
         The frozen backbone runs under no_grad and the fakes are detached, so L_D trains
         the discriminator heads only. Returns (loss, terms).
         """
-        from mcm.adversarial import hinge_d_loss
-
         D = self.discriminator
         if D is None or gen.fake_frames is None:
             raise ValueError(
@@ -340,8 +339,6 @@ def teacher_latent_backbone(
     Unconditional UNet features (``null_text_emb`` [1, L, D]): the caption enters through
     the discriminator heads.
     """
-    from mcm.adversarial import LatentUNetBackbone
-    from mcm.models import disable_adapters
 
     def teacher_features(x, t, emb):
         with disable_adapters(student):

@@ -27,10 +27,33 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast, gather_object, set_seed
 from tqdm.auto import tqdm
 
+from mcm.adversarial import (
+    AdaptivePenaltyWeight,
+    DinoV2Backbone,
+    FrameDiscriminator,
+    real_frames_from_clips,
+)
+from mcm.data import build_image_loader, build_video_loader
+from mcm.media import write_video
+from mcm.models import (
+    LoRAEMA,
+    attach_lora,
+    disable_adapters,
+    export_student,
+    load_lora_state_dict,
+    load_teacher,
+    lora_parameters,
+    lora_state_dict,
+    read_lora,
+    save_lora,
+)
+from mcm.models.export import diffusers_lora_state_dict
+from mcm.models.sampling import sample_student, sample_teacher
+from mcm.motion import EMAModule, build_motion_representation
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainConfig
 from mcm.training.config_io import save_config, to_dict
-from mcm.training.distiller import DistillBatch, MCMDistiller
+from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
 from mcm.training.schedules import lr_scheduler
 from mcm.training.sharding import (
     clip_grad_norm_,
@@ -63,9 +86,6 @@ class DistillRecipe:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
-        from mcm.models import LoRAEMA, attach_lora, disable_adapters, load_teacher, lora_parameters
-        from mcm.motion import EMAModule, build_motion_representation
-
         cfg = self.cfg
         self.accelerator = acc = Accelerator(
             mixed_precision=cfg.train.mixed_precision,
@@ -160,7 +180,6 @@ class DistillRecipe:
             self.sched_d = lr_scheduler(
                 self.optim_d, cfg.train.warmup_steps, cfg.train.max_steps, "constant"
             )
-            from mcm.adversarial import AdaptivePenaltyWeight
 
             self.gp_weight = AdaptivePenaltyWeight(d.gp_weight)
         self.optim_g = acc.prepare_optimizer(self.optim_g)
@@ -217,9 +236,6 @@ class DistillRecipe:
         )
 
     def _build_discriminator(self):
-        from mcm.adversarial import DinoV2Backbone, FrameDiscriminator
-        from mcm.training.distiller import teacher_latent_backbone
-
         d, student = self.cfg.discriminator, self.bundle.denoiser
         if d.backbone == "latent":
             backbone = teacher_latent_backbone(
@@ -249,8 +265,6 @@ class DistillRecipe:
 
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
-        from mcm.data import build_image_loader, build_video_loader
-
         acc, cfg = self.accelerator, self.cfg
         self.video_loader = build_video_loader(
             cfg.data.video,
@@ -278,8 +292,6 @@ class DistillRecipe:
     @torch.no_grad()
     def next_batch(self) -> DistillBatch:
         """Encode the next clips (unless cached) and captions into a DistillBatch."""
-        from mcm.adversarial import real_frames_from_clips
-
         dev, vae, text = self.accelerator.device, self.bundle.vae, self.bundle.text_encoder
         raw = self._next(self.video_loader, "_video_iter")
         captions = list(raw["caption"])
@@ -534,9 +546,6 @@ class DistillRecipe:
 
         With FSDP every rank samples (each forward gathers the shards); rank 0 writes.
         """
-        from mcm.generate import sample_student, sample_teacher
-        from mcm.models import disable_adapters
-
         cfg, acc = self.cfg, self.accelerator
         if not cfg.train.validation_prompts:
             return
@@ -565,8 +574,6 @@ class DistillRecipe:
             self._teacher_validated = True
 
     def _log_videos(self, name: str, videos, folder: str) -> None:
-        from mcm.media import write_video
-
         if not self.accelerator.is_main_process:
             return
         out = self.out / "validation" / folder
@@ -586,8 +593,6 @@ class DistillRecipe:
             )
 
     def export(self) -> Path | None:
-        from mcm.models import export_student, lora_state_dict
-
         self._reshard()
         lora = lora_state_dict(self.bundle.denoiser)  # every rank: FSDP gathers the shards
         if not self.accelerator.is_main_process:
@@ -619,9 +624,6 @@ class DistillRecipe:
         return state
 
     def save_checkpoint(self) -> Path | None:
-        from mcm.models import lora_state_dict, save_lora
-        from mcm.models.export import diffusers_lora_state_dict
-
         acc, den = self.accelerator, self.bundle.denoiser
         acc.wait_for_everyone()
         self._reshard()
@@ -700,8 +702,6 @@ class DistillRecipe:
             self.image_loader.load_state_dict(own["images"])
 
     def load_checkpoint(self, path: Path) -> None:
-        from mcm.models import load_lora_state_dict, read_lora
-
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("seed") != self.cfg.train.seed:
             log.warning(

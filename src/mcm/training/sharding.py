@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 
 import torch
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch import Tensor, nn
 
 
@@ -36,8 +37,6 @@ def fsdp_plugin(accelerator):
     ``MULTI_CPU``, so the plugin is rebuilt from the ``FSDP_*`` variables that
     ``accelerate launch`` exports for an FSDP config (``ACCELERATE_USE_FSDP=true``).
     """
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
     if accelerator.distributed_type == DistributedType.FSDP:
         plugin = accelerator.state.fsdp_plugin
     elif (

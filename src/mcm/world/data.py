@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from mcm.world.domains import DOMAINS
+from mcm.world.render import render_domain
 
 WORLD_PREFIX = "world:"
 DEFAULT_COUNTS = {"lowq_video": 2000, "clean_video": 500, "hq_image": 2000, "style_image": 2000}
@@ -23,8 +24,6 @@ def cache_dir() -> Path:
 
 def world_source(spec: str, seed: int = 0) -> str:
     """``world:<domain>[:<count>]`` -> a folder holding that many rendered samples."""
-    from mcm.world.render import render_domain
-
     parts = spec[len(WORLD_PREFIX) :].split(":")
     domain = parts[0]
     if domain not in DOMAINS:

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mcm.evaluation.frechet import frechet_distance_to_stats
-from mcm.world.domains import WATERMARK_OPACITY, gaussian_blur, watermark_alpha
-from mcm.world.scenes import COLOURS, DIRECTIONS, SHAPES, parse_prompt
+from mcm.world.domains import WATERMARK_OPACITY, gaussian_blur, render_sample, watermark_alpha
+from mcm.world.probes import load_probes
+from mcm.world.scenes import COLOURS, DIRECTIONS, SHAPES, parse_prompt, render_video, sample_scene
 
 SHARPNESS_FINE_SIGMA = 0.5  # pixels; the fine scale still sees the blur of the low-quality domain
 SHARPNESS_COARSE_SIGMA = 2.0  # pixels; at this scale blur hardly matters: it measures contrast
@@ -237,8 +238,6 @@ def world_metrics(videos: Tensor, prompts: list[str], probes=None, details: bool
         (``motion_accuracy`` is NaN when no prompt names a direction; the Frechet
         distances are NaN for fewer than 2 videos).
     """
-    from mcm.world.probes import load_probes
-
     _check_videos(videos)
     if len(prompts) != videos.shape[0]:
         raise ValueError(
@@ -306,9 +305,6 @@ def world_metrics(videos: Tensor, prompts: list[str], probes=None, details: bool
 def world_videos(domain: str, num_videos: int, seed: int) -> tuple[Tensor, list[str]]:
     """Seeded world videos [N, 3, F, H, W] and prompts of one look: ``clean_video``,
     ``lowq_video`` or ``cartoon_video`` (clean scenes drawn in the image-only style)."""
-    from mcm.world.domains import render_sample
-    from mcm.world.scenes import render_video, sample_scene
-
     g = torch.Generator().manual_seed(seed)
     if domain == "cartoon_video":
         scenes = [sample_scene(g) for _ in range(num_videos)]

@@ -23,15 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from mcm.media import write_image, write_video
 from mcm.world.domains import DOMAINS, render_sample
 from mcm.world.scenes import DEFAULT_FRAMES, DEFAULT_SIZE, sample_scene
 
@@ -40,54 +38,6 @@ IMAGE_DOMAINS = ("hq_image", "style_image")
 FPS = 8
 CRF = 0  # lossless H.264: only the RGB <-> YUV rounding remains (<= 2 levels of 255)
 PIX_FMT = "yuv444p"
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    """[3, ..., H, W] in [-1, 1] -> uint8 array [..., H, W, 3]."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.movedim(0, -1).cpu().numpy()
-
-
-def from_uint8(a: np.ndarray) -> Tensor:
-    """uint8 array [..., H, W, 3] -> [3, ..., H, W] float in [-1, 1]."""
-    return torch.from_numpy(np.array(a, copy=True)).float().movedim(-1, 0) / 127.5 - 1
-
-
-def write_mp4(path: str | Path, video: Tensor, fps: int = FPS, crf: int = CRF) -> None:
-    """Encode a clip [3, F, H, W] in [-1, 1] (H, W even) as H.264 yuv444p mp4."""
-    frames = to_uint8(video)
-    _, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"H.264 needs an even frame size; got {h}x{w}. Render an even --size.")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, PIX_FMT
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def read_mp4(path: str | Path) -> Tensor:
-    """Decode every frame of a video file -> [3, F, H, W] in [-1, 1]."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"No video at {path}.")
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    return from_uint8(np.stack(frames))
-
-
-def write_png(path: str | Path, image: Tensor) -> None:
-    """Write an image [3, H, W] in [-1, 1] as 8-bit RGB png."""
-    Image.fromarray(to_uint8(image), mode="RGB").save(path)
-
-
-def read_png(path: str | Path) -> Tensor:
-    """Read a png -> [3, H, W] in [-1, 1]."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"No image at {path}.")
-    with Image.open(path) as im:
-        return from_uint8(np.asarray(im.convert("RGB")))
 
 
 def sample_generator(seed: int, domain: str, index: int) -> torch.Generator:
@@ -140,16 +90,14 @@ def render_domain(
     folder.mkdir(parents=True, exist_ok=True)
     indices: Iterable[int] = range(count)
     if progress:
-        from tqdm.auto import tqdm
-
         indices = tqdm(indices, desc=domain, unit="file")
     for i in indices:
         pixels, caption, truth = render_domain_sample(domain, i, seed, size, num_frames)
         stem = folder / f"{i:06d}"
         if domain in VIDEO_DOMAINS:
-            write_mp4(stem.with_suffix(".mp4"), pixels)
+            write_video(stem.with_suffix(".mp4"), pixels, fps=FPS, crf=CRF, pixel_format=PIX_FMT)
         else:
-            write_png(stem.with_suffix(".png"), pixels)
+            write_image(stem.with_suffix(".png"), pixels)
         stem.with_suffix(".txt").write_text(caption + "\n")
         stem.with_suffix(".json").write_text(json.dumps(truth, indent=1) + "\n")
     return folder

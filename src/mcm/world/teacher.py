@@ -32,6 +32,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import diffusers
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -39,7 +40,14 @@ from tqdm.auto import tqdm
 
 from mcm.diffusion.parametrization import from_x0_eps
 from mcm.diffusion.schedules import VPSchedule, add_noise
-from mcm.models.world import WorldTeacherConfig, world_pipeline, world_teacher_components
+from mcm.world.metrics import world_metrics
+from mcm.world.pipeline import (
+    WorldTeacherConfig,
+    load_world_pipeline,
+    world_pipeline,
+    world_teacher_components,
+)
+from mcm.world.probes import load_probes
 from mcm.world.train_config import TEACHER_GUIDANCE, TEACHER_STEPS, BuildConfig
 from mcm.world.train_data import lowq_video_batch, vae_frame_batch, world_prompts
 
@@ -535,8 +543,6 @@ def build_world_teacher(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
     if init_from is not None:
-        from mcm.models.world import load_world_pipeline
-
         previous = read_manifest(init_from)
         history = [*previous.pop("history", []), previous]
         model_config = WorldTeacherConfig(
@@ -643,7 +649,6 @@ def build_world_teacher(
 
 
 def _versions() -> dict:
-    import diffusers
     import transformers
 
     return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
@@ -706,13 +711,9 @@ def teacher_metrics(
     """World metrics of the teacher's samples at each DDIM step count (probes from
     ``probes_dir``, default the shipped ones), or {"skipped": reason} without probes."""
     try:
-        from mcm.world.metrics import world_metrics
-        from mcm.world.probes import load_probes
-
         probes = load_probes() if probes_dir is None else load_probes(probes_dir)
     except (ImportError, FileNotFoundError, OSError) as e:
         return {"skipped": f"world probes not available ({e}); run `mcm world build-probes` first"}
-    from mcm.models.world import load_world_pipeline
 
     pipe = load_world_pipeline(str(teacher_dir), device)
     prompts = world_prompts()
