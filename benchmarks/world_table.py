@@ -6,8 +6,8 @@
 
 Main table: the teacher's guided DDIM (CFG ``TEACHER_GUIDANCE``, 2 NFE per step) at 50 and 1/2/4/8 steps,
 a plain LCM student and the MCM student at 1/2/4/8 steps. Ablations: MCM students that
-each change one setting of the demo's MCM preset (``mcm.demo.MCM_PRESET``, the recipe of
-configs/world.yaml at the demo's batch size and learning rate), scored at 1/2/4/8 steps:
+each change one setting of the demo's MCM recipe (configs/world.yaml, packaged as
+``mcm/configs/world.yaml``; ``mcm.demo.demo_config``), scored at 1/2/4/8 steps:
 
 * ``motion``: every motion representation the library offers (``mcm.motion``);
 * ``lambda_real``: 0, 0.5, 1 (the share of steps on real, not generated, trajectories);
@@ -81,16 +81,17 @@ class Variant:
 
 def ablations(clips: int) -> dict[str, list[tuple[str, Variant]]]:
     """group -> [(setting, variant)]; the preset's own setting is the variant "mcm"."""
-    from mcm.demo import MCM_PRESET
+    from mcm.demo import demo_recipe
     from mcm.motion import MOTION_REPRESENTATIONS
 
+    recipe = demo_recipe("mcm")
     ref = Variant("mcm", "mcm")
-    method = MCM_PRESET["method"]
+    method = recipe["method"]
 
     def one(name: str, overrides: dict) -> Variant:
         return Variant(name, "mcm", overrides)
 
-    images = MCM_PRESET["data"]["images"]["source"].split(":")[1]  # hq_image
+    images = recipe["data"]["images"]["source"].split(":")[1]  # hq_image
     return {
         "motion": [
             (m, ref if m == method["motion"] else one(f"motion-{m}", {"method": {"motion": m}}))
@@ -163,8 +164,8 @@ def _clean(metrics: dict) -> dict:
 def teacher_rows(run: Path, args, prompts: list[str], probes) -> dict:
     """The teacher's guided DDIM at TEACHER_STEPS: {"results": {steps: metrics}}, cached."""
     from mcm.demo import TEACHER_GUIDANCE, sample_and_score
-    from mcm.models.sampling import sample_teacher
     from mcm.models import load_teacher
+    from mcm.models.sampling import sample_teacher
 
     key = {
         "teacher": args.teacher,
@@ -374,7 +375,7 @@ def markdown(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------------- main
 def build_table(args) -> dict:
-    from mcm.demo import MCM_PRESET, evaluation_prompts
+    from mcm.demo import demo_recipe, evaluation_prompts
     from mcm.world.probes import load_probes
 
     out = Path(args.out)
@@ -384,11 +385,12 @@ def build_table(args) -> dict:
     probes = load_probes()
     table = ablations(args.clips)
     table["main"] = [("plain LCM", Variant("lcm", "lcm")), ("MCM preset", Variant("mcm", "mcm"))]
+    recipe = demo_recipe("mcm")
     ref_setting = {
-        "motion": MCM_PRESET["method"]["motion"],
-        "lambda_real": f"{MCM_PRESET['method']['lambda_real']:g}",
+        "motion": recipe["method"]["motion"],
+        "lambda_real": f"{recipe['method']['lambda_real']:g}",
         "discriminator": "on",
-        "data": MCM_PRESET["data"]["images"]["source"].rsplit(":", 1)[0],
+        "data": recipe["data"]["images"]["source"].rsplit(":", 1)[0],
     }
 
     rows, cache = [], {}
@@ -446,7 +448,7 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "student_sampling": "multistep consistency (LCM), no CFG, 1 NFE per step",
             "teacher_sampling": f"{teacher_label()} (Imagen form), 2 NFE per step",
-            "base": "mcm.demo presets (MCM_PRESET / LCM_PRESET on _BASE); overrides per row",
+            "base": "the demo's recipes (mcm/configs/world.yaml, world-lcm.yaml); overrides per row",
             "prompts": table["prompts"],
         },
         "machine": {

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mcm.training.config import TrainConfig, load_train_config
-from mcm.training.config_io import ConfigError, parse_override, save_config
+from mcm.training.config_io import ConfigError, parse_override, save_config, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -26,15 +26,44 @@ def test_world_lcm_is_plain_lcm():
     assert not cfg.method.mixed_trajectories
 
 
-@pytest.mark.parametrize("name", ["world.yaml", "world-lcm.yaml"])
-def test_world_configs_guide_like_the_demo(name):
-    # The shipped world teacher loses shape accuracy at high guidance (docs/WORLD.md):
-    # `mcm train` on the world configs must draw w from the demo's range, not the default.
-    from mcm.demo import demo_config
+def test_world_configs_train_the_demos_students(tmp_path):
+    # One config source: `mcm train --config configs/world.yaml` (the repository's file, read
+    # by the trainer's loader) resolves to exactly the config `mcm demo` trains at its
+    # defaults (the packaged recipe, read through importlib.resources, with the demo's
+    # settings applied), and configs/world-lcm.yaml to the demo's LCM baseline.
+    from mcm.cli import build_parser
+    from mcm.demo import MCM_STEPS, demo_configs
 
-    cfg = load_train_config(CONFIGS / name)
-    demo = demo_config("mcm", Path("unused"), 10)
-    assert (cfg.method.w_min, cfg.method.w_max) == (demo.method.w_min, demo.method.w_max)
+    args = build_parser(["demo"]).parse_args(["demo", "--out", str(tmp_path / "demo")])
+    mcm_steps = MCM_STEPS if args.mcm_steps is None else args.mcm_steps  # as `mcm demo` does
+    demo = demo_configs(args.out, mcm_steps, args.lcm_steps, args.images)
+    for kind, name in (("mcm", "world.yaml"), ("lcm", "world-lcm.yaml")):
+        cfg = load_train_config(CONFIGS / name, [f"output_dir={demo[kind].output_dir}"])
+        assert to_dict(cfg) == to_dict(demo[kind]), name
+    # ... and they are what the demo's docs say it trains (docs/RESULTS.md, "The demo")
+    mcm, lcm = demo["mcm"], demo["lcm"]
+    assert (mcm.train.max_steps, mcm.discriminator.warmup_steps, lcm.train.max_steps) == (
+        250,
+        150,
+        100,
+    )
+    assert (mcm.train.lr, mcm.train.lr_schedule, lcm.train.lr) == (1e-4, "constant", 5e-4)
+    assert mcm.train.batch_size == lcm.train.batch_size == 4
+    # The world teacher loses shape accuracy at high guidance (docs/WORLD.md, "Quality"):
+    # both draw w from [1.5, 3], not the default range.
+    assert (
+        (mcm.method.w_min, mcm.method.w_max) == (lcm.method.w_min, lcm.method.w_max) == (1.5, 3.0)
+    )
+
+
+def test_the_repositorys_world_configs_are_the_packaged_files():
+    import importlib.resources
+
+    packaged = importlib.resources.files("mcm").joinpath("configs")
+    for name in ("world.yaml", "world-lcm.yaml"):
+        assert (CONFIGS / name).read_text() == packaged.joinpath(name).read_text()
+        # a relative symlink: the same file in a fresh clone wherever it lies
+        assert (CONFIGS / name).is_symlink() and not (CONFIGS / name).readlink().is_absolute()
 
 
 def test_overrides_are_typed():

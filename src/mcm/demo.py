@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.resources
 import json
 import logging
 import multiprocessing
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from mcm.data.cache import write_latent_cache
 from mcm.models import load_teacher
@@ -37,70 +39,22 @@ from mcm.world.train_config import TEACHER_GUIDANCE
 log = logging.getLogger("mcm.demo")
 
 STUDENT_STEPS = (1, 2, 4)
-MCM_STEPS = 250  # the MCM student's distillation steps (after the discriminator's warm-up)
+# The demo's recipes: YAML files shipped inside the package (configs/world.yaml and
+# configs/world-lcm.yaml in the repository are symlinks to them), so that
+# `mcm train --config configs/world.yaml` trains exactly the demo's MCM student.
+RECIPES = {"mcm": "world.yaml", "lcm": "world-lcm.yaml"}
 
-_DATA = {"num_frames": 8, "frame_stride": 1, "resolution": 32, "crop": "center", "num_workers": 0}
-_BASE = {
-    "model": {"teacher": "world", "lora_rank": 16, "lora_alpha": 16},
-    # The teacher's targets are guided at w in [1.5, 3] (LCM form, CFG scale 2.5-4): the
-    # world teacher loses shape accuracy at higher guidance (docs/WORLD.md).
-    "method": {"w_min": 1.5, "w_max": 3.0},
-    "data": {"video": {"source": "world:lowq_video:512", **_DATA}},
-    "train": {
-        "batch_size": 4,
-        "lr": 5e-4,
-        "warmup_steps": 10,
-        "checkpoint_every": 0,
-        "keep_checkpoints": 1,
-        "log_every": 10,
-        "tracker": "none",
-    },
-}
-# Measured at 200 steps on the world (docs/RESULTS.md, "The discriminator warm-up"). The
-# discriminator judges appearance, not captions: unconditional heads (the world's image
-# captions never say "moving ...", so caption-conditioned heads separate real from fake by
-# the text alone), noise levels t <= 100 (more noise drowns the look), translation as the
-# only augmentation (the colour jitter is meant for pixels, not latents) and lr 2e-3 (paper:
-# 1e-4). Its heads alone need ~150 steps to learn the look (discriminator_separation.py),
-# so they take 150 D-only steps first; with that head start the adversarial term is strong
-# from step 1, and lambda_adv 0.35 (paper: 1) balances it: higher weights shed more of the
-# watermark but lose the prompt. Chosen on the mean over four training seeds, which spread
-# wider than neighbouring weights do (docs/RESULTS.md, "One seed is not enough").
-MCM_PRESET = {
-    # Right after the warm-up the adversarial term collapses the student and the consistency
-    # loss then brings the teacher back; at lr 5e-4 with a cosine decay part of the watermark
-    # comes back with it, how much depending on the seed. At a constant 1e-4 the collapse is
-    # gentler and the recovery keeps the watermark off (by step 250; docs/RESULTS.md,
-    # "What happens during the training").
-    "train": {"lr": 1e-4, "lr_schedule": "constant"},
-    "method": {
-        "motion": "learnable",
-        "lambda_real": 0.5,
-        "mixed_trajectories": True,
-        "lambda_adv": 0.35,
-    },
-    "discriminator": {
-        "enabled": True,
-        "backbone": "latent",
-        "lr": 2e-3,
-        "conditional": False,
-        "latent_t_max": 100,
-        "augment": "translation",
-        "warmup_steps": 150,
-    },
-    "data": {
-        "images": {
-            "source": "world:hq_image:512",
-            "resolution": 32,
-            "crop": "center",
-            "num_workers": 0,
-        }
-    },
-}
-LCM_PRESET = {
-    "method": {"motion": "raw", "mixed_trajectories": False},
-    "discriminator": {"enabled": False},
-}
+
+def demo_recipe(kind: str) -> dict:
+    """The packaged YAML recipe of ``kind`` ("mcm" or "lcm") as a nested dict."""
+    if kind not in RECIPES:
+        raise ValueError(f"Unknown demo student {kind!r}; choose one of {sorted(RECIPES)}.")
+    text = importlib.resources.files("mcm").joinpath("configs", RECIPES[kind]).read_text()
+    return yaml.safe_load(text)
+
+
+MCM_STEPS = demo_recipe("mcm")["train"]["max_steps"]  # after the discriminator's warm-up
+LCM_STEPS = demo_recipe("lcm")["train"]["max_steps"]
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -113,26 +67,47 @@ def _merge(a: dict, b: dict) -> dict:
 def demo_config(
     kind: str,
     out_dir: Path,
-    steps: int,
-    images: str = "world:hq_image:512",
-    clips: int = 512,
+    steps: int | None = None,
+    images: str | None = None,
+    clips: int | None = None,
     overrides: dict | None = None,
 ) -> TrainConfig:
-    """The demo's training config for ``kind`` ("mcm" or "lcm") on ``clips`` rendered clips.
+    """The demo's training config for ``kind`` ("mcm" or "lcm"): the packaged recipe
+    (:func:`demo_recipe`) with this run's settings.
 
-    ``overrides`` (a nested dict, e.g. ``{"method": {"lambda_real": 0.0}}``) is merged last;
-    its ``output_dir`` replaces ``out_dir / kind``.
+    ``out_dir / kind`` is the output_dir; ``steps`` (training steps), ``clips`` (the number
+    of rendered world clips) and, for "mcm", ``images`` (the discriminator's real images)
+    replace the recipe's values unless None. ``overrides`` (a nested dict, e.g.
+    ``{"method": {"lambda_real": 0.0}}``) is merged last; its ``output_dir`` replaces
+    ``out_dir / kind``.
     """
-    preset = MCM_PRESET if kind == "mcm" else LCM_PRESET
-    data = _merge(_BASE, preset)
-    data["output_dir"] = str(out_dir / kind)
-    data["train"]["max_steps"] = steps
-    data["data"]["video"]["source"] = f"world:lowq_video:{clips}"
+    data = demo_recipe(kind)
+    data["output_dir"] = str(Path(out_dir) / kind)
+    train = data["train"]
+    if steps is not None:
+        train["max_steps"] = steps
+    if clips is not None:
+        data["data"]["video"]["source"] = f"world:lowq_video:{clips}"
     if kind == "mcm":
-        data["data"]["images"]["source"] = images
+        if images is not None:
+            data["data"]["images"]["source"] = images
         disc = data["discriminator"]  # a short run gets no longer a warm-up than its training
-        disc["warmup_steps"] = min(disc["warmup_steps"], steps)
+        disc["warmup_steps"] = min(disc["warmup_steps"], train["max_steps"])
     return from_dict(TrainConfig, _merge(data, overrides or {}))
+
+
+def demo_configs(
+    out_dir: str | Path,
+    mcm_steps: int = MCM_STEPS,
+    lcm_steps: int = LCM_STEPS,
+    images: str | None = None,
+    clips: int | None = None,
+) -> dict[str, TrainConfig]:
+    """{"mcm": config, "lcm": config}: the two students :func:`run_demo` trains."""
+    return {
+        kind: demo_config(kind, Path(out_dir), steps, images, clips)
+        for kind, steps in (("mcm", mcm_steps), ("lcm", lcm_steps))
+    }
 
 
 def evaluation_prompts(n: int = 24) -> list[str]:
@@ -219,14 +194,17 @@ def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
 def run_demo(
     out_dir: str | Path = "demo-out",
     mcm_steps: int = MCM_STEPS,
-    lcm_steps: int = 100,
+    lcm_steps: int = LCM_STEPS,
     num_prompts: int = 24,
     seed: int = 0,
-    images: str = "world:hq_image:512",
-    clips: int = 512,
+    images: str | None = None,
+    clips: int | None = None,
     parallel: bool | None = None,
 ) -> dict:
     """Run the demo; returns the metrics dict written to out_dir/metrics.json.
+
+    The students' recipes are the packaged configs (:func:`demo_config`); ``images`` and
+    ``clips`` (None: the recipe's) replace the discriminator's images and the clip count.
 
     ``parallel`` (default: when the machine has >= 2 CPUs) trains the LCM baseline in a
     second process while this one trains the MCM student; its output goes to
@@ -240,10 +218,7 @@ def run_demo(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     threads = torch.get_num_threads()  # per training process
-    cfgs = {
-        kind: demo_config(kind, out, steps, images, clips)
-        for kind, steps in (("mcm", mcm_steps), ("lcm", lcm_steps))
-    }
+    cfgs = demo_configs(out, mcm_steps, lcm_steps, images, clips)
     for kind, cfg in cfgs.items():
         print(f"[demo] rendering/reading the world data for {kind} ...", flush=True)
         resolve_world_sources(cfg)
