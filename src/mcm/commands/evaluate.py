@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 HELP = "compute world metrics / FVD / CLIPSIM / frame FID for a folder of videos"
@@ -106,26 +107,11 @@ def settings_from_args(args: argparse.Namespace):
             ) from e
         if not isinstance(call, dict):
             raise ValueError("--i3d-call must be a JSON object of keyword arguments.")
-    return EvaluationSettings(
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        prompts=args.prompts,
-        reference=args.reference,
-        reference_images=args.reference_images,
-        i3d=args.i3d,
-        i3d_format=args.i3d_format,
-        i3d_features=args.i3d_features,
-        i3d_call=call,
-        fvd_resolution=args.fvd_resolution,
-        fvd_input_scale=args.fvd_input_scale,
-        fvd_min_frames=args.fvd_min_frames,
-        fvd_temporal_policy=args.fvd_temporal_policy,
-        clip=args.clip,
-        fid_features=args.fid_features,
-        fid_resolution=args.fid_resolution,
-        world_probes=args.world_probes,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    # Every field of the settings is the flag of the same name; two are parsed here.
+    values = {f.name: getattr(args, f.name) for f in fields(EvaluationSettings)}
+    values["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    values["i3d_call"] = call
+    return EvaluationSettings(**values)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -107,14 +107,14 @@ def tiny_vae(latent_channels: int = 4) -> AutoencoderKL:
     ).eval()
 
 
-def tiny_unet3d(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
-    """A ModelScope-layout UNet3DConditionModel with two levels (~1.3M parameters)."""
-    return UNet3DConditionModel(
+def _tiny_unet(cls, dims: str, cross_attention_dim: int, time_cond_proj_dim: int | None):
+    """The two-level UNet of both families; ``dims`` ("2D" | "3D") picks its block types."""
+    return cls(
         sample_size=16,
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        down_block_types=(f"CrossAttnDownBlock{dims}", f"DownBlock{dims}"),
+        up_block_types=(f"UpBlock{dims}", f"CrossAttnUpBlock{dims}"),
         block_out_channels=(32, 64),
         layers_per_block=1,
         norm_num_groups=32,
@@ -122,23 +122,16 @@ def tiny_unet3d(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = 
         attention_head_dim=8,
         time_cond_proj_dim=time_cond_proj_dim,
     )
+
+
+def tiny_unet3d(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
+    """A ModelScope-layout UNet3DConditionModel with two levels (~1.3M parameters)."""
+    return _tiny_unet(UNet3DConditionModel, "3D", cross_attention_dim, time_cond_proj_dim)
 
 
 def tiny_unet2d(cross_attention_dim: int = 32, time_cond_proj_dim: int | None = None):
     """An SD1.5-layout UNet2DConditionModel with two levels (the AnimateDiff base)."""
-    return UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        norm_num_groups=32,
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        time_cond_proj_dim=time_cond_proj_dim,
-    )
+    return _tiny_unet(UNet2DConditionModel, "2D", cross_attention_dim, time_cond_proj_dim)
 
 
 def tiny_motion_adapter() -> MotionAdapter:

@@ -86,61 +86,53 @@ def _block(conv, norm, c_in: int, c_out: int, stride) -> list[nn.Module]:
     return [conv(c_in, c_out, 3, stride=stride, padding=1, bias=False), norm(c_out), nn.SiLU()]
 
 
-class FrameProbe(nn.Module):
+class _Probe(nn.Module):
+    """A conv body (stages of :func:`_block`), globally average-pooled to features [N, D]
+    (D = channels[-1]), and one linear head per label: ``<label>_head``."""
+
+    def __init__(self, config: ProbeConfig, conv, norm, stages, labels: dict[str, tuple]):
+        super().__init__()
+        self.config = config
+        self.body = nn.Sequential(*(m for stage in stages for m in _block(conv, norm, *stage)))
+        self.labels = tuple(labels)
+        for label, classes in labels.items():
+            self.add_module(f"{label}_head", nn.Linear(config.channels[-1], len(classes)))
+
+    def _outputs(self, features: Tensor) -> dict[str, Tensor]:
+        heads = {label: getattr(self, f"{label}_head")(features) for label in self.labels}
+        return {"features": features, **heads}
+
+
+class FrameProbe(_Probe):
     """Frame [N, 3, H, W] in [-1, 1] -> {"features" [N, D], "shape" [N, 5], "colour" [N, 6]};
     the features are the globally pooled last conv stage (D = channels[-1])."""
 
     def __init__(self, config: ProbeConfig | None = None):
-        super().__init__()
-        self.config = config = config or ProbeConfig()
+        config = config or ProbeConfig()
         c1, c2, c3 = config.channels
-        self.body = nn.Sequential(
-            *_block(nn.Conv2d, nn.BatchNorm2d, 3, c1, 1),
-            *_block(nn.Conv2d, nn.BatchNorm2d, c1, c2, 2),
-            *_block(nn.Conv2d, nn.BatchNorm2d, c2, c2, 1),
-            *_block(nn.Conv2d, nn.BatchNorm2d, c2, c3, 2),
-            *_block(nn.Conv2d, nn.BatchNorm2d, c3, c3, 1),
-        )
-        self.shape_head = nn.Linear(c3, len(SHAPES))
-        self.colour_head = nn.Linear(c3, len(COLOURS))
+        stages = [(3, c1, 1), (c1, c2, 2), (c2, c2, 1), (c2, c3, 2), (c3, c3, 1)]
+        labels = {"shape": SHAPES, "colour": COLOURS}
+        super().__init__(config, nn.Conv2d, nn.BatchNorm2d, stages, labels)
 
     def forward(self, frames: Tensor) -> dict[str, Tensor]:
-        features = self.body(frames).mean(dim=(2, 3))  # [N, D]
-        return {
-            "features": features,
-            "shape": self.shape_head(features),
-            "colour": self.colour_head(features),
-        }
+        return self._outputs(self.body(frames).mean(dim=(2, 3)))
 
 
-class VideoProbe(nn.Module):
+class VideoProbe(_Probe):
     """Clip [N, 3, F, H, W] in [-1, 1] -> {"features" [N, D], "shape", "colour", "direction" [N, 4]};
     the input is extended by :func:`motion_channels`, the features are the globally pooled
     last conv stage (D = channels[-1])."""
 
     def __init__(self, config: ProbeConfig | None = None):
-        super().__init__()
-        self.config = config = config or ProbeConfig()
+        config = config or ProbeConfig()
         c1, c2, c3 = config.channels
-        self.body = nn.Sequential(
-            *_block(nn.Conv3d, nn.BatchNorm3d, 5, c1, (1, 2, 2)),
-            *_block(nn.Conv3d, nn.BatchNorm3d, c1, c2, 2),
-            *_block(nn.Conv3d, nn.BatchNorm3d, c2, c3, 1),
-            *_block(nn.Conv3d, nn.BatchNorm3d, c3, c3, 2),
-        )
-        self.shape_head = nn.Linear(c3, len(SHAPES))
-        self.colour_head = nn.Linear(c3, len(COLOURS))
-        self.direction_head = nn.Linear(c3, len(DIRECTIONS))
+        stages = [(5, c1, (1, 2, 2)), (c1, c2, 2), (c2, c3, 1), (c3, c3, 2)]
+        labels = {"shape": SHAPES, "colour": COLOURS, "direction": DIRECTIONS}
+        super().__init__(config, nn.Conv3d, nn.BatchNorm3d, stages, labels)
 
     def forward(self, clips: Tensor) -> dict[str, Tensor]:
         x = torch.cat([clips, motion_channels(clips)], dim=1)  # [N, 5, F, H, W]
-        features = self.body(x).mean(dim=(2, 3, 4))  # [N, D]
-        return {
-            "features": features,
-            "shape": self.shape_head(features),
-            "colour": self.colour_head(features),
-            "direction": self.direction_head(features),
-        }
+        return self._outputs(self.body(x).mean(dim=(2, 3, 4)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -236,7 +228,8 @@ class WorldProbes:
         if missing:
             raise FileNotFoundError(
                 f"World probes not found in {directory} (missing {', '.join(missing)}). "
-                "Build them with mcm.world.probes.build_probes(out_dir) or use the shipped ones."
+                "Build them with mcm.world.probe_training.build_probes(out_dir) (`mcm world "
+                "build-probes`) or use the shipped ones."
             )
         manifest = json.loads((directory / MANIFEST).read_text())
         frame = FrameProbe(ProbeConfig.from_dict(manifest["frame_probe"]["config"]))
