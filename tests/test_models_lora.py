@@ -9,6 +9,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from mcm.models import (
     LoRAEMA,
     attach_lora,
+    attach_lora_from_state_dict,
     copy_teacher,
     disable_adapters,
     load_lora_state_dict,
@@ -19,7 +20,6 @@ from mcm.models import (
     read_lora,
     save_lora,
 )
-from mcm.models.lora import attach_lora_from_state_dict
 
 FAMILIES = ["modelscope", "animatediff"]
 

@@ -29,16 +29,18 @@ from mcm.models.lora import (
     DEFAULT_TARGET_MODULES,
     LoRAEMA,
     attach_lora,
-    attach_lora_from_state_dict,
     copy_teacher,
     disable_adapters,
     fuse_lora,
-    load_lora_state_dict,
     lora_parameters,
-    lora_state_dict,
     lora_target_modules,
-    read_lora,
     remove_lora,
+)
+from mcm.models.lora_weights import (
+    attach_lora_from_state_dict,
+    load_lora_state_dict,
+    lora_state_dict,
+    read_lora,
     save_lora,
 )
 from mcm.models.precision import DTYPE_POLICIES, resolve_dtype

@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from mcm.diffusion import consistency_timesteps
 from mcm.models.loading import detect_family, load_pipeline, read_model_index
-from mcm.models.lora import (
+from mcm.models.lora import fuse_lora
+from mcm.models.lora_weights import (
     attach_lora_from_state_dict,
     check_lora_family,
-    fuse_lora,
     lora_rank,
     lora_state_dict,
     read_lora,
