@@ -165,9 +165,10 @@ def run_arm(spec: dict) -> dict:
     rss_import = _rss_gb()
     from mcm.adversarial import AdaptivePenaltyWeight, DinoV2Backbone, FrameDiscriminator
     from mcm.models import attach_lora, copy_teacher, disable_adapters, lora_parameters
-    from mcm.motion import EMAModule, build_motion_representation
+    from mcm.motion import build_motion_representation
     from mcm.training.config import DiscriminatorConfig, MethodConfig, ModelConfig
     from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
+    from mcm.training.ema import EMA
 
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
@@ -185,7 +186,7 @@ def run_arm(spec: dict) -> dict:
     C = models.latent_shape[1]
     with seeded(1):
         motion = build_motion_representation(method.motion, C).to(device)
-    motion_target = EMAModule(motion, method.motion_ema_decay)
+    motion_ema, motion_target = EMA.of_module(motion, method.motion_ema_decay)
 
     with seeded(2):
         if backbone_kind == "latent":
@@ -217,7 +218,7 @@ def run_arm(spec: dict) -> dict:
         method,
         student,
         motion=motion,
-        motion_target=motion_target.module,
+        motion_target=motion_target,
         teacher_model=teacher_model,
         disable_adapters=disable_adapters,
         discriminator=disc,
@@ -281,7 +282,7 @@ def run_arm(spec: dict) -> dict:
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
         opt_d.zero_grad(set_to_none=True)
-        motion_target.update(motion)
+        motion_ema.update()
         sync()
         t4 = time.perf_counter()
         return {

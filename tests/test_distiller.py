@@ -11,8 +11,9 @@ import torch
 from mcm.adversarial import FrameDiscriminator, LatentUNetBackbone
 from mcm.models import attach_lora, disable_adapters, load_teacher, lora_parameters
 from mcm.models.tiny import save_tiny_pipeline
-from mcm.motion import EMAModule, build_motion_representation
+from mcm.motion import build_motion_representation
 from mcm.training.distiller import DistillBatch, MCMConfig, MCMDistiller
+from mcm.training.ema import EMA
 
 PROMPTS = ["a red circle moving left", "a blue square moving up"]
 
@@ -22,15 +23,15 @@ def teacher_dir(tmp_path_factory):
     return save_tiny_pipeline("modelscope", tmp_path_factory.mktemp("tiny-ms"))
 
 
-def _setup(teacher_dir, motion="learnable", discriminator=True, **cfg_kw):
+def _setup(teacher_dir, motion="learnable", discriminator=True, lora_noise=0.05, **cfg_kw):
     bundle = load_teacher(str(teacher_dir), device="cpu")
     torch.manual_seed(0)
     attach_lora(bundle.denoiser, rank=4, alpha=4)
     with torch.no_grad():  # a perturbed LoRA, so the student differs from the teacher
         for p in lora_parameters(bundle.denoiser):
-            p.add_(0.05 * torch.randn_like(p))
+            p.add_(lora_noise * torch.randn_like(p))
     head = build_motion_representation(motion, bundle.vae.latent_channels)
-    head_ema = EMAModule(head, 0.95) if any(True for _ in head.parameters()) else None
+    head_target = EMA.of_module(head, 0.95)[1] if any(True for _ in head.parameters()) else None
     disc = None
     if discriminator:
         den = bundle.denoiser
@@ -49,7 +50,7 @@ def _setup(teacher_dir, motion="learnable", discriminator=True, **cfg_kw):
         cfg,
         bundle.denoiser,
         motion=head,
-        motion_target=head_ema.module if head_ema else None,
+        motion_target=head_target,
         disable_adapters=disable_adapters,
         discriminator=disc,
     )

@@ -7,7 +7,6 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from mcm.models import (
-    LoRAEMA,
     attach_lora,
     attach_lora_from_state_dict,
     copy_teacher,
@@ -135,35 +134,6 @@ def test_gradients_reach_only_lora_parameters(family, tiny_dirs):
             assert p.dtype == torch.float32
         else:
             assert not p.requires_grad and p.grad is None, name
-
-
-def test_lora_ema(tiny_dirs):
-    bundle, _ = _student(tiny_dirs, "modelscope", rank=2, alpha=2)
-    den = bundle.denoiser
-    ema = LoRAEMA(den, decay=0.9)
-    start = [p.detach().clone() for p in lora_parameters(den)]
-    with torch.no_grad():
-        for p in lora_parameters(den):
-            p.add_(1.0)
-    ema.update()
-    for s, p0 in zip(ema.shadow, start):
-        torch.testing.assert_close(s, p0 + 0.1)
-    live = [p.detach().clone() for p in lora_parameters(den)]
-    x, t, emb = _inputs(bundle)
-    with torch.no_grad():
-        out_live = den(x, t, emb)
-        with ema.swapped_in():
-            for p, s in zip(lora_parameters(den), ema.shadow):
-                assert torch.equal(p, s)
-            out_ema = den(x, t, emb)
-        assert not torch.equal(out_ema, out_live)
-    for p, w in zip(lora_parameters(den), live):
-        assert torch.equal(p, w)
-    other = LoRAEMA(den, decay=0.5)
-    other.load_state_dict(ema.state_dict())
-    assert other.decay == 0.9 and all(torch.equal(a, b) for a, b in zip(other.shadow, ema.shadow))
-    with pytest.raises(ValueError, match="decay"):
-        LoRAEMA(den, decay=1.5)
 
 
 def test_lora_files_round_trip_and_reject_the_other_family(tiny_dirs, tmp_path):

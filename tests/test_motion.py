@@ -8,7 +8,6 @@ import torch
 
 from mcm.motion import (
     MOTION_REPRESENTATIONS,
-    EMAModule,
     LearnableMotionHead,
     build_motion_representation,
     l2,
@@ -219,42 +218,6 @@ def test_learnable_head_save_and_load(tmp_path):
     torch.testing.assert_close(loaded(x), head(x), rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         LearnableMotionHead.from_pretrained(tmp_path / "missing")
-
-
-# ---- EMA -------------------------------------------------------------------------------
-
-
-def test_ema_update_matches_hand_computation_and_is_frozen():
-    online = LearnableMotionHead(2, hidden=4, num_groups=2)
-    ema = EMAModule(online, decay=0.95)
-    assert all(not p.requires_grad for p in ema.parameters())
-    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
-    with torch.no_grad():
-        for p in online.parameters():
-            p.add_(torch.randn_like(p))
-    ema.update(online)
-    online_state = online.state_dict()
-    for k, v in ema.module.state_dict().items():
-        torch.testing.assert_close(v, 0.95 * before[k] + 0.05 * online_state[k])
-    x = torch.randn(1, 2, 2, 3, 3)
-    torch.testing.assert_close(ema(x), ema.module(x))
-
-
-def test_ema_state_dict_round_trip_and_decay_zero_copies():
-    online = LearnableMotionHead(2, hidden=4, num_groups=2)
-    for p in online.parameters():
-        torch.nn.init.normal_(p)
-    ema = EMAModule(online, decay=0.0)
-    ema.update(online)
-    x = torch.randn(1, 2, 2, 3, 3)
-    torch.testing.assert_close(ema(x), online(x))
-    restored = EMAModule(LearnableMotionHead(2, hidden=4, num_groups=2), decay=0.95)
-    restored.load_state_dict(ema.state_dict())
-    torch.testing.assert_close(restored(x), ema(x), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="decay"):
-        EMAModule(online, decay=1.5)
-    with pytest.raises(ValueError, match="differ"):
-        ema.update(LearnableMotionHead(2, hidden=4, num_groups=2, num_layers=2))
 
 
 # ---- distances -------------------------------------------------------------------------

@@ -127,6 +127,7 @@ def test_ema_target_checkpoint_resumes(assets, tmp_path):
     first, _ = run(cfg)
     saved = load_file(tmp_path / "ema" / "checkpoint-2" / "lora_ema.safetensors")
     assert len([k for k in saved if k.startswith("shadow.")]) == len(first.target_ema.shadow)
+    assert int(saved["num_updates"]) == 2
     cfg = make_config(assets, tmp_path / "ema-resumed", max_steps=2)
     cfg.method.target = "ema"
     resumed = DistillRecipe(cfg, resume=str(tmp_path / "ema" / "checkpoint-2"))
@@ -141,7 +142,7 @@ def test_motion_head_has_its_own_learning_rate(assets, tmp_path):
     cfg.method.motion_head_lr = 2e-2
     recipe = DistillRecipe(cfg)
     recipe.setup()
-    lora, head = recipe.optim_g.param_groups
+    lora, head = recipe.optimizers["g"].optimizer.param_groups
     assert (lora["initial_lr"], head["initial_lr"]) == (1e-3, 2e-2)
     assert {id(p) for p in head["params"]} == {id(p) for p in recipe.motion.parameters()}
 
@@ -171,11 +172,11 @@ def test_discriminator_warm_up_trains_only_the_heads_then_training_runs(assets, 
     recipe = DistillRecipe(cfg)
     recipe.setup()
     heads = [p.detach().clone() for p in recipe.discriminator.head_parameters()]
-    student = [p.detach().clone() for p in recipe.student_params]
+    student = [p.detach().clone() for p in recipe.optimizers["g"].params]
     recipe.warm_up_discriminator()
     assert recipe.step == 0
     assert any(not torch.equal(a, b) for a, b in zip(heads, recipe.discriminator.head_parameters()))
-    for a, b in zip(student, recipe.student_params):
+    for a, b in zip(student, recipe.optimizers["g"].params):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         assert b.grad is None
     steps = []

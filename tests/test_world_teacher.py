@@ -13,13 +13,8 @@ from mcm.world.pipeline import (
     world_teacher_components,
     world_tokenizer,
 )
-from mcm.world.teacher import (
-    BuildConfig,
-    build_world_teacher,
-    read_manifest,
-    sample_teacher,
-    training_timesteps,
-)
+from mcm.world.teacher import BuildConfig, build_world_teacher, read_manifest
+from mcm.world.teacher_training import training_timesteps
 from mcm.world.train_data import world_prompts
 
 # Small enough for CI; the sizes are the shipped ones, only the batches and steps shrink.
@@ -113,7 +108,7 @@ def test_build_saves_a_stock_pipeline_and_resumes_exactly(tmp_path, one_thread):
     # ... equals one that stops after 2 UNet steps and is resumed to 3.
     part = tmp_path / "part"
     build_world_teacher(part, vae_steps=2, unet_steps=2, batch_size=2, seed=5, **TINY_BUILD)
-    assert (tmp_path / "part.checkpoints" / "unet.pt").is_file()
+    assert (tmp_path / "part.checkpoints" / "unet" / "checkpoint-2" / "state.pt").is_file()
     build_world_teacher(
         part, vae_steps=2, unet_steps=3, batch_size=2, seed=5, resume=True, **TINY_BUILD
     )
@@ -143,14 +138,20 @@ def test_build_saves_a_stock_pipeline_and_resumes_exactly(tmp_path, one_thread):
     # Stock diffusers loads it and samples 8 frames of 32x32.
     pipe = DiffusionPipeline.from_pretrained(full)
     assert isinstance(pipe, TextToVideoSDPipeline)
-    videos = sample_teacher(pipe, ["a red circle moving left", "a blue square moving up"], 2, 3.0)
-    assert videos.shape == (2, 3, 8, 32, 32) and videos.min() >= -1 and videos.max() <= 1
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red circle moving left", "a blue square moving up"]
+    videos = pipe(
+        prompts, num_inference_steps=2, guidance_scale=3.0, num_frames=8, output_type="pt"
+    )
+    videos = videos.frames
+    assert videos.shape == (2, 8, 3, 32, 32) and videos.min() >= 0 and videos.max() <= 1
 
 
 def test_build_continues_from_a_saved_teacher(tmp_path, one_thread):
-    # --init-from: the VAE and its latent scale are kept, the UNet + text encoder train on.
+    # --init-from: the VAE and its latent scale are kept, the UNet + text encoder train on
+    # (2 steps: the warm-up's first learning rate is 0).
     out = build_world_teacher(
-        tmp_path / "more", unet_steps=1, batch_size=2, init_from=WORLD_TEACHER, **TINY_BUILD
+        tmp_path / "more", unet_steps=2, batch_size=2, init_from=WORLD_TEACHER, **TINY_BUILD
     )
     before, after = _weights(WORLD_TEACHER), _weights(out)
     vae = [k for k in before if k.startswith("vae.")]
@@ -205,8 +206,8 @@ def test_cli_build_writes_pipeline_and_manifest(tmp_path, one_thread):
     assert manifest["note"] == "ci" and manifest["build_config"]["pool_size"] == 2
     assert manifest["asset_bytes"] > 0
     assert (out / "model_index.json").is_file() and (out / "unet" / "config.json").is_file()
-    assert not (out / "vae.pt").exists()  # checkpoints live beside the pipeline, not in it
-    assert (tmp_path / "teacher.checkpoints" / "vae.pt").is_file()
+    assert not (out / "vae").joinpath("checkpoint-1").exists()  # checkpoints live beside it
+    assert (tmp_path / "teacher.checkpoints" / "vae" / "checkpoint-1" / "vae.safetensors").is_file()
 
 
 def test_build_schedule_options(tmp_path, one_thread):

@@ -2,8 +2,7 @@
 
 * :class:`VideoDenoiser` (+ ModelScope and AnimateDiff adapters), :class:`TextEncoder`,
   :class:`VideoVAE`, :func:`load_teacher` -> :class:`TeacherBundle`.
-* LoRA: :func:`attach_lora`, :func:`disable_adapters` (the teacher), :class:`LoRAEMA`,
-  :func:`lora_parameters`, :func:`lora_state_dict`, :func:`save_lora`, :func:`read_lora`.
+* LoRA: :func:`attach_lora`, :func:`disable_adapters` (the teacher), :func:`lora_parameters`, :func:`lora_state_dict`, :func:`save_lora`, :func:`read_lora`.
 * Export: :func:`export_student`, :func:`load_student_lora`, :func:`load_student_pipeline`.
 * :mod:`mcm.models.tiny`: tiny offline pipelines for tests.
 """
@@ -27,7 +26,6 @@ from mcm.models.export import (
 from mcm.models.loading import TeacherBundle, detect_family, load_pipeline, load_teacher
 from mcm.models.lora import (
     DEFAULT_TARGET_MODULES,
-    LoRAEMA,
     attach_lora,
     copy_teacher,
     disable_adapters,
@@ -54,7 +52,6 @@ __all__ = [
     "DTYPE_POLICIES",
     "FAMILIES",
     "AnimateDiffDenoiser",
-    "LoRAEMA",
     "ModelScopeDenoiser",
     "TeacherBundle",
     "TextEncoder",

@@ -3,7 +3,6 @@
 * :func:`attach_lora` injects LoRA layers (the reference MCM target modules by default),
   freezes everything else and keeps the LoRA weights in fp32.
 * :func:`disable_adapters` - inside it the denoiser *is* the teacher (one UNet in memory).
-* :class:`LoRAEMA` - an EMA of the LoRA weights only, for an EMA consistency target.
 * :func:`fuse_lora` / :func:`remove_lora` - fold LoRA into the base weights, or drop it.
 
 Reading and writing the LoRA weights (state dicts, files) is :mod:`mcm.models.lora_weights`.
@@ -24,7 +23,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
-from torch import Tensor, nn
+from torch import nn
 
 ADAPTER = "default"
 
@@ -233,57 +232,3 @@ def copy_teacher(denoiser: nn.Module) -> nn.Module:
     remove_lora(teacher.unet)
     teacher.__dict__.pop("lora_config", None)
     return teacher.eval().requires_grad_(False)
-
-
-class LoRAEMA:
-    """Exponential moving average of the LoRA weights only (the EMA-target policy).
-
-    shadow <- decay * shadow + (1 - decay) * weight, in fp32, on each :meth:`update`.
-
-    Args:
-        denoiser: a denoiser with LoRA attached.
-        decay: EMA decay per update (the LCM full-model recipe uses 0.95).
-    """
-
-    def __init__(self, denoiser: nn.Module, decay: float = 0.95):
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must be in [0, 1]; got {decay}.")
-        self.params = lora_parameters(denoiser)
-        if not self.params:
-            raise ValueError("The denoiser has no LoRA weights; call attach_lora first.")
-        self.decay = decay
-        self.shadow = [p.detach().float().clone() for p in self.params]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach().float(), 1.0 - self.decay)
-
-    @contextlib.contextmanager
-    def swapped_in(self) -> Iterator[None]:
-        """Temporarily put the EMA weights into the model; the live weights come back on exit."""
-        live = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, s in zip(self.params, self.shadow):
-                p.copy_(s)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, w in zip(self.params, live):
-                    p.copy_(w)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """Flat tensors (safetensors-ready): ``shadow.<i>`` per LoRA weight, ``decay`` (0-d)."""
-        state = {f"shadow.{i}": s.clone() for i, s in enumerate(self.shadow)}
-        state["decay"] = torch.tensor(self.decay, dtype=torch.float64)
-        return state
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        shadow = [state[f"shadow.{i}"] for i in range(len(self.shadow)) if f"shadow.{i}" in state]
-        if len(shadow) != len(self.shadow) or any(
-            a.shape != b.shape for a, b in zip(shadow, self.shadow)
-        ):
-            raise ValueError("EMA state does not match this model's LoRA weights (rank/targets?).")
-        self.decay = float(state["decay"])
-        self.shadow = [s.to(t.device, torch.float32).clone() for s, t in zip(shadow, self.shadow)]

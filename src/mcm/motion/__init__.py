@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from mcm.motion.distances import DISTANCES, l2, pseudo_huber
-from mcm.motion.learnable import EMAModule, LearnableMotionHead
+from mcm.motion.learnable import LearnableMotionHead
 from mcm.motion.representations import (
     CorrelationMotion,
     FrequencyMotion,
@@ -79,7 +79,6 @@ __all__ = [
     "DISTANCES",
     "MOTION_REPRESENTATIONS",
     "CorrelationMotion",
-    "EMAModule",
     "FrequencyMotion",
     "LearnableMotionHead",
     "RawMotion",

@@ -1,20 +1,18 @@
-"""The learnable motion representation m(x) = x + g_phi(x) and an EMA copy of it.
+"""The learnable motion representation m(x) = x + g_phi(x).
 
 g_phi is a small per-frame network (convs, GroupNorm, SiLU) whose last conv is
 zero-initialised, so m is the identity at initialisation. The light variant uses 1x1
 convs (3 layers), the heavy one 3x3 convs (5 layers). The head is trained only through
-the motion loss with the student's optimiser; the target side uses an EMA copy
-(:class:`EMAModule`, decay 0.95).
+the motion loss with the student's optimiser; the target side uses an EMA copy of it
+(:class:`mcm.training.ema.EMA`, decay 0.95).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -115,47 +113,3 @@ class LearnableMotionHead(nn.Module):
         head = cls(**config)
         head.load_state_dict(load_file(paths[1]))
         return head
-
-
-class EMAModule(nn.Module):
-    """A frozen exponential-moving-average copy of a module (the target-side head).
-
-    ``update(online)`` sets p_ema <- decay p_ema + (1 - decay) p_online for every
-    parameter and copies buffers. Calling the EMA module runs the copy. Its state_dict
-    holds the copy's weights (under ``module.``) and round-trips with load_state_dict.
-
-    Args:
-        module (nn.Module): the online module; deep-copied at construction.
-        decay (float): EMA decay in [0, 1]. Default: 0.95 (the paper's target head).
-
-    Raises:
-        ValueError: decay outside [0, 1].
-    """
-
-    def __init__(self, module: nn.Module, decay: float = 0.95):
-        super().__init__()
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must lie in [0, 1]; got {decay}.")
-        self.decay = decay
-        self.module = copy.deepcopy(module).requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, online: nn.Module) -> None:
-        """One EMA step towards ``online`` (same architecture as the copy; a DDP wrapper
-        is unwrapped)."""
-        if isinstance(online, nn.parallel.DistributedDataParallel):
-            online = online.module
-        ema_params = dict(self.module.named_parameters())
-        if set(ema_params) != {n for n, _ in online.named_parameters()}:
-            raise ValueError(
-                "EMAModule.update got a module whose parameters differ from the EMA copy's; "
-                "pass the same (unwrapped) module the EMA was built from."
-            )
-        for name, p in online.named_parameters():
-            ema_params[name].lerp_(p.detach().to(ema_params[name].dtype), 1.0 - self.decay)
-        ema_buffers = dict(self.module.named_buffers())
-        for name, b in online.named_buffers():
-            ema_buffers[name].copy_(b)
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)

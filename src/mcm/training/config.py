@@ -115,6 +115,8 @@ class TrainLoopConfig:
         None  # frames per validation video (None: the pipeline default, 16)
     )
     max_nonfinite: int = 10  # stop after this many non-finite losses in a row
+    max_seconds: float | None = None  # stop (with a checkpoint) after this much training time
+    progress: bool = True  # show a progress bar
     export: bool = True  # write the diffusers LoRA + merged pipeline at the end
 
 

@@ -114,7 +114,7 @@ class MCMDistiller:
         discriminator: an ``mcm.adversarial.FrameDiscriminator`` or None.
         decode_frames: maps latent frames [N, C, h, w] to what the discriminator sees
             (identity for a latent discriminator; VAE decode, with gradient, for a pixel one).
-        target_ema: a ``LoRAEMA`` when cfg.target == "ema".
+        target_ema: an :class:`~mcm.training.ema.EMA` of the LoRA when cfg.target == "ema".
     """
 
     def __init__(
@@ -134,7 +134,7 @@ class MCMDistiller:
                 "Give either teacher_model or disable_adapters (teacher = student without LoRA)."
             )
         if cfg.target == "ema" and target_ema is None:
-            raise ValueError("cfg.target == 'ema' needs target_ema (a LoRAEMA of the student).")
+            raise ValueError("cfg.target == 'ema' needs target_ema (an EMA of the student's LoRA).")
         self.cfg = cfg
         self.student = student
         self.teacher_model = teacher_model

@@ -1,7 +1,8 @@
 """The distillation recipe: `mcm train` runs this, top to bottom.
 
-torchtune-style: ``setup()`` builds everything from the config, ``train()`` is the loop,
-``save_checkpoint()`` / ``load_checkpoint()`` make a run resumable bit for bit.
+torchtune-style: ``setup()`` builds everything from the config, ``_loss_step()`` is one
+MCM step (the student's loss, then the discriminator's), and the loop, checkpoints and
+signal handling are the shared :class:`~mcm.training.trainer.Trainer`'s.
 
 Multi-process (accelerate/torchrun): the trainable parameters are the LoRA, the motion head
 and the discriminator heads - a few MB - so instead of wrapping the UNet in DDP the loop
@@ -13,18 +14,13 @@ the loop all-reduces only the rest; checkpoints and the export gather the full w
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import re
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import broadcast, gather_object, set_seed
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from mcm.adversarial import (
@@ -36,7 +32,6 @@ from mcm.adversarial import (
 from mcm.data import build_image_loader, build_video_loader
 from mcm.media import write_video
 from mcm.models import (
-    LoRAEMA,
     attach_lora,
     disable_adapters,
     export_student,
@@ -49,154 +44,138 @@ from mcm.models import (
 )
 from mcm.models.export import diffusers_lora_state_dict
 from mcm.models.sampling import sample_student, sample_teacher
-from mcm.motion import EMAModule, build_motion_representation
+from mcm.motion import build_motion_representation
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainConfig
-from mcm.training.config_io import save_config, to_dict
 from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
-from mcm.training.schedules import lr_scheduler
+from mcm.training.ema import EMA
 from mcm.training.sharding import (
     clip_grad_norm_,
     fsdp_plugin,
     full_optimizer_state,
-    is_sharded,
     reshard,
     shard_optimizer_state,
     shard_unet,
+)
+from mcm.training.trainer import (
+    NonFiniteLossError,
+    Optimization,
+    Trainer,
+    make_optimizer,
+    make_scheduler,
 )
 
 log = logging.getLogger("mcm.train")
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
-
-
-class DistillRecipe:
+class DistillRecipe(Trainer):
     """Distil an MCM (or plain LCM) student from a teacher, as the config says."""
 
+    name = "distil"
+
     def __init__(self, cfg: TrainConfig, resume: str | None = None):
+        super().__init__(cfg.train, cfg.output_dir, resume, config=cfg)
         self.cfg = cfg
-        self.resume = resume
-        self.out = Path(cfg.output_dir)
-        self.step = 0
-        self.nonfinite_in_row = 0
-        self.nonfinite_total = 0
-        self._stop_signal: int | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg = self.cfg
-        self.accelerator = acc = Accelerator(
-            mixed_precision=cfg.train.mixed_precision,
-            log_with=None if cfg.train.tracker == "none" else cfg.train.tracker,
-            project_dir=str(self.out),
-        )
+        acc = self.make_accelerator()
         set_seed(cfg.train.seed)  # the same initial weights (heads, LoRA) on every rank
         # One generator draws everything random in a step; the same on every rank except for
         # the rank offset, so ranks see different noise but a resumed run replays exactly.
         self.generator = torch.Generator().manual_seed(
             cfg.train.seed * 1_000_003 + acc.process_index
         )
-        if acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
-            if cfg.train.tracker != "none":
-                acc.init_trackers("mcm", config=_flat(to_dict(cfg)))
 
-        device = acc.device
-        m = cfg.model
+        # 1. The teacher, and the student: the teacher with LoRA (adapters off = teacher).
+        device, m = acc.device, cfg.model
         self.bundle = load_teacher(
             m.teacher, device=device, dtype_policy=m.frozen_dtype, vae_chunk_size=m.vae_chunk_size
         )
         student = self.bundle.denoiser
         attach_lora(
             student,
-            rank=cfg.model.lora_rank,
-            alpha=cfg.model.lora_alpha,
-            dropout=cfg.model.lora_dropout,
-            target_modules=cfg.model.lora_target_modules,
+            rank=m.lora_rank,
+            alpha=m.lora_alpha,
+            dropout=m.lora_dropout,
+            target_modules=m.lora_target_modules,
         )
         self.fsdp = fsdp_plugin(acc)  # None unless the accelerate config asks for FSDP
         if self.fsdp is not None:
             self._check_fsdp_config()
-        fsdp_checkpointing = getattr(self.fsdp, "activation_checkpointing", False)
-        if cfg.model.gradient_checkpointing or fsdp_checkpointing:
+        if m.gradient_checkpointing or getattr(self.fsdp, "activation_checkpointing", False):
             student.enable_gradient_checkpointing()
         if self.fsdp is not None:  # before anything keeps a reference to a parameter
             self.fsdp_units = shard_unet(student.unet, self.fsdp, device)
             n = len(self.fsdp_units)
             log.info("FSDP: %d UNet units sharded over %d ranks.", n, acc.num_processes)
         teacher_model = None
-        if cfg.model.separate_teacher:
-            teacher_model = load_teacher(
-                m.teacher, device=device, dtype_policy=m.frozen_dtype
-            ).denoiser
-            teacher_model.requires_grad_(False).eval()
+        if m.separate_teacher:
+            teacher_model = load_teacher(m.teacher, device=device, dtype_policy=m.frozen_dtype)
+            teacher_model = teacher_model.denoiser.requires_grad_(False).eval()
             if self.fsdp is not None:
                 self.fsdp_units += shard_unet(teacher_model.unet, self.fsdp, device)
 
+        # 2. The motion representation (its EMA on the target side) and the LoRA's EMA.
         channels = self.bundle.vae.latent_channels
         self.motion = build_motion_representation(cfg.method.motion, channels).to(device)
-        learnable = any(p.requires_grad for p in self.motion.parameters())
-        self.motion_target = (
-            EMAModule(self.motion, cfg.method.motion_ema_decay) if learnable else None
-        )
-        self.target_ema = (
-            LoRAEMA(student, cfg.method.target_ema_decay) if cfg.method.target == "ema" else None
-        )
+        self.motion_ema = self.motion_target = None
+        if any(p.requires_grad for p in self.motion.parameters()):
+            self.motion_ema, self.motion_target = EMA.of_module(
+                self.motion, cfg.method.motion_ema_decay
+            )
+        self.target_ema = None
+        if cfg.method.target == "ema":
+            self.target_ema = EMA(lora_parameters(student), cfg.method.target_ema_decay)
+        emas = {"motion_head_ema": self.motion_ema, "lora_ema": self.target_ema}
+        self.emas = {stem: ema for stem, ema in emas.items() if ema is not None}
 
+        # 3. The discriminator and the step.
         self.discriminator = self._build_discriminator() if cfg.discriminator.enabled else None
         self.distiller = MCMDistiller(
             cfg.method,
             student,
             motion=self.motion,
-            motion_target=self.motion_target.module if self.motion_target else None,
+            motion_target=self.motion_target,
             teacher_model=teacher_model,
             disable_adapters=disable_adapters,
             discriminator=self.discriminator,
             decode_frames=self._decode_frames,
             target_ema=self.target_ema,
         )
-
         self._reshard()  # the discriminator's probe may have left blocks gathered
+
+        # 4. Optimisers: the student (LoRA + motion head), the discriminator's heads.
+        t = cfg.train
         lora = lora_parameters(student)
         head = [p for p in self.motion.parameters() if p.requires_grad]
-        self.student_params = lora + head
         groups = [{"params": lora}]
         if head:
-            groups.append({"params": head, "lr": cfg.method.motion_head_lr or cfg.train.lr})
-        self.optim_g = self._optimizer(
-            groups, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay
-        )
-        self.sched_g = lr_scheduler(
-            self.optim_g, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.lr_schedule
+            groups.append({"params": head, "lr": cfg.method.motion_head_lr or t.lr})
+        optim = make_optimizer(groups, t.lr, t.betas, t.weight_decay, t.adam_eps, t.optimizer)
+        self.optimizers["g"] = Optimization(
+            acc.prepare_optimizer(optim),
+            make_scheduler(optim, t.lr_schedule, t.warmup_steps, t.max_steps),
+            lora + head,
+            t.max_grad_norm,
         )
         if self.discriminator is not None:
             d = cfg.discriminator
-            self.optim_d = self._optimizer(
-                list(self.discriminator.head_parameters()), d.lr, d.betas, d.weight_decay
+            heads = list(self.discriminator.head_parameters())
+            optim = make_optimizer(heads, d.lr, d.betas, d.weight_decay, kind=t.optimizer)
+            self.optimizers["d"] = Optimization(
+                acc.prepare_optimizer(optim),
+                make_scheduler(optim, "constant", t.warmup_steps, t.max_steps),
+                heads,
             )
-            self.sched_d = lr_scheduler(
-                self.optim_d, cfg.train.warmup_steps, cfg.train.max_steps, "constant"
-            )
-
             self.gp_weight = AdaptivePenaltyWeight(d.gp_weight)
-        self.optim_g = acc.prepare_optimizer(self.optim_g)
-        if self.discriminator is not None:
-            self.optim_d = acc.prepare_optimizer(self.optim_d)
 
+        # 5. Data, then (everything built) the checkpoint to resume from.
         self._build_data()
         self._teacher_validated = (self.out / "validation" / "teacher").exists()
         set_seed(cfg.train.seed + acc.process_index)  # anything drawn later differs per rank
-        if self.resume:
-            self.load_checkpoint(ckpt.resolve_checkpoint(self.out, self.resume))
-
-    def _reshard(self) -> None:
-        """FSDP: free every gathered block, so that the UNet's parameters are the shards (the
-        optimizer's, the checkpoint's) and no block runs on weights older than a step."""
-        if self.fsdp is not None:
-            reshard(self.fsdp_units)
+        super().setup()
 
     def _check_fsdp_config(self) -> None:
         """Settings the sharded path does not support, with the fix."""
@@ -217,25 +196,7 @@ class DistillRecipe:
                 "(the sharded LoRA weights are DTensors)."
             )
 
-    def _optimizer(self, params, lr, betas, weight_decay):
-        if self.cfg.train.optimizer == "adamw8bit":
-            try:
-                import bitsandbytes as bnb
-            except ImportError as e:
-                raise ImportError(
-                    "train.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`, "
-                    "or set train.optimizer=adamw."
-                ) from e
-            return bnb.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-        return torch.optim.AdamW(
-            params,
-            lr=lr,
-            betas=tuple(betas),
-            weight_decay=weight_decay,
-            eps=self.cfg.train.adam_eps,
-        )
-
-    def _build_discriminator(self):
+    def _build_discriminator(self) -> FrameDiscriminator:
         d, student = self.cfg.discriminator, self.bundle.denoiser
         if d.backbone == "latent":
             backbone = teacher_latent_backbone(
@@ -246,10 +207,9 @@ class DistillRecipe:
             )
         else:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
-        text_dim = self.bundle.text_encoder.embedding_dim
         disc = FrameDiscriminator(
             backbone,
-            text_dim=text_dim,
+            text_dim=self.bundle.text_encoder.embedding_dim,
             cmap_dim=d.head_channels,
             augment_policy=d.augment,
             conditional=d.conditional,
@@ -324,170 +284,50 @@ class DistillRecipe:
         batch.real_frames, batch.real_pooled_text = real, pooled(real_captions)
         return batch
 
-    # ------------------------------------------------------------------ loop
+    def _data_state(self) -> dict:
+        state = {"video": self.video_loader.state_dict()}
+        if self.image_loader is not None:
+            state["images"] = self.image_loader.state_dict()
+        return state
+
+    def _load_data_state(self, state: dict) -> None:
+        self.video_loader.load_state_dict(state["video"])
+        if self.image_loader is not None and "images" in state:
+            self.image_loader.load_state_dict(state["images"])
+
+    # ------------------------------------------------------------------ the step
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
-        """Run to train.max_steps; ``on_step(step)`` is called after every optimiser step.
-        Returns the last logged loss terms."""
-        cfg, acc = self.cfg, self.accelerator
-        self._install_signal_handlers()
+        """The discriminator's warm-up (once, at step 0), the loop, then the export."""
+        cfg = self.cfg
         if self.step == 0 and self.discriminator is not None and cfg.discriminator.warmup_steps:
             self.warm_up_discriminator()
-        bar = tqdm(
-            total=cfg.train.max_steps,
-            initial=self.step,
-            disable=not acc.is_main_process,
-            desc="distil",
-            unit="step",
-        )
-        t_last, logged = time.perf_counter(), {}
-        stop = False
-        while self.step < cfg.train.max_steps and not (stop := self._stopping()):
-            terms = self.train_step()
-            if terms is None:  # non-finite loss: nothing was updated
-                continue
-            self.step += 1
-            if on_step is not None:
-                on_step(self.step)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if k.startswith("loss")})
-            if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
-                now = time.perf_counter()
-                terms["steps_per_s"] = cfg.train.log_every / max(now - t_last, 1e-9)
-                terms["nonfinite_total"] = self.nonfinite_total
-                if torch.cuda.is_available():
-                    terms["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-                t_last, logged = now, terms
-                if cfg.train.tracker != "none":
-                    acc.log(terms, step=self.step)
-            if cfg.train.validate_every and self.step % cfg.train.validate_every == 0:
-                self.validate()
-            if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
-                self.save_checkpoint()
-        bar.close()
+        logged = super().train(on_step)
         log.info("Training clips: %s", self.video_loader.bad_log.summary())
         if self.image_loader is not None:
             log.info("Images: %s", self.image_loader.bad_log.summary())
-        if stop:
-            log.warning(
-                "Received signal %s: saving a checkpoint at step %d and stopping.",
-                self._stop_signal or "(on another rank)",
-                self.step,
-            )
-        self.save_checkpoint()
-        if not stop and cfg.train.export:
+        if not self.stats["stopped_by_signal"] and cfg.train.export:
             self.export()
         return logged
 
-    def warm_up_discriminator(self) -> None:
-        """discriminator.warmup_steps D-only steps: real images against frames of the
-        training clips. The student starts as the teacher, whose samples look like those
-        clips, so its adversarial loss carries the look from step 1 instead of after the
-        heads have caught up (~150 steps on the world)."""
-        n = self.cfg.discriminator.warmup_steps
-        for _ in tqdm(range(n), desc="D warm-up", disable=not self.accelerator.is_main_process):
-            batch = self.next_batch()
-            draws = self.distiller.sample_draws(batch.latents, self.generator)
-            gen = self.distiller.clips_as_fakes(batch, draws)
-            with self.accelerator.autocast():
-                loss, _ = self._discriminator_loss(gen, batch, draws)
-            if self._finite(loss):
-                self.accelerator.backward(loss)
-                self._all_reduce_grads(list(self.discriminator.head_parameters()))
-                self._step_discriminator()
-            else:
-                self.optim_d.zero_grad(set_to_none=True)
-
-    def _step_discriminator(self) -> float:
-        """One update of the discriminator's heads from their gradients; returns the norm."""
-        norm = _grad_norm(list(self.discriminator.head_parameters()))
-        self.optim_d.step()
-        self.sched_d.step()
-        self.optim_d.zero_grad(set_to_none=True)
-        return norm
-
-    def train_step(self) -> dict[str, float] | None:
-        """One optimiser step: grad_accum micro-batches of the MCM step, then the updates.
-
-        Returns the averaged loss terms, or None when a loss was non-finite (no update).
-        """
-        cfg = self.cfg
-        sums: dict[str, float] = {}
-        skip = False
-        for _ in range(cfg.train.grad_accum):
-            batch = self.next_batch()
-            draws = self.distiller.sample_draws(batch.latents, self.generator)
-            if self.fsdp is not None:  # the student's own sample is one more (collective) call
-                draws.use_real = self._from_rank0(draws.use_real)
-            if self.discriminator is not None:
-                self.discriminator.requires_grad_heads(False)  # L_G must not train D
-            with self.accelerator.autocast():
-                gen = self.distiller.generator_step(batch, draws)
-            if not self._finite(gen.loss):
-                skip = True
-                break
-            self.accelerator.backward(gen.loss / cfg.train.grad_accum)
-            terms = dict(gen.terms)
-            if self.discriminator is not None:
-                self.discriminator.requires_grad_heads(True)
-                d_loss, d_terms = self._discriminator_loss(gen, batch, draws)
-                if not self._finite(d_loss):
-                    skip = True
-                    break
-                self.accelerator.backward(d_loss / cfg.train.grad_accum)
-                terms.update(d_terms)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / cfg.train.grad_accum
-        if skip:
-            return self._skip_nonfinite()
-        self.nonfinite_in_row = 0
-
-        self._all_reduce_grads()
-        self._reshard()  # the next forward gathers the updated weights
-        max_norm = cfg.train.max_grad_norm
-        if max_norm > 0:
-            if self.fsdp is None:
-                norm = self.accelerator.clip_grad_norm_(self.student_params, max_norm)
-            else:  # a norm over sharded (DTensor) and replicated gradients
-                norm = clip_grad_norm_(self.student_params, max_norm)
-            sums["grad_norm_g"] = float(norm)
-        self.optim_g.step()
-        self.sched_g.step()
-        self.optim_g.zero_grad(set_to_none=True)
-        sums["lr_g"] = self.sched_g.get_last_lr()[0]
+    def _loss_step(self, batch: DistillBatch) -> dict[str, float] | None:
+        """One micro-batch: L_G back-propagated into the student, then L_D into D's heads."""
+        draws = self.distiller.sample_draws(batch.latents, self.generator)
+        if self.fsdp is not None:  # the student's own sample is one more (collective) call
+            draws.use_real = self._from_rank0(draws.use_real)
         if self.discriminator is not None:
-            sums["grad_norm_d"] = self._step_discriminator()
-        if self.motion_target is not None:
-            self.motion_target.update(self.motion)
-        if self.target_ema is not None:
-            self.target_ema.update()
-        return sums
-
-    # Under FSDP every forward and backward through the UNet is a collective, so all ranks
-    # must make the same random choices. With several processes (DDP or FSDP) every step
-    # ends in a gradient all-reduce, so skipping a step or stopping is agreed by all ranks.
-    def _from_rank0(self, flag: bool) -> bool:
-        """Rank 0's value of a random choice."""
-        t = torch.tensor([float(flag)], device=self.accelerator.device)
-        return bool(broadcast(t, from_process=0).item())
-
-    def _stopping(self) -> bool:
-        """Whether a SIGINT/SIGTERM arrived (on any rank, so that all ranks stop after the
-        same step)."""
-        stop = self._stop_signal is not None
-        if self.accelerator.num_processes == 1:
-            return stop
-        t = torch.tensor([float(stop)], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
-
-    def _finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite (on every rank)."""
-        finite = bool(torch.isfinite(loss))
-        if self.accelerator.num_processes == 1:
-            return finite
-        t = torch.tensor([float(finite)], device=self.accelerator.device)
-        return bool(
-            self.accelerator.reduce(t, reduction="sum").item() == self.accelerator.num_processes
-        )
+            self.discriminator.requires_grad_heads(False)  # L_G must not train D
+        with self.accelerator.autocast():
+            gen = self.distiller.generator_step(batch, draws)
+        if not self.backward(gen.loss):
+            return None
+        terms = dict(gen.terms)
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_heads(True)
+            d_loss, d_terms = self._discriminator_loss(gen, batch, draws)
+            if not self.backward(d_loss):
+                return None
+            terms.update(d_terms)
+        return terms
 
     def _discriminator_loss(self, gen, batch, draws):
         """Hinge loss of D plus the adaptive feature-space gradient penalty."""
@@ -496,47 +336,41 @@ class DistillRecipe:
         weight = (lambda gp: self.gp_weight.update(gp, self.step)) if use_gp else None
         return self.distiller.discriminator_step(gen, batch, draws, penalty_weight=weight)
 
-    def _skip_nonfinite(self) -> None:
-        self.optim_g.zero_grad(set_to_none=True)
-        if self.discriminator is not None:
-            self.optim_d.zero_grad(set_to_none=True)
-        self.nonfinite_in_row += 1
-        self.nonfinite_total += 1
-        log.warning(
-            "Non-finite loss at step %d: step skipped (%d in a row).",
-            self.step,
-            self.nonfinite_in_row,
-        )
-        if self.nonfinite_in_row >= self.cfg.train.max_nonfinite:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_in_row} non-finite losses in a row (train.max_nonfinite="
-                f"{self.cfg.train.max_nonfinite}); lower train.lr, check the data, or use "
-                "train.mixed_precision=no/bf16 instead of fp16."
-            )
-        return None
+    def warm_up_discriminator(self) -> None:
+        """discriminator.warmup_steps D-only steps: real images against frames of the
+        training clips. The student starts as the teacher, whose samples look like those
+        clips, so its adversarial loss carries the look from step 1 instead of after the
+        heads have caught up (~150 steps on the world)."""
+        n = self.cfg.discriminator.warmup_steps
+        d = self.optimizers["d"]
+        show = self.accelerator.is_main_process and self.loop.progress
+        for _ in tqdm(range(n), desc="D warm-up", disable=not show):
+            batch = self.next_batch()
+            draws = self.distiller.sample_draws(batch.latents, self.generator)
+            gen = self.distiller.clips_as_fakes(batch, draws)
+            with self.accelerator.autocast():
+                loss, _ = self._discriminator_loss(gen, batch, draws)
+            if self._finite(loss):
+                self.accelerator.backward(loss)
+                self._all_reduce_grads(d.params)
+                d.optimizer.step()
+                d.scheduler.step()
+            d.optimizer.zero_grad(set_to_none=True)
+
+    # FSDP: free every gathered block, so that the UNet's parameters are the shards (the
+    # optimizer's, the checkpoint's) and no block runs on weights older than a step.
+    def _reshard(self) -> None:
+        if self.fsdp is not None:
+            reshard(self.fsdp_units)
 
     def _all_reduce_grads(self, params: list | None = None) -> None:
-        """Average the gradients of ``params`` (default: the student's and D's heads')."""
-        if self.accelerator.num_processes == 1:
-            return
-        if params is None:
-            params = list(self.student_params)
-            if self.discriminator is not None:
-                params += list(self.discriminator.head_parameters())
-        for p in params:
-            if is_sharded(p):  # FSDP already averaged it over the ranks in the backward
-                continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+        super()._all_reduce_grads(params)
+        self._reshard()  # the next forward gathers the updated weights
 
-    def _install_signal_handlers(self) -> None:
-        def handler(signum, _frame):
-            self._stop_signal = signum
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not in the main thread
-                signal.signal(sig, handler)
+    def _clip_grad_norm(self, params, max_norm: float) -> torch.Tensor:
+        if self.fsdp is not None and max_norm > 0:  # a norm over sharded and replicated grads
+            return clip_grad_norm_(params, max_norm)
+        return super()._clip_grad_norm(params, max_norm)
 
     # ------------------------------------------------------------------ validation / export
     @torch.no_grad()
@@ -551,25 +385,21 @@ class DistillRecipe:
             return
         if not acc.is_main_process and self.fsdp is None:
             return
-        prompts, frames, seed = (
-            cfg.train.validation_prompts,
-            cfg.train.validation_frames,
-            cfg.train.validation_seed,
-        )
-        for steps in cfg.train.validation_steps:
+        t = cfg.train
+        sample = {"seed": t.validation_seed, "num_frames": t.validation_frames}
+        for steps in t.validation_steps:
             videos = sample_student(
                 self.bundle,
-                prompts,
+                t.validation_prompts,
                 steps,
-                seed=seed,
-                num_frames=frames,
                 timestep_scaling=cfg.method.timestep_scaling,
                 original_inference_steps=cfg.method.num_ode_steps,
+                **sample,
             )
             self._log_videos(f"student-{steps}step", videos, f"step-{self.step}")
         if not self._teacher_validated:
             with disable_adapters(self.bundle.denoiser):
-                videos = sample_teacher(self.bundle, prompts, 50, 7.5, seed=seed, num_frames=frames)
+                videos = sample_teacher(self.bundle, t.validation_prompts, 50, 7.5, **sample)
             self._log_videos("teacher-50step", videos, "teacher")
             self._teacher_validated = True
 
@@ -597,9 +427,9 @@ class DistillRecipe:
         lora = lora_state_dict(self.bundle.denoiser)  # every rank: FSDP gathers the shards
         if not self.accelerator.is_main_process:
             return None
-        extra = {"motion_head": self.motion} if self.motion_target is not None else {}
+        extra = {}
         if self.motion_target is not None:
-            extra["motion_head_ema"] = self.motion_target.module
+            extra = {"motion_head": self.motion, "motion_head_ema": self.motion_target}
         sampling = {
             "timestep_scaling": self.cfg.method.timestep_scaling,
             "original_inference_steps": self.cfg.method.num_ode_steps,
@@ -612,148 +442,53 @@ class DistillRecipe:
         )
 
     # ------------------------------------------------------------------ checkpoints
-    def _trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        state = {}
-        if self.motion_target is not None:
-            state["motion_head"] = self.motion.state_dict()
-            state["motion_head_ema"] = self.motion_target.state_dict()
-        if self.discriminator is not None:
-            state["discriminator_heads"] = self.discriminator.head_state_dict()
-        if self.target_ema is not None:
-            state["lora_ema"] = self.target_ema.state_dict()
-        return state
-
-    def save_checkpoint(self) -> Path | None:
-        acc, den = self.accelerator, self.bundle.denoiser
-        acc.wait_for_everyone()
+    def _checkpoint_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The LoRA (peft keys, and diffusers keys for stock loaders), the motion head and
+        the discriminator's heads (the trainer adds the EMAs)."""
         self._reshard()
-        # Full weights and optimiser state on every rank (FSDP: gathered), written by rank 0,
-        # so that any number of ranks can resume from the files.
-        lora = lora_state_dict(den)
-        optim_g = self.optim_g.state_dict()
-        if self.fsdp is not None:
-            optim_g = full_optimizer_state(optim_g)
-        ranks = gather_object([self._rank_state()])  # every rank's draws and data position
-        if not acc.is_main_process:
-            return None
-
-        def write(tmp: Path) -> None:
-            # peft keys + rank/alpha/family metadata
-            save_lora(den, tmp / "lora.safetensors", state_dict=lora)
-            diffusers_lora = diffusers_lora_state_dict(lora, den.lora_config["alpha"])
-            ckpt.save_weights(diffusers_lora, tmp / "pytorch_lora_weights.safetensors")
-            for name, tensors in self._trainable_state().items():
-                ckpt.save_weights(tensors, tmp / f"{name}.safetensors")
-            state = {
-                "step": self.step,
-                "optim_g": optim_g,
-                "sched_g": self.sched_g.state_dict(),
-                **ranks[0],  # generator, torch_rng, data (and images): rank 0's, as before
-                "ranks": ranks,
-                "nonfinite_total": self.nonfinite_total,
-            }
-            if self.discriminator is not None:
-                state.update(
-                    optim_d=self.optim_d.state_dict(),
-                    sched_d=self.sched_d.state_dict(),
-                    gp_weight=self.gp_weight.state_dict(),
-                )
-            ckpt.save_state(state, tmp / "state.pt")
-            save_config(self.cfg, tmp / "config.yaml")
-            (tmp / "meta.json").write_text(
-                json.dumps({"step": self.step, "seed": self.cfg.train.seed})
-            )
-
-        path = ckpt.write_checkpoint(self.out, self.step, write, self.cfg.train.keep_checkpoints)
-        log.info("Saved %s", path)
-        return path
-
-    def _rank_state(self) -> dict:
-        """What differs between ranks: the random draws and the data position."""
-        state = {
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "data": self.video_loader.state_dict(),
+        lora = lora_state_dict(self.bundle.denoiser)
+        weights = {
+            "pytorch_lora_weights": diffusers_lora_state_dict(
+                lora, self.bundle.denoiser.lora_config["alpha"]
+            ),
+            "lora": lora,
         }
-        if self.image_loader is not None:
-            state["images"] = self.image_loader.state_dict()
-        return state
+        if self.motion_target is not None:
+            weights["motion_head"] = self.motion.state_dict()
+        if self.discriminator is not None:
+            weights["discriminator_heads"] = self.discriminator.head_state_dict()
+        return weights
 
-    def _load_rank_state(self, state: dict) -> None:
-        """This rank's draws and data position, when the checkpoint was taken on as many
-        ranks; otherwise fresh data streams and draws (seeded by seed, rank and step)."""
-        acc = self.accelerator
-        ranks = state.get("ranks", [state])  # older checkpoints hold rank 0's only
-        if len(ranks) != acc.num_processes or ranks[0]["data"]["world_size"] != len(ranks):
-            log.warning(
-                "Resuming on %d process(es) from a checkpoint of %d: weights, optimisers, "
-                "schedulers and step are restored; data streams and random draws start afresh.",
-                acc.num_processes,
-                ranks[0]["data"]["world_size"],
-            )
-            seed = self.cfg.train.seed * 1_000_003 + acc.process_index + 7_919 * self.step
-            self.generator.manual_seed(seed)
-            return
-        own = ranks[acc.process_index]
-        self.generator.set_state(own["generator"])
-        torch.set_rng_state(own["torch_rng"])
-        self.video_loader.load_state_dict(own["data"])
-        if self.image_loader is not None and "images" in own:
-            self.image_loader.load_state_dict(own["images"])
+    def _save_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        if path.stem == "lora":  # with the LoRA's rank, alpha and family
+            save_lora(self.bundle.denoiser, path, state_dict=tensors)
+        else:
+            super()._save_weights(tensors, path)
 
-    def load_checkpoint(self, path: Path) -> None:
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("seed") != self.cfg.train.seed:
-            log.warning(
-                "Resuming a run seeded %s with train.seed=%s.",
-                meta.get("seed"),
-                self.cfg.train.seed,
-            )
+    def _load_weights(self, path: Path) -> None:
         load_lora_state_dict(self.bundle.denoiser, read_lora(path / "lora.safetensors")[0])
         if self.motion_target is not None:
             self.motion.load_state_dict(ckpt.load_weights(path / "motion_head.safetensors"))
-            self.motion_target.load_state_dict(
-                ckpt.load_weights(path / "motion_head_ema.safetensors")
-            )
         if self.discriminator is not None:
             self.discriminator.load_head_state_dict(
                 ckpt.load_weights(path / "discriminator_heads.safetensors")
             )
-        if self.target_ema is not None:
-            self.target_ema.load_state_dict(ckpt.load_weights(path / "lora_ema.safetensors"))
-        state = ckpt.load_state(path / "state.pt")
-        self.step = state["step"]
-        self.optim_g.load_state_dict(state["optim_g"])
-        if self.fsdp is not None:
-            shard_optimizer_state(self.optim_g.optimizer)
-        self.sched_g.load_state_dict(state["sched_g"])
-        self._load_rank_state(state)
-        self.nonfinite_total = state["nonfinite_total"]
+
+    def _optimizer_state(self, optimizer) -> dict:
+        state = optimizer.state_dict()
+        return full_optimizer_state(state) if self.fsdp is not None else state
+
+    def _extra_state(self) -> dict:
+        return {"gp_weight": self.gp_weight.state_dict()} if self.discriminator else {}
+
+    def _load_extra_state(self, state: dict) -> None:
         if self.discriminator is not None:
-            self.optim_d.load_state_dict(state["optim_d"])
-            self.sched_d.load_state_dict(state["sched_d"])
             self.gp_weight.load_state_dict(state["gp_weight"])
-        log.info("Resumed from %s at step %d", path, self.step)
 
-    def cleanup(self) -> None:
-        if self.cfg.train.tracker != "none":
-            self.accelerator.end_training()
-
-
-def _grad_norm(params) -> float:
-    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "/"))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out
+    def load_checkpoint(self, path: Path) -> None:
+        super().load_checkpoint(path)
+        if self.fsdp is not None:
+            shard_optimizer_state(self.optimizers["g"].optimizer.optimizer)
 
 
 def run_training(cfg: TrainConfig, resume: str | None = None) -> dict:

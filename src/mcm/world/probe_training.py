@@ -9,8 +9,6 @@ reads back.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mcm.evaluation.frechet import gaussian_stats
+from mcm.training import checkpoint as ckpt
+from mcm.training.config import TrainLoopConfig
+from mcm.training.trainer import Optimization, Trainer, make_optimizer, make_scheduler
 from mcm.world.domains import (
     WATERMARK_OPACITY,
     add_watermark,
@@ -118,12 +119,6 @@ def training_batch(
 # ---------------------------------------------------------------------------------------
 
 
-def _cosine_lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-
 def _domain_batch(domain: str, n: int, seed: int, config: ProbeConfig):
     """n samples of a world domain (videos [n, 3, F, H, W] or images [n, 3, H, W]) and labels."""
     g = torch.Generator().manual_seed(seed)
@@ -186,15 +181,17 @@ def _strength(step: int, steps: int) -> float:
 
 class _ProbeBatches(torch.utils.data.IterableDataset):
     """Step i's batch (clips [B, 3, F, H, W], frame indices [B, k], labels) drawn from its
-    own generator seeded by (seed, i): the same batches with any number of workers."""
+    own generator seeded by (seed, i), for i from ``start``: the same batches with any
+    number of workers, and after a resume."""
 
-    def __init__(self, steps: int, batch_size: int, seed: int, config: ProbeConfig, k: int):
-        self.steps, self.batch_size, self.seed, self.config, self.k = steps, batch_size, seed, config, k  # fmt: skip
+    def __init__(self, start: int, steps: int, batch_size: int, seed: int, config, k: int):
+        self.start, self.steps, self.batch_size = start, steps, batch_size
+        self.seed, self.config, self.k = seed, config, k
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        start, stride = (0, 1) if info is None else (info.id, info.num_workers)
-        for step in range(start, self.steps, stride):
+        offset, stride = (0, 1) if info is None else (info.id, info.num_workers)
+        for step in range(self.start + offset, self.steps, stride):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
             clips, labels = training_batch(
                 self.batch_size, g, self.config, _strength(step, self.steps)
@@ -203,41 +200,93 @@ class _ProbeBatches(torch.utils.data.IterableDataset):
             yield clips, idx, labels
 
 
-def _train_jointly(frame: FrameProbe, video: VideoProbe, steps: int, batch_size: int, lr: float,
-                   seed: int, device: torch.device, frames_per_clip: int = 4, num_workers: int = 0) -> dict:  # fmt: skip
+class ProbeRecipe(Trainer):
     """Cross-entropy training of both probes on the same fresh augmented batches (rendering
     is the costly part, so ``num_workers`` processes may render them): the video probe on
-    the clips, the frame probe on ``frames_per_clip`` random frames of each clip."""
-    config = video.config
-    models = {"frame": frame.to(device).train(), "video": video.to(device).train()}
-    heads = {"frame": ("shape", "colour"), "video": ("shape", "colour", "direction")}
-    optimisers = {
-        k: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=1e-4) for k, m in models.items()
-    }
-    losses: dict[str, list[float]] = {"frame": [], "video": []}
-    batches = torch.utils.data.DataLoader(
-        _ProbeBatches(steps, batch_size, seed, config, frames_per_clip),
-        batch_size=None,
-        num_workers=num_workers,
-        prefetch_factor=4 if num_workers else None,
-    )
-    for step, (clips, idx, labels) in enumerate(batches):
-        frames = clips[torch.arange(batch_size)[:, None], :, idx].flatten(0, 1)  # [B*k, 3, H, W]
+    the clips, the frame probe on ``frames_per_clip`` random frames of each clip. AdamW
+    (weight decay 1e-4) per probe, 50 warm-up steps then a cosine decay."""
+
+    name = "probes"
+    HEADS = {"frame": ("shape", "colour"), "video": ("shape", "colour", "direction")}
+
+    def __init__(self, models: dict, steps, batch_size, lr, seed, device, out, num_workers=0):
+        loop = TrainLoopConfig(
+            seed=seed,
+            max_steps=steps,
+            lr_schedule="cosine",
+            warmup_steps=min(50, steps),
+            checkpoint_every=0,
+            keep_checkpoints=1,
+            log_every=max(1, steps // 20),
+            tracker="none",
+            progress=False,
+            export=False,
+        )
+        super().__init__(loop, out)
+        self.models, self.device = models, torch.device(device)
+        self.batch_size, self.lr, self.num_workers = batch_size, lr, num_workers
+        self.frames_per_clip = 4
+        self.losses: dict[str, list[torch.Tensor]] = {"frame": [], "video": []}
+
+    def setup(self) -> None:
+        self.make_accelerator(cpu=self.device.type == "cpu")
+        for name, model in self.models.items():
+            params = list(model.to(self.device).train().parameters())
+            optim = make_optimizer(params, self.lr, weight_decay=1e-4)
+            schedule = make_scheduler(optim, "cosine", self.loop.warmup_steps, self.loop.max_steps)
+            self.optimizers[name] = Optimization(optim, schedule, params)
+        self._batches = None
+        super().setup()
+
+    def next_batch(self):
+        if self._batches is None:  # built here: a resumed run starts at its step
+            dataset = _ProbeBatches(
+                self.step,
+                self.loop.max_steps,
+                self.batch_size,
+                self.loop.seed,
+                self.models["video"].config,
+                self.frames_per_clip,
+            )
+            self._batches = iter(
+                torch.utils.data.DataLoader(
+                    dataset,
+                    batch_size=None,
+                    num_workers=self.num_workers,
+                    prefetch_factor=4 if self.num_workers else None,
+                )
+            )
+        return next(self._batches)
+
+    def _loss_step(self, batch) -> dict | None:
+        clips, idx, labels = batch
+        k = self.frames_per_clip
+        frames = clips[torch.arange(len(clips))[:, None], :, idx].flatten(0, 1)  # [B*k, 3, H, W]
         inputs = {"frame": frames, "video": clips}
-        targets = {
-            "frame": {k: v.repeat_interleave(frames_per_clip) for k, v in labels.items()},
-            "video": labels,
-        }
-        for name, model in models.items():
-            for group in optimisers[name].param_groups:
-                group["lr"] = _cosine_lr(step, steps, lr)
-            out = model(inputs[name].to(device, non_blocking=True))
-            loss = sum(F.cross_entropy(out[h], targets[name][h].to(device)) for h in heads[name])
-            optimisers[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optimisers[name].step()
-            losses[name].append(loss.detach())
-    return {k: torch.stack(v).float().cpu().tolist() for k, v in losses.items()}
+        targets = {"frame": {h: v.repeat_interleave(k) for h, v in labels.items()}, "video": labels}
+        terms = {}
+        for name, model in self.models.items():
+            out = model(inputs[name].to(self.device, non_blocking=True))
+            loss = sum(
+                F.cross_entropy(out[h], targets[name][h].to(self.device)) for h in self.HEADS[name]
+            )
+            if not self.backward(loss):
+                return None
+            self.losses[name].append(loss.detach())
+            terms[f"loss_{name}"] = loss.detach()
+        return terms
+
+    def _checkpoint_weights(self) -> dict:
+        return {name: model.state_dict() for name, model in self.models.items()}
+
+    def _load_weights(self, path: Path) -> None:
+        for name, model in self.models.items():
+            model.load_state_dict(ckpt.load_weights(path / f"{name}.safetensors"))
+
+    def final_loss(self, name: str) -> float:
+        """The mean loss of ``name``'s probe over the last 5% of the steps."""
+        tail = self.losses[name][-max(1, self.loop.max_steps // 20) :]
+        return torch.stack(tail).float().mean().item()
 
 
 def build_probes(
@@ -276,17 +325,24 @@ def build_probes(
     config = config or ProbeConfig()
     torch.manual_seed(seed)  # parameter initialisation
     frame, video = FrameProbe(config), VideoProbe(config)
-    start = time.perf_counter()
-    losses = _train_jointly(
-        frame, video, steps, batch_size, lr, seed, device, num_workers=num_workers
+    recipe = ProbeRecipe(
+        {"frame": frame, "video": video},
+        steps,
+        batch_size,
+        lr,
+        seed,
+        device,
+        Path(str(out_dir) + ".checkpoints"),
+        num_workers,
     )
-    train_seconds = time.perf_counter() - start
-    frame.cpu()
-    video.cpu()
-    tail = max(1, steps // 20)
+    recipe.setup()
+    recipe.train()
+    train_seconds = recipe.stats["wall_s"]
+    frame.cpu().eval()
+    video.cpu().eval()
     manifest = {
-        "frame_probe": {"config": asdict(config), "final_loss": sum(losses["frame"][-tail:]) / tail},
-        "video_probe": {"config": asdict(config), "final_loss": sum(losses["video"][-tail:]) / tail},
+        "frame_probe": {"config": asdict(config), "final_loss": recipe.final_loss("frame")},
+        "video_probe": {"config": asdict(config), "final_loss": recipe.final_loss("video")},
         "training": {
             "steps": steps, "batch_size": batch_size, "frames_per_clip": 4, "seed": seed, "lr": lr,
             "batches": "step i's batch from torch.Generator seeded by seed * 1000003 + i",

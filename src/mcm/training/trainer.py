@@ -1,0 +1,442 @@
+"""The training loop every mcm model is trained with: the students (:mod:`mcm.training.recipe`),
+the world teacher's VAE and UNet (:mod:`mcm.world.teacher_training`) and the world probes
+(:mod:`mcm.world.probe_training`).
+
+A recipe subclasses :class:`Trainer` and writes what is its own:
+
+* ``setup()`` builds the models, ``self.optimizers`` (name -> :class:`Optimization`),
+  ``self.emas`` (file stem -> :class:`~mcm.training.ema.EMA`) and the data, then calls :meth:`Trainer.setup` (accelerator, resume);
+* ``next_batch()`` returns the next batch;
+* ``_loss_step(batch)`` computes its losses, calls :meth:`backward` on each (in the order
+  that frees memory best) and returns the loss terms to log, or None when a loss was not
+  finite (nothing is updated then);
+* ``_checkpoint_weights()`` / ``_load_weights(path)`` for what a checkpoint holds beyond
+  the optimisers, schedulers, step, random state and data position.
+
+The loop (:meth:`train`) is the same for all: grad_accum micro-batches per optimiser step,
+the gradients of several processes averaged (the trainable parameters are small: no DDP
+wrapper), clipping, the optimisers and their LR schedules, the EMAs, logging, periodic
+validation and checkpoints, a stop on SIGINT/SIGTERM (checkpoint first) or on
+``train.max_seconds``, and repeated non-finite losses stopping the run with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast, gather_object
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from mcm.training import checkpoint as ckpt
+from mcm.training.config import TrainLoopConfig
+from mcm.training.config_io import save_config, to_dict
+from mcm.training.ema import EMA
+from mcm.training.sharding import is_sharded
+from mcm.training.signals import StopSignals
+
+log = logging.getLogger("mcm.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class Optimization:
+    """One optimiser, its LR schedule, the parameters it updates and their clipping.
+
+    ``max_grad_norm`` 0 leaves the gradients unclipped (their norm is still logged)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    params: list[torch.Tensor]
+    max_grad_norm: float = 0.0
+
+
+def make_optimizer(
+    params,
+    lr: float,
+    betas=(0.9, 0.999),
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+    kind: str = "adamw",
+) -> torch.optim.Optimizer:
+    """AdamW over ``params`` (parameters or param groups); ``kind="adamw8bit"``: bitsandbytes'."""
+    if kind == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:
+            raise ImportError(
+                "train.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`, "
+                "or set train.optimizer=adamw."
+            ) from e
+        return bnb.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+
+
+def make_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int):
+    """The LR schedule: a linear warm-up from 0 over ``warmup_steps``, then ``"cosine"``
+    decay to 0 at ``max_steps`` or ``"constant"`` (diffusers' schedules)."""
+    name = {"cosine": "cosine", "constant": "constant_with_warmup"}[kind]
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps
+    )
+
+
+class Trainer:
+    """The loop; subclasses provide setup, next_batch and _loss_step (module docstring).
+
+    Args:
+        loop: the loop's settings (steps, accumulation, checkpoints, logging, ...).
+        output_dir: where checkpoints (and the subclass's outputs) go.
+        resume: ``"latest"`` or a checkpoint path to continue from; None starts afresh.
+        config: what ``config.yaml`` records (an object with ``save_config`` support);
+            None writes none.
+    """
+
+    name = "train"  # progress bar label
+
+    def __init__(
+        self, loop: TrainLoopConfig, output_dir: str | Path, resume: str | None = None, config=None
+    ):
+        self.loop = loop
+        self.out = Path(output_dir)
+        self.resume = resume
+        self.config = config
+        self.step = 0
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+        self.optimizers: dict[str, Optimization] = {}
+        self.emas: dict[str, EMA] = {}  # file stem -> EMA, updated after every step
+        self.generator: torch.Generator | None = None
+        self.stats: dict = {}
+        self._saved_step = -1
+
+    # ------------------------------------------------------------------ what a recipe writes
+    def next_batch(self):
+        raise NotImplementedError(f"{type(self).__name__} must define next_batch()")
+
+    def _loss_step(self, batch) -> dict[str, float] | None:
+        raise NotImplementedError(f"{type(self).__name__} must define _loss_step(batch)")
+
+    def _checkpoint_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """file stem -> tensors, saved as ``<stem>.safetensors`` in every checkpoint."""
+        return {}
+
+    def _save_weights(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        ckpt.save_weights(tensors, path)
+
+    def _load_weights(self, path: Path) -> None:
+        """Read back what :meth:`_checkpoint_weights` saved."""
+
+    def _extra_state(self) -> dict:
+        """Small extra state for ``state.pt`` (tensors and plain values only)."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
+
+    def _data_state(self) -> dict:
+        """This rank's data position (restored by :meth:`_load_data_state`)."""
+        return {}
+
+    def _load_data_state(self, state: dict) -> None:
+        pass
+
+    def validate(self) -> None:
+        """Called every ``validate_every`` steps; nothing by default."""
+
+    # ------------------------------------------------------------------ setup
+    def make_accelerator(self, **kwargs) -> Accelerator:
+        """The accelerator (mixed precision, tracker) and the output folder."""
+        loop = self.loop
+        self.accelerator = acc = Accelerator(
+            mixed_precision=loop.mixed_precision,
+            log_with=None if loop.tracker == "none" else loop.tracker,
+            project_dir=str(self.out),
+            **kwargs,
+        )
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.config is not None:
+                save_config(self.config, self.out / "config.yaml")
+            if loop.tracker != "none":
+                acc.init_trackers("mcm", config=_flat(to_dict(self.config)) if self.config else {})
+        return acc
+
+    def setup(self) -> None:
+        """Called last by a recipe's setup: continue from a checkpoint if asked."""
+        if self.resume:
+            self.load_checkpoint(ckpt.resolve_checkpoint(self.out, self.resume))
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, on_step: Callable[[int], None] | None = None) -> dict:
+        """Run to ``loop.max_steps``; ``on_step(step)`` is called after every optimiser step.
+
+        Returns the last logged loss terms; :attr:`stats` holds the run's throughput."""
+        loop, acc = self.loop, self.accelerator
+        bar = tqdm(
+            total=loop.max_steps,
+            initial=self.step,
+            disable=not (acc.is_main_process and loop.progress),
+            desc=self.name,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        t_start = t_last = time.perf_counter()
+        first_step, logged, stop = self.step, {}, False
+        with StopSignals() as signals:
+            while self.step < loop.max_steps:
+                if (stop := self._stopping(signals)) or self._out_of_time(t_start):
+                    break
+                terms = self.train_step()
+                if terms is None:  # non-finite loss: nothing was updated
+                    continue
+                self.step += 1
+                if on_step is not None:
+                    on_step(self.step)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if k.startswith("loss")})
+                if self.step % loop.log_every == 0 or self.step == loop.max_steps:
+                    now = time.perf_counter()
+                    terms["steps_per_s"] = loop.log_every / max(now - t_last, 1e-9)
+                    terms["nonfinite_total"] = self.nonfinite_total
+                    if torch.cuda.is_available():
+                        terms["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                    t_last, logged = now, terms
+                    if loop.tracker != "none":
+                        acc.log(terms, step=self.step)
+                if loop.validate_every and self.step % loop.validate_every == 0:
+                    self.validate()
+                if loop.checkpoint_every and self.step % loop.checkpoint_every == 0:
+                    self.save_checkpoint()
+        bar.close()
+        wall = time.perf_counter() - t_start
+        steps_run = self.step - first_step
+        self.stats = {
+            "steps": self.step,
+            "steps_run": steps_run,
+            "wall_s": round(wall, 2),
+            "steps_per_s": round(steps_run / wall, 3) if wall > 0 else 0.0,
+            "stopped_by_signal": stop,
+        }
+        if stop:
+            log.warning(
+                "Received signal %s: saving a checkpoint at step %d and stopping.",
+                signals.received or "(on another rank)",
+                self.step,
+            )
+        if self._saved_step != self.step:
+            self.save_checkpoint()
+        return logged
+
+    def train_step(self) -> dict[str, float] | None:
+        """One optimiser step: ``grad_accum`` micro-batches, then the updates.
+
+        Returns the loss terms averaged over the micro-batches, or None when a loss was
+        non-finite (no update)."""
+        accum = self.loop.grad_accum
+        sums: dict[str, float] = {}
+        for _ in range(accum):
+            terms = self._loss_step(self.next_batch())
+            if terms is None:
+                return self._skip_nonfinite()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / accum
+        self.nonfinite_in_row = 0
+        self._all_reduce_grads()
+        sums.update(self._update())
+        return sums
+
+    def backward(self, loss: torch.Tensor) -> bool:
+        """Back-propagate ``loss`` (scaled for accumulation) if it is finite on every rank."""
+        if not self._finite(loss):
+            return False
+        self.accelerator.backward(loss / self.loop.grad_accum)
+        return True
+
+    def _update(self) -> dict[str, float]:
+        """Clip, step every optimiser and its schedule, then the EMAs; the logged terms."""
+        terms = {}
+        for name, o in self.optimizers.items():
+            terms[f"grad_norm_{name}"] = float(self._clip_grad_norm(o.params, o.max_grad_norm))
+            o.optimizer.step()
+            o.scheduler.step()
+            o.optimizer.zero_grad(set_to_none=True)
+            terms[f"lr_{name}"] = o.scheduler.get_last_lr()[0]
+        for ema in self.emas.values():
+            ema.update()
+        return terms
+
+    def _clip_grad_norm(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        """Clip to ``max_norm`` (0: no clipping); returns the norm before clipping."""
+        if max_norm > 0:
+            return self.accelerator.clip_grad_norm_(params, max_norm)
+        norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+        return torch.stack(norms).norm() if norms else torch.zeros(())
+
+    def _skip_nonfinite(self) -> None:
+        for o in self.optimizers.values():
+            o.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_in_row += 1
+        self.nonfinite_total += 1
+        log.warning(
+            "Non-finite loss at step %d: step skipped (%d in a row).",
+            self.step,
+            self.nonfinite_in_row,
+        )
+        if self.nonfinite_in_row >= self.loop.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_row} non-finite losses in a row (train.max_nonfinite="
+                f"{self.loop.max_nonfinite}); lower train.lr, check the data, or use "
+                "train.mixed_precision=no/bf16 instead of fp16."
+            )
+        return None
+
+    def _out_of_time(self, t_start: float) -> bool:
+        limit = self.loop.max_seconds
+        return limit is not None and time.perf_counter() - t_start > limit
+
+    # ------------------------------------------------------------------ several processes
+    # Every step ends in a gradient all-reduce, so skipping a step or stopping is agreed by
+    # all ranks; under FSDP every forward is a collective, so random choices come from rank 0.
+    def _all_reduce_grads(self, params: list | None = None) -> None:
+        """Average the gradients of ``params`` (default: every optimiser's) over the ranks."""
+        if self.accelerator.num_processes == 1:
+            return
+        if params is None:
+            params = [p for o in self.optimizers.values() for p in o.params]
+        for p in params:
+            if is_sharded(p):  # FSDP already averaged it over the ranks in the backward
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+
+    def _any_rank(self, flag: bool) -> bool:
+        if self.accelerator.num_processes == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
+
+    def _stopping(self, signals: StopSignals) -> bool:
+        """Whether a SIGINT/SIGTERM arrived (on any rank: all stop after the same step)."""
+        return self._any_rank(signals.received is not None)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank."""
+        return not self._any_rank(not bool(torch.isfinite(loss)))
+
+    def _from_rank0(self, flag: bool) -> bool:
+        """Rank 0's value of a random choice."""
+        t = torch.tensor([float(flag)], device=self.accelerator.device)
+        return bool(broadcast(t, from_process=0).item())
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoint-<step>`` atomically (rank 0) with the full weights and
+        optimiser states, so that any number of ranks can resume from it."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        weights = self._checkpoint_weights()  # every rank: FSDP gathers the shards
+        weights.update({stem: ema.state_dict() for stem, ema in self.emas.items()})
+        optimizers = {n: self._optimizer_state(o.optimizer) for n, o in self.optimizers.items()}
+        ranks = gather_object([self._rank_state()])  # every rank's draws and data position
+        self._saved_step = self.step
+        if not acc.is_main_process:
+            return None
+
+        def write(tmp: Path) -> None:
+            for stem, tensors in weights.items():
+                self._save_weights(tensors, tmp / f"{stem}.safetensors")
+            state = {
+                "step": self.step,
+                "optimizers": optimizers,
+                "schedulers": {n: o.scheduler.state_dict() for n, o in self.optimizers.items()},
+                "ranks": ranks,
+                "nonfinite_total": self.nonfinite_total,
+                "extra": self._extra_state(),
+            }
+            ckpt.save_state(state, tmp / "state.pt")
+            if self.config is not None:
+                save_config(self.config, tmp / "config.yaml")
+            seed = self.loop.seed
+            (tmp / "meta.json").write_text(json.dumps({"step": self.step, "seed": seed}))
+
+        path = ckpt.write_checkpoint(self.out, self.step, write, self.loop.keep_checkpoints)
+        log.info("Saved %s", path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("seed") != self.loop.seed:
+            log.warning(
+                "Resuming a run seeded %s with train.seed=%s.", meta.get("seed"), self.loop.seed
+            )
+        self._load_weights(path)
+        state = ckpt.load_state(path / "state.pt")
+        self.step = self._saved_step = state["step"]
+        for name, o in self.optimizers.items():
+            o.optimizer.load_state_dict(state["optimizers"][name])
+            o.scheduler.load_state_dict(state["schedulers"][name])
+        for stem, ema in self.emas.items():
+            ema.load_state_dict(ckpt.load_weights(path / f"{stem}.safetensors"))
+        self.nonfinite_total = state["nonfinite_total"]
+        self._load_extra_state(state["extra"])
+        self._load_rank_state(state["ranks"])
+        log.info("Resumed from %s at step %d", path, self.step)
+
+    def _optimizer_state(self, optimizer) -> dict:
+        return optimizer.state_dict()
+
+    def _rank_state(self) -> dict:
+        """What differs between ranks: the random draws and the data position."""
+        state = {"torch_rng": torch.get_rng_state(), "data": self._data_state()}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def _load_rank_state(self, ranks: list[dict]) -> None:
+        """This rank's draws and data position when the checkpoint was taken on as many
+        ranks; otherwise fresh draws (seeded by seed, rank and step) and data streams."""
+        acc = self.accelerator
+        if len(ranks) != acc.num_processes:
+            log.warning(
+                "Resuming on %d process(es) from a checkpoint of %d: weights, optimisers, "
+                "schedulers and step are restored; data streams and random draws start afresh.",
+                acc.num_processes,
+                len(ranks),
+            )
+            if self.generator is not None:
+                seed = self.loop.seed * 1_000_003 + acc.process_index + 7_919 * self.step
+                self.generator.manual_seed(seed)
+            return
+        own = ranks[acc.process_index]
+        torch.set_rng_state(own["torch_rng"])
+        if self.generator is not None:
+            self.generator.set_state(own["generator"].cpu())
+        self._load_data_state(own["data"])
+
+    def cleanup(self) -> None:
+        if self.loop.tracker != "none":
+            self.accelerator.end_training()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as flat ``section/key`` scalars (what trackers take)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "/"))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
