@@ -35,7 +35,7 @@ class BuildConfig:
     # handle badly); on CPU, "sdpa".
     attention: str = "auto"
     # What the UNet predicts ("epsilon", ModelScope's, or "v_prediction": at high noise v ~ -x0,
-    # so the mean clip the direction decides is learnt directly; benchmarks/direction_finetune.py).
+    # so the mean clip the direction decides is learnt directly; experiments/direction_finetune.py).
     prediction_type: str = "v_prediction"
     # > 0: a hinge (weight 0.1) keeps prompts that differ only in the direction word at least this
     # far apart (mean token distance) in the text encoder's output, which eps training collapsed.
@@ -46,7 +46,7 @@ class BuildConfig:
     zero_snr: bool = True
     # Fraction of each batch noised at the last timestep (pure noise at zero SNR), where the
     # text is all the network has: the direction word is learnt there within a few hundred
-    # steps, and not within thousands when t is uniform (benchmarks/direction_finetune.py).
+    # steps, and not within thousands when t is uniform (experiments/direction_finetune.py).
     top_noise_fraction: float = 0.5
     vae_max_seconds: float | None = None  # optional wall-time cap per stage
     unet_max_seconds: float | None = None
