@@ -1,7 +1,7 @@
 """How much of a student's score is the sampling seed: one trained run scored at ``--steps``
 steps with several sampling seeds (docs/RESULTS.md, "One seed is not enough").
 
-    python benchmarks/sampling_seeds.py runs/demo-out/mcm --seeds 0 1 2 3
+    python experiments/sampling_seeds.py runs/demo-out/mcm --seeds 0 1 2 3
 
 Loads the run's merged export (as ``world_frames.py`` finds it), samples the demo's
 evaluation prompts with each seed and prints one JSON line per seed with the world metrics;
@@ -17,9 +17,6 @@ from pathlib import Path
 
 import torch
 
-from world_frames import merged_dir
-from world_table import load_student, score_student
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,13 +29,17 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
+    from _world_table import load
+    from world_frames import merged_dir
+
     from mcm.demo import evaluation_prompts
     from mcm.world.probes import load_probes
 
-    student = load_student(Path(merged_dir(args.run)))
+    world_table = load()
+    student = world_table.load_student(Path(merged_dir(args.run)))
     prompts, probes = evaluation_prompts(args.prompts), load_probes()
     for seed in args.seeds:
-        metrics = score_student(student, prompts, args.steps, seed, probes)
+        metrics = world_table.score_student(student, prompts, args.steps, seed, probes)
         print(
             json.dumps({"run": args.run, "seed": seed, "steps": args.steps, **metrics}), flush=True
         )

@@ -1,24 +1,20 @@
-"""The world diagnostics in benchmarks/: whether the discriminator's heads alone learn the
-low-quality look, whether a teacher uses the direction word, and the frame picture."""
+"""The world diagnostics in experiments/: whether the discriminator's heads alone learn the
+low-quality look, whether a teacher uses the direction word, and the frame picture. Scripts
+run as ``python experiments/NAME.py`` (``run_script``); their helpers are read with runpy
+(``load_script``)."""
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import discriminator_separation  # noqa: E402
-import teacher_direction  # noqa: E402
-
 
 @pytest.mark.slow
-def test_latent_discriminator_learns_the_low_quality_look(tmp_path):
+def test_latent_discriminator_learns_the_low_quality_look(tmp_path, run_script):
     out = tmp_path / "sep.json"
-    args = ["--out", str(out), "--lr", "2e-3", "--t-max", "50", "--steps", "50"]
-    assert discriminator_separation.main(args) == 0
+    run_script(
+        "discriminator_separation", "--out", out, "--lr", "2e-3", "--t-max", "50", "--steps", "50"
+    )
     (run,) = json.loads(out.read_text())["runs"]
     last = run["curve"][-1]
     assert last["step"] == 50
@@ -26,16 +22,15 @@ def test_latent_discriminator_learns_the_low_quality_look(tmp_path):
     assert last["clean"] - last["low-quality"] > 0.5, last
 
 
-def test_opposite_direction():
-    assert teacher_direction.opposite_direction("a red circle moving left") == (
-        "a red circle moving right"
-    )
-    assert teacher_direction.opposite_direction("a blue star moving down").endswith("up")
+def test_opposite_direction(load_script):
+    opposite_direction = load_script("teacher_direction")["opposite_direction"]
+    assert opposite_direction("a red circle moving left") == "a red circle moving right"
+    assert opposite_direction("a blue star moving down").endswith("up")
 
 
-def test_teacher_direction_report(tmp_path):
+def test_teacher_direction_report(tmp_path, run_script):
     out = tmp_path / "dir.json"
-    assert teacher_direction.main(["--clips", "4", "--mean-clips", "480", "--out", str(out)]) == 0
+    run_script("teacher_direction", "--clips", "4", "--mean-clips", "480", "--out", out)
     result = json.loads(out.read_text())
     assert set(result["x0_error_by_t"]) == {"300", "600", "850", "980", "999"}
     for row in result["x0_error_by_t"].values():
@@ -49,47 +44,46 @@ def test_teacher_direction_report(tmp_path):
     assert means["clips_per_prompt_mean"] == 2 and means["x0_mse_teacher_t980"] > 0
 
 
-def test_world_frames_grid_and_paths(tmp_path):
+def test_world_frames_grid_and_paths(tmp_path, load_script):
     import torch
 
-    import world_frames
-
+    world_frames = load_script("world_frames")
     rows = [torch.zeros(3, 3, 8, 4, 4), torch.ones(3, 3, 8, 4, 4)]
     rows[0][:, :, -1] = 0.5  # last frames
-    img = world_frames.frame_grid(rows)
+    img = world_frames["frame_grid"](rows)
     assert img.shape == (3, 2 * 4, 3 * 2 * 4)
     assert img[:, :4, 4:8].eq(0.5).all() and img[:, 4:].eq(1).all()
     with pytest.raises(FileNotFoundError, match="model_index.json"):
-        world_frames.merged_dir(str(tmp_path))
+        world_frames["merged_dir"](str(tmp_path))
     (tmp_path / "export" / "merged").mkdir(parents=True)
     (tmp_path / "export" / "merged" / "model_index.json").write_text("{}")
-    assert world_frames.merged_dir(str(tmp_path)).endswith("export/merged")
+    assert world_frames["merged_dir"](str(tmp_path)).endswith("export/merged")
 
 
-def test_loss_weight_over_noise_levels():
+def test_loss_weight_over_noise_levels(load_script):
     import torch
 
-    import direction_finetune
-
+    loss_weight = load_script("direction_finetune")["loss_weight"]
     alpha_bar = torch.tensor([0.9, 0.5, 0.01])
-    assert direction_finetune.loss_weight("eps", alpha_bar).eq(1).all()
-    w = direction_finetune.loss_weight("x0-clipped", alpha_bar)
+    assert loss_weight("eps", alpha_bar).eq(1).all()
+    w = loss_weight("x0-clipped", alpha_bar)
     assert w.mean().item() == pytest.approx(1) and w[2] / w[0] == pytest.approx(20 * 0.9)
-    w = direction_finetune.loss_weight("x0", alpha_bar)  # (1 - a) / a: high noise up
+    w = loss_weight("x0", alpha_bar)  # (1 - a) / a: high noise up
     assert w[0] < w[1] < w[2]
     with pytest.raises(ValueError, match="weighting"):
-        direction_finetune.loss_weight("v", alpha_bar)
+        loss_weight("v", alpha_bar)
 
 
-def test_motion_layout_keeps_the_teacher_spatial_weights():
+def test_motion_layout_keeps_the_teacher_spatial_weights(load_script):
     import torch
     from diffusers import UNet3DConditionModel
 
-    import direction_finetune
     from mcm.paths import resolve_teacher
 
+    motion_layout_unet = load_script("direction_finetune")["motion_layout_unet"]
+
     unet3d = UNet3DConditionModel.from_pretrained(str(resolve_teacher("world")), subfolder="unet")
-    unet, copied = direction_finetune.motion_layout_unet(unet3d)
+    unet, copied = motion_layout_unet(unet3d)
     assert type(unet).__name__ == "UNetMotionModel"
     assert "conv_in.weight" in copied and "down_blocks.0.motion_modules.0.proj_in.weight" in copied
     src = unet3d.state_dict()["down_blocks.0.attentions.0.proj_in.weight"]
@@ -102,15 +96,13 @@ def test_motion_layout_keeps_the_teacher_spatial_weights():
 @pytest.mark.parametrize(
     "layout, prediction", [("modelscope", "v_prediction"), ("animatediff", "epsilon")]
 )
-def test_direction_finetune_runs_and_reports(tmp_path, layout, prediction):
-    import direction_finetune
-
+def test_direction_finetune_runs_and_reports(tmp_path, layout, prediction, run_script):
     args = ["--name", "t", "--layout", layout, "--prediction", prediction, "--steps", "2"]
     args += ["--pool", "8", "--eval-clips", "4"]
     args += ["--weighting", "x0-clipped", "--separation", "5", "--out", str(tmp_path)]
     if prediction == "v_prediction":
         args += ["--zero-snr", "--top-fraction", "0.5"]
-    assert direction_finetune.main([*args, "--save", str(tmp_path / "saved")]) == 0
+    run_script("direction_finetune", *args, "--save", tmp_path / "saved")
     result = json.loads((tmp_path / "t.json").read_text())
     assert [row["step"] for row in result["curve"]] == [0, 2]
     for row in result["curve"]:

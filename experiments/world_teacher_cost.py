@@ -1,6 +1,6 @@
 """Cost of the world teacher's building blocks on this machine (CPU by default).
 
-    python benchmarks/world_teacher_cost.py [--device cpu] [--threads 1] [--out world_teacher_cost.json]
+    python experiments/world_teacher_cost.py [--device cpu] [--threads 1] [--out world_teacher_cost.json]
 
 Times (median of a few repeats, after a warm-up) of: a VAE training step, a UNet + text
 encoder training step, one UNet forward and forward+backward at batch 2 (what one
@@ -19,7 +19,7 @@ import time
 import torch
 
 from mcm.world.pipeline import world_pipeline, world_teacher_components
-from mcm.world.teacher import diffusion_loss, prompt_tokens, vae_loss
+from mcm.world.teacher_training import diffusion_loss, prompt_tokens, vae_loss
 from mcm.world.train_data import vae_frame_batch
 
 

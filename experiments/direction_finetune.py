@@ -1,12 +1,12 @@
-"""Can the world teacher learn the direction word by fine-tuning? (docs/WORLD.md, motion)
+"""Can the world teacher learn the direction word by fine-tuning? (docs/WORLD.md, "Why the
+schedule is zero-terminal-SNR")
 
-    python benchmarks/direction_finetune.py --name x0 --weighting x0-clipped --t-min 400 \\
+    python experiments/direction_finetune.py --name x0 --weighting x0-clipped --t-min 400 \\
         --separation 5 --steps 600 [--layout animatediff] [--out runs/direction_finetune]
 
 Fine-tunes a world teacher's UNet + text encoder (``--teacher``; the runs in
-``benchmarks/results/direction_finetune/`` started from the epsilon teacher shipped before
-session 5, commit 9845227) on fresh low-quality clips and
-records, every ``--eval-every`` steps, ``teacher_direction.py``'s measurement on held-out
+``experiments/results/direction_finetune/`` started from the previously shipped
+epsilon-prediction teacher on ModelScope's schedule) on fresh low-quality clips and records, every ``--eval-every`` steps, ``teacher_direction.py``'s measurement on held-out
 clips: the x0 error with each clip's own prompt and how much worse it is with the opposite
 direction ("gap"; 0 = the direction word is ignored), at t = 600, 850, 980 and 999.
 
@@ -18,7 +18,7 @@ What it can change, each aimed at one reading of why the teacher ignores the dir
   about an x0 loss up to t ~ 750; ``x0`` (with eps) is the plain x0 loss. ``--t-min`` drops the low noise levels altogether.
 * ``--separation M``: a hinge that keeps prompts differing only in the direction word at
   least M apart (mean token distance) in the text encoder's output, which training collapsed
-  (``mcm.world.teacher.direction_hinge``, also ``mcm world build --direction-margin``).
+  (``mcm.world.teacher_training.direction_hinge``, also ``mcm world build --direction-margin``).
 * ``--prediction v_prediction``: the UNet learns v = alpha eps - sigma x0 instead of eps (the
   saved scheduler says so; stock diffusers samples it). At high noise v ~ -x0, so the
   network outputs the mean clip it should predict there directly, where an eps network must
@@ -46,8 +46,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from teacher_direction import opposite_direction
 
 WEIGHTINGS = ("eps", "x0-clipped", "x0")
 EVAL_TIMESTEPS = (600, 850, 980, 999)
@@ -142,15 +140,17 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
 
+    from teacher_direction import opposite_direction
+
     from mcm.diffusion.parametrization import from_x0_eps, to_x0_eps
     from mcm.diffusion.schedules import VPSchedule, add_noise
     from mcm.paths import resolve_teacher
     from mcm.world.pipeline import load_world_pipeline
-    from mcm.world.teacher import (
+    from mcm.world.teacher import scheduler_overrides
+    from mcm.world.teacher_training import (
         direction_hinge,
         latent_pool,
         prompt_tokens,
-        scheduler_overrides,
         training_timesteps,
     )
     from mcm.world.train_config import BuildConfig

@@ -1,12 +1,12 @@
 """One MCM (or LCM) student of the demo's recipe with some settings changed, scored on the
-world: how the demo's settings were tuned (docs/RESULTS.md, "Tuning the demo").
+world: how the demo's settings were tuned (docs/RESULTS.md, "The recipe and why").
 
-    python benchmarks/world_variant.py --name adv3 --set method.lambda_adv=3 --set discriminator.lr=3e-4
+    python experiments/world_variant.py --name adv3 --set method.lambda_adv=3 --set discriminator.lr=3e-4
 
 Trains ``mcm.demo``'s MCM preset (or ``--kind lcm``) plus the ``--set`` overrides for
 ``--steps`` steps into OUT/<name>, exports it, samples the demo's evaluation prompts at
 1/2/4/8 steps from the exported stock pipeline and prints the world metrics; a finished
-run is reused (same cache rules as ``world_table.py``, whose machinery this is).
+run is reused (same cache rules as ``benchmarks/world_table.py``, whose machinery this is).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-import world_table
 from mcm.demo import MCM_STEPS
 from mcm.training.config_io import apply_overrides
 
@@ -39,8 +38,12 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
+    from _world_table import load
+
     from mcm.demo import evaluation_prompts
     from mcm.world.probes import load_probes
+
+    world_table = load()
 
     variant = world_table.Variant(args.name, args.kind, apply_overrides({}, args.set))
     done = world_table.student_rows(

@@ -1,7 +1,7 @@
 """What does a trained discriminator look at? Mean logits of a world run's discriminator
-on controlled inputs (docs/RESULTS.md, "Tuning the demo").
+on controlled inputs (docs/RESULTS.md, "What the discriminator looks at").
 
-    python benchmarks/discriminator_probe.py runs/world-variants/adv3   # a run folder
+    python experiments/discriminator_probe.py runs/world-variants/adv3   # a run folder
 
 Loads the run's config and its last checkpoint, then scores (mean head logit over 4
 draws of the backbone's noise and augmentation, higher = "real"):

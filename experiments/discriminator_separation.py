@@ -1,8 +1,8 @@
 """How fast can the world's latent discriminator learn appearance? Its heads trained alone
 (no student), real = clean high-quality frames, fake = low-quality video frames
-(docs/RESULTS.md, "Why the watermark stays").
+(docs/RESULTS.md, "How fast the discriminator learns the look").
 
-    python benchmarks/discriminator_separation.py --out benchmarks/results/discriminator_separation.json
+    python experiments/discriminator_separation.py --out experiments/results/discriminator_separation.json
 
 For each setting (discriminator lr x the latent backbone's largest noise level t_max), the
 heads of a fresh unconditional ``FrameDiscriminator`` on the frozen world teacher's UNet

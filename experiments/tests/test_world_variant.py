@@ -1,46 +1,37 @@
-"""benchmarks/world_variant.py, discriminator_probe.py, sampling_seeds.py and
+"""experiments/world_variant.py, discriminator_probe.py, sampling_seeds.py and
 world_trajectory.py at a tiny size: one student of the demo recipe with overrides, what its
-discriminator looks at, its scores over sampling seeds, and its scores while it trains."""
+discriminator looks at, its scores over sampling seeds, and its scores while it trains.
+Each script runs as ``python experiments/NAME.py`` (the ``run_script`` fixture)."""
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import discriminator_probe  # noqa: E402
-import sampling_seeds  # noqa: E402
-import world_trajectory  # noqa: E402
-import world_variant  # noqa: E402
 
 
 @pytest.mark.slow
 def test_variant_trains_with_overrides_and_its_discriminator_is_probed(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, run_script
 ):
     monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
     args = ["--name", "v", "--out", str(tmp_path), "--steps", "1", "--prompts", "2"]
     args += ["--clips", "16", "--set", "discriminator.conditional=false"]
-    assert world_variant.main(args) == 0
+    run_script("world_variant", *args)
     done = json.loads((tmp_path / "v" / "table_run.json").read_text())
     assert done["config"]["discriminator"]["conditional"] is False
     assert set(done["results"]) == {"1", "2", "4", "8"}
-    assert world_variant.main(args) == 0  # cached: no second training
-    assert "cached" in capsys.readouterr().out
+    assert "cached" in run_script("world_variant", *args).stdout  # no second training
 
-    assert discriminator_probe.main([str(tmp_path / "v"), "--images", "4"]) == 0
-    logits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_logits"]
+    out = run_script("discriminator_probe", tmp_path / "v", "--images", "4").stdout
+    logits = json.loads(out.strip().splitlines()[-1])["mean_logits"]
     assert len(logits) == 6 and all(math.isfinite(v) for v in logits.values())
     # Unconditional heads: swapping the captions changes nothing.
     assert logits["hq images, clean, video-style captions"] == pytest.approx(
         logits["hq images, clean, image captions"]
     )
 
-    assert sampling_seeds.main([str(tmp_path / "v"), "--seeds", "0", "1", "--prompts", "2"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    out = run_script("sampling_seeds", tmp_path / "v", "--seeds", "0", "1", "--prompts", "2")
+    lines = [json.loads(x) for x in out.stdout.strip().splitlines()]
     assert [x["seed"] for x in lines] == [0, 1]
     assert all(x["steps"] == 4 and x["num_videos"] == 2 for x in lines)
     # seed 0 reproduces the variant's own 4-step score (same seed, same sampler)
@@ -50,7 +41,9 @@ def test_variant_trains_with_overrides_and_its_discriminator_is_probed(
 
 
 @pytest.mark.slow
-def test_trajectory_scores_the_live_student_from_the_teacher_on(tmp_path, monkeypatch):
+def test_trajectory_scores_the_live_student_from_the_teacher_on(
+    tmp_path, monkeypatch, run_script, load_script
+):
     import torch
 
     from mcm.demo import evaluation_prompts
@@ -62,7 +55,7 @@ def test_trajectory_scores_the_live_student_from_the_teacher_on(tmp_path, monkey
     monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
     args = ["--name", "t", "--out", str(tmp_path), "--steps", "2", "--every", "1"]
     args += ["--prompts", "2", "--clips", "16", "--sample-steps", "2", "--seed", "3"]
-    assert world_trajectory.main(args) == 0
+    run_script("world_trajectory", *args)
     result = json.loads((tmp_path / "t" / "trajectory.json").read_text())
     rows = result["rows"]
     assert [r["step"] for r in rows] == [0, 1, 2]
@@ -77,5 +70,5 @@ def test_trajectory_scores_the_live_student_from_the_teacher_on(tmp_path, monkey
     finally:
         torch.set_num_threads(threads)
     teacher = world_metrics(videos, prompts, probes=load_probes())
-    for key in world_trajectory.KEYS:
+    for key in load_script("world_trajectory")["KEYS"]:
         assert rows[0][key] == pytest.approx(teacher[key], abs=2e-4)

@@ -1,8 +1,8 @@
 """The demo's student scored while it trains: the 4-step world metrics every ``--every``
 steps (docs/RESULTS.md, "What happens during the training").
 
-    python benchmarks/world_trajectory.py --name preset --seed 0
-    python benchmarks/world_trajectory.py --name doff --set discriminator.enabled=false \
+    python experiments/world_trajectory.py --name preset --seed 0
+    python experiments/world_trajectory.py --name doff --set discriminator.enabled=false \
         --set method.mixed_trajectories=false
 
 Trains ``mcm.demo``'s MCM preset plus the ``--set`` overrides for ``--steps`` steps into
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-import world_table
 from mcm.demo import MCM_STEPS
 
 KEYS = ("prompt_accuracy", "watermark_score", "sharpness", "frame_fd")
@@ -43,12 +42,15 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
+    from _world_table import load
+
     from mcm.demo import demo_config, evaluation_prompts
     from mcm.training.config_io import apply_overrides
     from mcm.training.recipe import DistillRecipe
     from mcm.world.data import resolve_world_sources
     from mcm.world.probes import load_probes
 
+    world_table = load()
     run = Path(args.out) / args.name
     overrides = apply_overrides({}, [*args.set, f"train.seed={args.seed}"])
     cfg = demo_config(

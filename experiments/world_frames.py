@@ -1,8 +1,8 @@
 """First and last frames of the world teacher's and students' videos, one row per model,
-as a PNG (docs/RESULTS.md shows one).
+as a PNG (docs/images/demo_frames.png, shown in docs/RESULTS.md, "The demo").
 
-    python benchmarks/world_frames.py --student runs/demo-out/mcm --student runs/world-variants/x \
-        --out docs/images/world_frames.png
+    python experiments/world_frames.py --scale 3 --student demo-out/lcm --student demo-out/mcm \
+        --out docs/images/demo_frames.png
 
 Row 1 is the shipped teacher (guided DDIM-50), then each ``--student`` run (its
 ``export/merged`` pipeline, or an export folder itself) at ``--steps`` steps; columns are
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from mcm.demo import TEACHER_GUIDANCE, evaluation_prompts
-    from mcm.models.sampling import sample_student, sample_teacher
     from mcm.models import load_teacher
+    from mcm.models.sampling import sample_student, sample_teacher
 
     prompts = evaluation_prompts(args.prompts)
     rows = [

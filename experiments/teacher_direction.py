@@ -1,6 +1,7 @@
-"""Does a world teacher use the direction word? (docs/WORLD.md, "Why motion is at chance")
+"""Does a world teacher use the direction word? (docs/WORLD.md, "Why the schedule
+is zero-terminal-SNR")
 
-    python benchmarks/teacher_direction.py [--teacher world] [--out runs/teacher_direction.json]
+    python experiments/teacher_direction.py [--teacher world] [--out runs/teacher_direction.json]
 
 Two measurements on low-quality clips the teacher was trained on:
 
