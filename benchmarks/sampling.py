@@ -18,8 +18,8 @@ Models:
   in (``mcm export``), so its cost per step is the teacher's per call at batch 1.
 * ``full`` - a ModelScopeT2V-architecture pipeline with random weights: the
   text-to-video-ms-1.7b ``UNet3DConditionModel`` (~1.41B parameters), a
-  Stable-Diffusion-architecture VAE and an OpenCLIP-ViT-H-sized ``CLIPTextModel`` (our
-  offline byte-level tokenizer, so its vocabulary is smaller: same cost per token), at a
+  Stable-Diffusion-architecture VAE and an OpenCLIP-ViT-H-sized ``CLIPTextModel`` (the
+  library's offline byte-level tokenizer, so its vocabulary is smaller: same cost per token), at a
   short clip (``--full-frames`` x ``--full-latent``^2 latents; default 2 x 16x16 = 128x128 px).
   On CPU the teacher's 50 guided steps would take minutes, so ``--full-teacher-steps``
   (default 2) steps are measured and the 50-step time is composed as

@@ -1,4 +1,5 @@
-"""Time and peak memory of one MCM training step: our structure vs the reference structure.
+"""Time and peak memory of one MCM training step: the library's structure vs the reference
+implementation's.
 
     python benchmarks/train_step.py                      # world + full-size UNet, ~5 min on 2 CPU cores
     python benchmarks/train_step.py --world-only         # ~1 min
@@ -401,7 +402,7 @@ def table(rows: list[dict], rel: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
-        description="Time and peak memory of one MCM step: our structure vs the reference's.",
+        description="Time and peak memory of one MCM step: the library's structure vs the reference's.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ap.add_argument("--out", default="benchmarks/results/train_step.json")

@@ -1,6 +1,6 @@
 """The paper's tables and ablations, reproduced on the built-in world.
 
-    python benchmarks/world_table.py                                  # everything, ~1.5 h at 200 steps
+    python benchmarks/world_table.py                                  # everything: 15 students, hours
     python benchmarks/world_table.py --only main --only lambda_real   # a subset
     python benchmarks/world_table.py --steps 600 --out runs/world-table-600
 
