@@ -55,11 +55,14 @@ def _check(prompts: list[str], steps: int, max_steps: int, output_type: str) -> 
         raise ValueError(f"--steps must be in 1..{max_steps}; got {steps}.")
 
 
-def _noise(shape, seed: int, device) -> tuple[Tensor, torch.Generator]:
-    """x_T [B, C, F, h, w], drawn on the CPU as the stock pipelines' ``prepare_latents`` does
-    with a CPU generator, and the generator for the draws that follow."""
+def _noise(bundle, batch_size: int, seed: int, *size) -> tuple[Tensor, torch.Generator]:
+    """x_T [B, C, F, h, w] for ``size`` = (num_frames, height, width), drawn on the CPU as
+    the stock pipelines' ``prepare_latents`` does with a CPU generator, and the generator
+    for the draws that follow."""
+    shape = latent_shape(bundle, batch_size, *size)
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device), generator
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return noise.to(bundle.denoiser.device), generator
 
 
 def _output(bundle, latents: Tensor, output_type: str) -> Tensor:
@@ -81,11 +84,10 @@ def sample_teacher(
     output_type: str = "pt",
 ) -> Tensor:
     """Guided DDIM sampling (eta = 0, Imagen-form CFG with scale g; 2 NFE per step when g > 1)."""
-    T = bundle.denoiser.schedule.num_train_timesteps
-    _check(prompts, steps, T, output_type)
     den, text = bundle.denoiser, bundle.text_encoder
-    shape = latent_shape(bundle, len(prompts), num_frames, height, width)
-    noise, _ = _noise(shape, seed, den.device)
+    T = den.schedule.num_train_timesteps
+    _check(prompts, steps, T, output_type)
+    noise, _ = _noise(bundle, len(prompts), seed, num_frames, height, width)
     cond = text(prompts)
     uncond = text.empty(len(prompts))
     spacing = bundle.scheduler_config.get("timestep_spacing", "leading")
@@ -165,11 +167,9 @@ def sample_student(
     """Multistep consistency sampling of the student in ``bundle`` (1 NFE per step, no CFG);
     the same draws as the stock pipeline with ``LCMScheduler``."""
     _check(prompts, steps, original_inference_steps, output_type)
-    den = bundle.denoiser
-    shape = latent_shape(bundle, len(prompts), num_frames, height, width)
-    noise, generator = _noise(shape, seed, den.device)
+    noise, generator = _noise(bundle, len(prompts), seed, num_frames, height, width)
     latents = student_latents(
-        den,
+        bundle.denoiser,
         bundle.text_encoder(prompts),
         noise,
         num_inference_steps=steps,

@@ -163,3 +163,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def save_config(cfg, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as flat ``section/key`` scalars (what trackers take)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "/"))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out

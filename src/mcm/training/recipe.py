@@ -10,6 +10,10 @@ all-reduces their gradients once per optimiser step. Every rank then takes the s
 and ends with identical weights. With an FSDP accelerate config the UNet's blocks are
 sharded instead (:mod:`mcm.training.sharding`): FSDP averages their LoRA gradients and
 the loop all-reduces only the rest; checkpoints and the export gather the full weights.
+
+(About 480 lines, on purpose: the whole recipe - its six components, data, the two-loss
+step, the discriminator's warm-up, validation, export and what a checkpoint holds - reads
+top to bottom in one file; the loop it shares with the other recipes is in trainer.py.)
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainConfig
 from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
 from mcm.training.ema import EMA
+from mcm.training.optim import make_optimizer, make_scheduler
 from mcm.training.sharding import (
+    check_fsdp_config,
     clip_grad_norm_,
     fsdp_plugin,
     full_optimizer_state,
@@ -57,13 +63,7 @@ from mcm.training.sharding import (
     shard_optimizer_state,
     shard_unet,
 )
-from mcm.training.trainer import (
-    NonFiniteLossError,
-    Optimization,
-    Trainer,
-    make_optimizer,
-    make_scheduler,
-)
+from mcm.training.trainer import NonFiniteLossError, Optimization, Trainer
 
 log = logging.getLogger("mcm.train")
 
@@ -103,7 +103,7 @@ class DistillRecipe(Trainer):
         )
         self.fsdp = fsdp_plugin(acc)  # None unless the accelerate config asks for FSDP
         if self.fsdp is not None:
-            self._check_fsdp_config()
+            check_fsdp_config(cfg)
         if m.gradient_checkpointing or getattr(self.fsdp, "activation_checkpointing", False):
             student.enable_gradient_checkpointing()
         if self.fsdp is not None:  # before anything keeps a reference to a parameter
@@ -176,25 +176,6 @@ class DistillRecipe(Trainer):
         self._teacher_validated = (self.out / "validation" / "teacher").exists()
         set_seed(cfg.train.seed + acc.process_index)  # anything drawn later differs per rank
         super().setup()
-
-    def _check_fsdp_config(self) -> None:
-        """Settings the sharded path does not support, with the fix."""
-        cfg = self.cfg
-        if cfg.train.mixed_precision == "fp16":
-            raise ValueError(
-                "train.mixed_precision=fp16 with FSDP: the loss scaler would check only each "
-                "rank's shard of the gradients for inf; use train.mixed_precision=bf16."
-            )
-        if cfg.method.target == "ema":
-            raise ValueError(
-                "method.target=ema is not supported with FSDP (the EMA swap would miss "
-                "gathered blocks); use method.target=online or a DDP accelerate config."
-            )
-        if cfg.train.optimizer != "adamw":
-            raise ValueError(
-                f"train.optimizer={cfg.train.optimizer} with FSDP: use train.optimizer=adamw "
-                "(the sharded LoRA weights are DTensors)."
-            )
 
     def _build_discriminator(self) -> FrameDiscriminator:
         d, student = self.cfg.discriminator, self.bundle.denoiser

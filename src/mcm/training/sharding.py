@@ -194,3 +194,22 @@ def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
         for g in grads:
             g.mul_(coef)
     return total
+
+
+def check_fsdp_config(cfg) -> None:
+    """Settings the sharded path does not support, with the fix."""
+    if cfg.train.mixed_precision == "fp16":
+        raise ValueError(
+            "train.mixed_precision=fp16 with FSDP: the loss scaler would check only each "
+            "rank's shard of the gradients for inf; use train.mixed_precision=bf16."
+        )
+    if cfg.method.target == "ema":
+        raise ValueError(
+            "method.target=ema is not supported with FSDP (the EMA swap would miss "
+            "gathered blocks); use method.target=online or a DDP accelerate config."
+        )
+    if cfg.train.optimizer != "adamw":
+        raise ValueError(
+            f"train.optimizer={cfg.train.optimizer} with FSDP: use train.optimizer=adamw "
+            "(the sharded LoRA weights are DTensors)."
+        )

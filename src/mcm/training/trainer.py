@@ -1,23 +1,22 @@
-"""The training loop every mcm model is trained with: the students (:mod:`mcm.training.recipe`),
-the world teacher's VAE and UNet (:mod:`mcm.world.teacher_training`) and the world probes
-(:mod:`mcm.world.probe_training`).
+"""The training loop of every mcm model: the students (:mod:`mcm.training.recipe`), the world
+teacher (:mod:`mcm.world.teacher_training`) and the world probes (:mod:`mcm.world.probe_training`).
 
 A recipe subclasses :class:`Trainer` and writes what is its own:
 
-* ``setup()`` builds the models, ``self.optimizers`` (name -> :class:`Optimization`),
-  ``self.emas`` (file stem -> :class:`~mcm.training.ema.EMA`) and the data, then calls :meth:`Trainer.setup` (accelerator, resume);
-* ``next_batch()`` returns the next batch;
-* ``_loss_step(batch)`` computes its losses, calls :meth:`backward` on each (in the order
-  that frees memory best) and returns the loss terms to log, or None when a loss was not
+* ``setup()``: the accelerator (:meth:`make_accelerator`), the models,
+  ``self.optimizers`` (name -> :class:`Optimization`), ``self.emas`` (file stem ->
+  :class:`~mcm.training.ema.EMA`) and the data; last, :meth:`Trainer.setup` (resume);
+* ``next_batch()``; ``_loss_step(batch)``: the losses, each passed to :meth:`backward` (in
+  the order that frees memory best), and the terms to log, or None when a loss was not
   finite (nothing is updated then);
-* ``_checkpoint_weights()`` / ``_load_weights(path)`` for what a checkpoint holds beyond
-  the optimisers, schedulers, step, random state and data position.
+* ``_checkpoint_weights()`` / ``_load_weights(path)``: what a checkpoint holds beyond the
+  optimisers, schedules, EMAs, step, random state and data position.
 
-The loop (:meth:`train`) is the same for all: grad_accum micro-batches per optimiser step,
-the gradients of several processes averaged (the trainable parameters are small: no DDP
-wrapper), clipping, the optimisers and their LR schedules, the EMAs, logging, periodic
-validation and checkpoints, a stop on SIGINT/SIGTERM (checkpoint first) or on
-``train.max_seconds``, and repeated non-finite losses stopping the run with a message.
+The loop (:meth:`train`) is the same for all: ``grad_accum`` micro-batches per optimiser
+step, gradients averaged over processes (the trainable parameters are small: no DDP
+wrapper), clipping, the optimisers and LR schedules, the EMAs, logging, validation and
+checkpoints, a stop on SIGINT/SIGTERM (checkpoint first) or ``train.max_seconds``, and
+repeated non-finite losses stopping the run with a message.
 """
 
 from __future__ import annotations
@@ -32,12 +31,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast, gather_object
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
-from mcm.training.config_io import save_config, to_dict
+from mcm.training.config_io import flatten, save_config, to_dict
 from mcm.training.ema import EMA
 from mcm.training.sharding import is_sharded
 from mcm.training.signals import StopSignals
@@ -59,36 +57,6 @@ class Optimization:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     params: list[torch.Tensor]
     max_grad_norm: float = 0.0
-
-
-def make_optimizer(
-    params,
-    lr: float,
-    betas=(0.9, 0.999),
-    weight_decay: float = 0.0,
-    eps: float = 1e-8,
-    kind: str = "adamw",
-) -> torch.optim.Optimizer:
-    """AdamW over ``params`` (parameters or param groups); ``kind="adamw8bit"``: bitsandbytes'."""
-    if kind == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as e:
-            raise ImportError(
-                "train.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`, "
-                "or set train.optimizer=adamw."
-            ) from e
-        return bnb.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
-
-
-def make_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int):
-    """The LR schedule: a linear warm-up from 0 over ``warmup_steps``, then ``"cosine"``
-    decay to 0 at ``max_steps`` or ``"constant"`` (diffusers' schedules)."""
-    name = {"cosine": "cosine", "constant": "constant_with_warmup"}[kind]
-    return get_scheduler(
-        name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps
-    )
 
 
 class Trainer:
@@ -169,7 +137,9 @@ class Trainer:
             if self.config is not None:
                 save_config(self.config, self.out / "config.yaml")
             if loop.tracker != "none":
-                acc.init_trackers("mcm", config=_flat(to_dict(self.config)) if self.config else {})
+                acc.init_trackers(
+                    "mcm", config=flatten(to_dict(self.config)) if self.config else {}
+                )
         return acc
 
     def setup(self) -> None:
@@ -428,15 +398,3 @@ class Trainer:
     def cleanup(self) -> None:
         if self.loop.tracker != "none":
             self.accelerator.end_training()
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested config dict as flat ``section/key`` scalars (what trackers take)."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "/"))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out

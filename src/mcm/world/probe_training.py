@@ -19,7 +19,8 @@ from torch import Tensor
 from mcm.evaluation.frechet import gaussian_stats
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
-from mcm.training.trainer import Optimization, Trainer, make_optimizer, make_scheduler
+from mcm.training.optim import make_optimizer, make_scheduler
+from mcm.training.trainer import Optimization, Trainer
 from mcm.world.domains import (
     WATERMARK_OPACITY,
     add_watermark,

@@ -1,0 +1,36 @@
+"""The optimisers and learning-rate schedules of every trainer."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.optimization import get_scheduler
+
+
+def make_optimizer(
+    params,
+    lr: float,
+    betas=(0.9, 0.999),
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+    kind: str = "adamw",
+) -> torch.optim.Optimizer:
+    """AdamW over ``params`` (parameters or param groups); ``kind="adamw8bit"``: bitsandbytes'."""
+    if kind == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:
+            raise ImportError(
+                "train.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`, "
+                "or set train.optimizer=adamw."
+            ) from e
+        return bnb.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+
+
+def make_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int):
+    """The LR schedule: a linear warm-up from 0 over ``warmup_steps``, then ``"cosine"``
+    decay to 0 at ``max_steps`` or ``"constant"`` (diffusers' schedules)."""
+    name = {"cosine": "cosine", "constant": "constant_with_warmup"}[kind]
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps
+    )
