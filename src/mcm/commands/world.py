@@ -12,6 +12,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import fields
 
 HELP = "render the built-in world's data domains, build its teacher and probes"
 
@@ -192,35 +193,20 @@ def _build(args: argparse.Namespace) -> int:
 
     from mcm.paths import resolve_teacher
     from mcm.world.teacher import build_world_teacher
+    from mcm.world.train_config import BuildConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Every BuildConfig field has a same-name flag (its default is the field's).
+    settings = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
     out = build_world_teacher(
         args.out,
-        vae_steps=args.vae_steps,
-        unet_steps=args.unet_steps,
-        batch_size=args.batch_size,
-        device=args.device,
-        seed=args.seed,
         resume=args.resume,
         evaluate_videos=args.eval_videos,
         command=shlex.join(["mcm", *sys.argv[1:]]) if sys.argv[1:] else None,
-        vae_batch_size=args.vae_batch_size,
-        lr=args.lr,
-        vae_lr=args.vae_lr,
-        pool_size=args.pool_size,
-        checkpoint_every=args.checkpoint_every,
-        precision=args.precision,
-        attention=args.attention,
-        vae_max_seconds=args.vae_max_seconds,
-        unet_max_seconds=args.unet_max_seconds,
-        progress=not args.no_progress,
-        prediction_type=args.prediction_type,
-        direction_margin=args.direction_margin,
-        zero_snr=args.zero_snr,
-        top_noise_fraction=args.top_noise_fraction,
         note=args.note,
         init_from=None if args.init_from is None else resolve_teacher(args.init_from),
+        **{**settings, "progress": not args.no_progress},
     )
     print(f"world teacher written to {out} (copy it to src/mcm/world/assets/teacher to ship it)")
     return 0
