@@ -272,8 +272,8 @@ class Trainer:
         return None
 
     def _out_of_time(self, t_start: float) -> bool:
-        limit = self.loop.max_seconds
-        return limit is not None and time.perf_counter() - t_start > limit
+        limit = self.loop.max_seconds  # on any rank: all stop after the same step
+        return limit is not None and self._any_rank(time.perf_counter() - t_start > limit)
 
     # ------------------------------------------------------------------ several processes
     # Every step ends in a gradient all-reduce, so skipping a step or stopping is agreed by
