@@ -161,7 +161,7 @@ def cache_clip_latents(cfg: TrainConfig, folder: Path) -> str:
     """Write a latent cache of ``cfg``'s training clips into ``folder`` (replaced); returns it.
 
     The MCM run draws 400 batches from 512 clips, and uncached every batch re-encodes its
-    clips with the VAE (timings: docs/RESULTS.md). The demo's views are fixed (all 8 frames,
+    clips with the VAE (docs/RESULTS.md, "Where the time goes"). The demo's views are fixed (all 8 frames,
     the whole frame) and the VAE encodes chunks of ``vae_chunk_size`` frames, so at the same
     thread count the cached latents equal the uncached ones bit for bit.
     """

@@ -60,7 +60,7 @@ class DiscriminatorConfig:
     head_channels: int = 64  # width of the conditional projection of each head
     # Projection conditioning of the heads on the caption (the paper's). Turn it off when the
     # image captions differ in form from the video prompts: D then separates real from fake
-    # by the text alone (docs/RESULTS.md, the world's "a red circle" vs "... moving left").
+    # by the text alone (docs/RESULTS.md, "What the discriminator looks at").
     conditional: bool = True
     # Or bring the video captions to the images' form: this regex is removed from every
     # caption before it conditions D (the world: "\\s*moving \\w+$").
