@@ -37,5 +37,4 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"output_dir={args.output_dir}")
     cfg = load_train_config(args.config, overrides)
     resolve_world_sources(cfg)
-    run_training(cfg, resume=args.resume)
-    return 0
+    return run_training(cfg, resume=args.resume).exit_status

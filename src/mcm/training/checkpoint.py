@@ -2,8 +2,12 @@
 
 A checkpoint is a directory ``checkpoint-<step>`` holding safetensors weights and a
 ``state.pt`` of optimiser/scheduler/RNG states (tensors and plain Python values only, so it
-loads with ``weights_only=True``). It is written to a temporary sibling directory and
-renamed into place, so a crash never leaves a half-written checkpoint under the final name.
+loads with ``weights_only=True``). It is written to a temporary sibling directory
+(``.checkpoint-<step>-*``) and renamed into place, so a crash never leaves a half-written
+checkpoint under the final name; temporaries a crash left behind are removed when the next
+run starts. A checkpoint that already has the name (a run started again in the same folder)
+is first renamed aside, so the name always holds a complete checkpoint but for the moment
+between two renames.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_TEMPORARY = re.compile(r"^\.checkpoint-\d+-")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be resumed from; the message names it and the fix."""
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -30,6 +39,24 @@ def list_checkpoints(root: str | Path) -> list[Path]:
         (int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))
     ]
     return [p for _, p in sorted(found)]
+
+
+def remove_stale_temporaries(root: str | Path) -> list[Path]:
+    """Delete the ``.checkpoint-*`` temporaries an interrupted write left under ``root``."""
+    root = Path(root)
+    stale = [p for p in root.iterdir() if p.is_dir() and _TEMPORARY.match(p.name)]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def resume_candidates(root: str | Path, which: str) -> list[Path]:
+    """What ``--resume which`` may load, in order: ``latest`` -> every checkpoint under
+    ``root``, newest first (a newer one that does not load is skipped); a path -> it."""
+    if which == "latest":
+        resolve_checkpoint(root, which)  # the error when there is none
+        return list(reversed(list_checkpoints(root)))
+    return [resolve_checkpoint(root, which)]
 
 
 def resolve_checkpoint(root: str | Path, which: str) -> Path:
@@ -60,9 +87,13 @@ def write_checkpoint(root: str | Path, step: int, write: Callable[[Path], None],
     tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=root))
     try:
         write(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # set the old one aside under a temporary name, then swap
+            old = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-old-", dir=root))
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -75,8 +106,17 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
 
 
+def _named(path: Path, load):
+    """``load(path)``, or a CheckpointError that names the file when it does not load."""
+    try:
+        return load(path)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{path} does not load ({type(e).__name__}: {first})") from e
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    return _named(path, lambda p: load_file(str(p)))
 
 
 def save_state(state: dict, path: Path) -> None:
@@ -84,4 +124,4 @@ def save_state(state: dict, path: Path) -> None:
 
 
 def load_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _named(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))

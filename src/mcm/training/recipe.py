@@ -174,6 +174,7 @@ class DistillRecipe(Trainer):
         # 5. Data, then (everything built) the checkpoint to resume from.
         self._build_data()
         self._teacher_validated = (self.out / "validation" / "teacher").exists()
+        self.warmup_step = 0  # D-only steps taken (discriminator.warmup_steps in all)
         set_seed(cfg.train.seed + acc.process_index)  # anything drawn later differs per rank
         super().setup()
 
@@ -278,17 +279,16 @@ class DistillRecipe(Trainer):
 
     # ------------------------------------------------------------------ the step
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
-        """The discriminator's warm-up (once, at step 0), the loop, then the export."""
-        cfg = self.cfg
-        if self.step == 0 and self.discriminator is not None and cfg.discriminator.warmup_steps:
-            self.warm_up_discriminator()
+        """The discriminator's warm-up, the loop, then the export (:meth:`finish`)."""
         logged = super().train(on_step)
         log.info("Training clips: %s", self.video_loader.bad_log.summary())
         if self.image_loader is not None:
             log.info("Images: %s", self.image_loader.bad_log.summary())
-        if not self.stats["stopped_by_signal"] and cfg.train.export:
-            self.export()
         return logged
+
+    def finish(self) -> None:
+        if self.cfg.train.export:
+            self.export()
 
     def _loss_step(self, batch: DistillBatch) -> dict[str, float] | None:
         """One micro-batch: L_G back-propagated into the student, then L_D into D's heads."""
@@ -317,15 +317,22 @@ class DistillRecipe(Trainer):
         weight = (lambda gp: self.gp_weight.update(gp, self.step)) if use_gp else None
         return self.distiller.discriminator_step(gen, batch, draws, penalty_weight=weight)
 
-    def warm_up_discriminator(self) -> None:
+    def warm_up(self, on_step: Callable[[int], None] | None = None) -> bool:
         """discriminator.warmup_steps D-only steps: real images against frames of the
         training clips. The student starts as the teacher, whose samples look like those
         clips, so its adversarial loss carries the look from step 1 instead of after the
-        heads have caught up (~150 steps on the world)."""
-        n = self.cfg.discriminator.warmup_steps
+        heads have caught up (~150 steps on the world). A stop signal ends it at a step
+        boundary; the checkpoint records how far it got and a resume continues there."""
+        n = self.cfg.discriminator.warmup_steps if self.discriminator is not None else 0
+        if self.warmup_step >= n:
+            return False
         d = self.optimizers["d"]
         show = self.accelerator.is_main_process and self.loop.progress
-        for _ in tqdm(range(n), desc="D warm-up", disable=not show):
+        bar = tqdm(total=n, initial=self.warmup_step, desc="D warm-up", disable=not show)
+        while self.warmup_step < n:
+            if self._stopping():
+                bar.close()
+                return True
             batch = self.next_batch()
             draws = self.distiller.sample_draws(batch.latents, self.generator)
             gen = self.distiller.clips_as_fakes(batch, draws)
@@ -337,6 +344,12 @@ class DistillRecipe(Trainer):
                 d.optimizer.step()
                 d.scheduler.step()
             d.optimizer.zero_grad(set_to_none=True)
+            self.warmup_step += 1
+            bar.update(1)
+            if on_step is not None:
+                on_step(self.warmup_step)
+        bar.close()
+        return False
 
     # FSDP: free every gathered block, so that the UNet's parameters are the shards (the
     # optimizer's, the checkpoint's) and no block runs on weights older than a step.
@@ -460,9 +473,13 @@ class DistillRecipe(Trainer):
         return full_optimizer_state(state) if self.fsdp is not None else state
 
     def _extra_state(self) -> dict:
-        return {"gp_weight": self.gp_weight.state_dict()} if self.discriminator else {}
+        state = {"warmup_step": self.warmup_step}
+        if self.discriminator is not None:
+            state["gp_weight"] = self.gp_weight.state_dict()
+        return state
 
     def _load_extra_state(self, state: dict) -> None:
+        self.warmup_step = state["warmup_step"]
         if self.discriminator is not None:
             self.gp_weight.load_state_dict(state["gp_weight"])
 
@@ -472,14 +489,16 @@ class DistillRecipe(Trainer):
             shard_optimizer_state(self.optimizers["g"].optimizer.optimizer)
 
 
-def run_training(cfg: TrainConfig, resume: str | None = None) -> dict:
-    """setup, train, cleanup: what `mcm train` calls."""
+def run_training(cfg: TrainConfig, resume: str | None = None) -> DistillRecipe:
+    """setup, train, cleanup: what `mcm train` calls. The recipe's ``exit_status`` is 0, or
+    128 + the signal number when SIGINT/SIGTERM stopped it (after a checkpoint)."""
     recipe = DistillRecipe(cfg, resume=resume)
     recipe.setup()
     try:
-        return recipe.train()
+        recipe.train()
     finally:
         recipe.cleanup()
+    return recipe
 
 
 __all__ = ["DistillRecipe", "NonFiniteLossError", "run_training"]

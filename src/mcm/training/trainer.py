@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,9 @@ class Trainer:
         self.emas: dict[str, EMA] = {}  # file stem -> EMA, updated after every step
         self.generator: torch.Generator | None = None
         self.stats: dict = {}
+        self.signals = StopSignals()
+        self.exit_status = 0  # 128 + the signal number after a stop by SIGINT/SIGTERM
+        self.phase = "setup"  # "warm-up", "train", "finish": what an interruption cut short
         self._saved_step = -1
 
     # ------------------------------------------------------------------ what a recipe writes
@@ -122,6 +126,13 @@ class Trainer:
     def validate(self) -> None:
         """Called every ``validate_every`` steps; nothing by default."""
 
+    def warm_up(self, on_step: Callable[[int], None] | None = None) -> bool:
+        """Steps before the loop (nothing by default); True when a stop signal cut it short."""
+        return False
+
+    def finish(self) -> None:
+        """After the last step of a run that was not stopped (e.g. the export)."""
+
     # ------------------------------------------------------------------ setup
     def make_accelerator(self, **kwargs) -> Accelerator:
         """The accelerator (mixed precision, tracker) and the output folder."""
@@ -134,6 +145,7 @@ class Trainer:
         )
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_stale_temporaries(self.out)
             if self.config is not None:
                 save_config(self.config, self.out / "config.yaml")
             if loop.tracker != "none":
@@ -143,9 +155,27 @@ class Trainer:
         return acc
 
     def setup(self) -> None:
-        """Called last by a recipe's setup: continue from a checkpoint if asked."""
-        if self.resume:
-            self.load_checkpoint(ckpt.resolve_checkpoint(self.out, self.resume))
+        """Called last by a recipe's setup: continue from a checkpoint if asked. With
+        ``resume="latest"`` a checkpoint that does not load is skipped (with a warning that
+        names it and why) for the newest one that does."""
+        if not self.resume:
+            return
+        candidates = ckpt.resume_candidates(self.out, self.resume)
+        failures = []
+        for path in candidates:
+            try:
+                self.load_checkpoint(path)
+                return
+            except Exception as e:  # a corrupt or partial checkpoint: try the one before
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if len(candidates) == 1:
+                    raise ckpt.CheckpointError(f"Cannot resume from {path}: {reason}") from e
+                failures.append(f"{path.name} ({reason})")
+                log.warning("Skipping %s, which does not load: %s", path, reason)
+        raise ckpt.CheckpointError(
+            f"No checkpoint under {self.out} loads ({'; '.join(failures)}); "
+            "pass one with --resume PATH or train without --resume."
+        )
 
     # ------------------------------------------------------------------ the loop
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
@@ -162,10 +192,13 @@ class Trainer:
             dynamic_ncols=True,
         )
         t_start = t_last = time.perf_counter()
-        first_step, logged, stop = self.step, {}, False
-        with StopSignals() as signals:
-            while self.step < loop.max_steps:
-                if (stop := self._stopping(signals)) or self._out_of_time(t_start):
+        first_step, logged = self.step, {}
+        with self.signals:
+            self.phase = "warm-up"
+            stop = self.warm_up(on_step)
+            self.phase = "train"
+            while not stop and self.step < loop.max_steps:
+                if (stop := self._stopping()) or self._out_of_time(t_start):
                     break
                 terms = self.train_step()
                 if terms is None:  # non-finite loss: nothing was updated
@@ -188,24 +221,31 @@ class Trainer:
                     self.validate()
                 if loop.checkpoint_every and self.step % loop.checkpoint_every == 0:
                     self.save_checkpoint()
-        bar.close()
-        wall = time.perf_counter() - t_start
-        steps_run = self.step - first_step
-        self.stats = {
-            "steps": self.step,
-            "steps_run": steps_run,
-            "wall_s": round(wall, 2),
-            "steps_per_s": round(steps_run / wall, 3) if wall > 0 else 0.0,
-            "stopped_by_signal": stop,
-        }
-        if stop:
-            log.warning(
-                "Received signal %s: saving a checkpoint at step %d and stopping.",
-                signals.received or "(on another rank)",
-                self.step,
-            )
-        if self._saved_step != self.step:
-            self.save_checkpoint()
+            bar.close()
+            wall = time.perf_counter() - t_start
+            steps_run = self.step - first_step
+            self.stats = {
+                "steps": self.step,
+                "steps_run": steps_run,
+                "wall_s": round(wall, 2),
+                "steps_per_s": round(steps_run / wall, 3) if wall > 0 else 0.0,
+                "stopped_by_signal": stop,
+            }
+            if stop:
+                log.warning(
+                    "Received signal %s during the %s: saving a checkpoint at step %d and "
+                    "stopping; continue with --resume latest.",
+                    self.signals.received or "(on another rank)",
+                    self.phase,
+                    self.step,
+                )
+            if stop or self._saved_step != self.step:
+                self.save_checkpoint()
+            if not stop:
+                self.phase = "finish"
+                self.finish()  # a signal now is honoured when it is done
+        received = self.signals.received or (signal.SIGTERM if stop else None)
+        self.exit_status = 128 + received if received else 0
         return logged
 
     def train_step(self) -> dict[str, float] | None:
@@ -297,9 +337,9 @@ class Trainer:
         t = torch.tensor([float(flag)], device=self.accelerator.device)
         return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
 
-    def _stopping(self, signals: StopSignals) -> bool:
+    def _stopping(self) -> bool:
         """Whether a SIGINT/SIGTERM arrived (on any rank: all stop after the same step)."""
-        return self._any_rank(signals.received is not None)
+        return self._any_rank(self.signals.received is not None)
 
     def _finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank."""
