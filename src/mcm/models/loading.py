@@ -3,6 +3,10 @@
 The family is read from ``model_index.json``: ``TextToVideoSDPipeline`` -> ModelScope,
 ``AnimateDiffPipeline`` -> AnimateDiff. An SD1.5 ``StableDiffusionPipeline`` becomes an
 AnimateDiff teacher when a ``motion_adapter`` is given. Anything else is a clear error.
+
+A model folder is data, not code: the ``[library, class]`` pairs of its ``model_index.json``
+are looked up only in the allow-listed libraries (``ALLOWED_LIBRARIES``; no other module is
+imported) and must name a model, scheduler or tokenizer class there (``component_class``).
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import torch
 from diffusers import (
     AnimateDiffPipeline,
     DiffusionPipeline,
+    ModelMixin,
     MotionAdapter,
+    SchedulerMixin,
     TextToVideoSDPipeline,
     UNet2DConditionModel,
     UNet3DConditionModel,
     UNetMotionModel,
 )
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mcm.models.denoiser import VideoDenoiser, make_denoiser
 from mcm.models.precision import default_device, resolve_dtype
@@ -35,6 +42,22 @@ PIPELINE_FAMILIES = {
     "AnimateDiffPipeline": "animatediff",
 }
 _IMAGE_PIPELINES = ("StableDiffusionPipeline",)
+
+# Why an allow-list: the library names come from a file that travels with a (downloaded)
+# model folder, and importing a module runs its code. Stock diffusers' from_pretrained
+# likewise imports only the libraries it loads components from; here a class must also be
+# an exported attribute of the library itself (no dotted paths) and a subclass of the base
+# class of its component's kind, so neither a function (os.system) nor a helper class is
+# reachable.
+ALLOWED_LIBRARIES = ("diffusers", "transformers", "mcm")
+_MODELS = (ModelMixin, PreTrainedModel)
+_COMPONENT_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "unet": ("model", _MODELS),
+    "vae": ("model", _MODELS),
+    "text_encoder": ("model", _MODELS),
+    "tokenizer": ("tokenizer", (PreTrainedTokenizerBase,)),
+    "scheduler": ("scheduler", (SchedulerMixin,)),
+}
 
 
 @dataclass
@@ -109,10 +132,66 @@ def detect_family(model_index: dict[str, Any], motion_adapter: str | None = None
     )
 
 
-def _load_component(path: str, name: str, spec: list[str], **kwargs):
+def component_class(index: dict[str, Any], component: str, index_file: str) -> type:
+    """The class that ``model_index.json`` names for ``component``, if it is a safe one.
+
+    The library must be one of ``ALLOWED_LIBRARIES`` (checked before anything is imported),
+    the class a public attribute of that library (a plain name, no dots) and a subclass of
+    the component's kind: a diffusers/transformers model for ``unet``, ``vae`` and
+    ``text_encoder``, a tokenizer for ``tokenizer``, a diffusers scheduler for ``scheduler``.
+
+    Raises:
+        ValueError: naming ``index_file``, the component, the library and the fix.
+    """
+    kind, bases = _COMPONENT_KINDS[component]
+    spec = index.get(component)
+    if not (
+        isinstance(spec, (list, tuple)) and len(spec) == 2 and all(isinstance(x, str) for x in spec)
+    ):
+        raise ValueError(
+            f"{index_file}: component {component!r} is {spec!r}; a teacher needs it as "
+            f'["library", "ClassName"], e.g. {_example(component)}. Re-save the pipeline '
+            "with diffusers' save_pretrained."
+        )
     library, class_name = spec
-    cls = getattr(importlib.import_module(library), class_name)
-    return cls.from_pretrained(path, subfolder=name, **kwargs)
+    allowed = ", ".join(ALLOWED_LIBRARIES)
+    if library not in ALLOWED_LIBRARIES:
+        raise ValueError(
+            f"{index_file}: component {component!r} names library {library!r}, which mcm does "
+            f"not load classes from (allowed libraries: {allowed}); importing a library named "
+            f"by a model folder would run its code. Use a pipeline whose {component} is a "
+            f"{kind} class of {allowed}, or fix the entry (e.g. {_example(component)})."
+        )
+    cls = None
+    if class_name.isidentifier() and not class_name.startswith("_"):
+        try:
+            cls = getattr(importlib.import_module(library), class_name, None)
+        except (ImportError, RuntimeError):  # a lazily imported class whose module fails
+            cls = None
+    if not (isinstance(cls, type) and issubclass(cls, bases)):
+        raise ValueError(
+            f"{index_file}: component {component!r} names [{library!r}, {class_name!r}], "
+            f"which is not a {kind} class exported by {library} (allowed libraries: {allowed}). "
+            f"Fix the entry to the {kind} class the folder was saved with "
+            f"(e.g. {_example(component)})."
+        )
+    return cls
+
+
+def _example(component: str) -> str:
+    library, name = {
+        "unet": ("diffusers", "UNet3DConditionModel"),
+        "vae": ("diffusers", "AutoencoderKL"),
+        "text_encoder": ("transformers", "CLIPTextModel"),
+        "tokenizer": ("transformers", "CLIPTokenizer"),
+        "scheduler": ("diffusers", "DDIMScheduler"),
+    }[component]
+    return f'["{library}", "{name}"]'
+
+
+def _index_file(path: str) -> str:
+    """Where the model_index.json of a local folder or hub id lives (for messages)."""
+    return str(Path(path) / "model_index.json")
 
 
 def _load_unet(path: str, family: str, index: dict, motion_adapter: str | None, dtype):
@@ -155,7 +234,9 @@ def load_teacher(
 
     Raises:
         FileNotFoundError: no such directory / not a pipeline directory.
-        ValueError: not a supported text-to-video pipeline.
+        ValueError: not a supported text-to-video pipeline, or its model_index.json names a
+            class outside ``ALLOWED_LIBRARIES`` or one that is not a model, scheduler or
+            tokenizer class (see ``component_class``).
     """
     path = resolve_teacher(name_or_path)
     index = read_model_index(path)
@@ -163,12 +244,15 @@ def load_teacher(
     device = torch.device(device) if device is not None else default_device()
     dtype = resolve_dtype(dtype_policy, device)
 
+    # every class is checked before any weights are read
+    classes = {name: component_class(index, name, _index_file(path)) for name in _COMPONENT_KINDS}
     unet = _load_unet(path, family, index, motion_adapter, dtype)
-    vae = _load_component(path, "vae", index["vae"], dtype=dtype)
-    text_model = _load_component(path, "text_encoder", index["text_encoder"], dtype=dtype)
-    tokenizer = _load_component(path, "tokenizer", index["tokenizer"])
-    scheduler_cls = _scheduler_class(index)
-    scheduler_config = dict(scheduler_cls.load_config(path, subfolder="scheduler"))
+    vae = classes["vae"].from_pretrained(path, subfolder="vae", dtype=dtype)
+    text_model = classes["text_encoder"].from_pretrained(
+        path, subfolder="text_encoder", dtype=dtype
+    )
+    tokenizer = classes["tokenizer"].from_pretrained(path, subfolder="tokenizer")
+    scheduler_config = dict(classes["scheduler"].load_config(path, subfolder="scheduler"))
 
     denoiser = make_denoiser(family, unet.requires_grad_(False), scheduler_config).to(device)
     return TeacherBundle(
@@ -181,11 +265,6 @@ def load_teacher(
         motion_adapter=motion_adapter,
         model_index=index,
     )
-
-
-def _scheduler_class(index: dict):
-    library, class_name = index["scheduler"]
-    return getattr(importlib.import_module(library), class_name)
 
 
 def load_pipeline(
