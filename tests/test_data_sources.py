@@ -138,7 +138,8 @@ def test_manifest_errors_name_the_fix(tmp_path):
         VideoDataset(VideoDataConfig(source=str(tmp_path)))
 
 
-def test_brace_expansion():
+def test_brace_expansion(monkeypatch):
+    monkeypatch.setenv("MCM_ALLOW_PIPE", "1")  # pipe: URLs are opt-in
     assert expand_braces("s-{00..02}.tar") == ["s-00.tar", "s-01.tar", "s-02.tar"]
     assert expand_braces("{a,b}/{8..10}.tar") == [
         "a/8.tar", "a/9.tar", "a/10.tar", "b/8.tar", "b/9.tar", "b/10.tar",
@@ -166,7 +167,8 @@ def test_tar_samples_group_by_key():
     ]
 
 
-def test_pack_then_read_shards_locally_and_through_pipe(tmp_path, clips):
+def test_pack_then_read_shards_locally_and_through_pipe(tmp_path, clips, monkeypatch):
+    monkeypatch.setenv("MCM_ALLOW_PIPE", "1")  # pipe: URLs are opt-in
     cfg = VideoDataConfig(source=str(clips), **SMALL)
     writer, report = pack_source(cfg, tmp_path / "shards", shard_size=3)
     assert report.good == 4 and len(writer.paths) == 2

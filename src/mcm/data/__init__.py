@@ -1,8 +1,8 @@
 """Layer 4: video and image datasets -> batches, decoded with PyAV, robust to bad files.
 
 Sources: a folder of media with same-name ``.txt`` captions (or a captions file), CSV and
-JSONL manifests (WebVid's columns work as-is), webdataset shards (local, http(s), pipe:;
-brace patterns; resampling). Batches:
+JSONL manifests (WebVid's columns work as-is), webdataset shards (local, http(s), pipe: with
+``MCM_ALLOW_PIPE=1``; brace patterns; resampling). Batches:
 
 * video: ``{"video": [B, 3, F, H, W] in [-1, 1], "caption": list[str], "key": list[str]}``,
   or ``{"latents": [B, C, F, h, w], "text_emb": [B, L, D], ...}`` from a latent cache;

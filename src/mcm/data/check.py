@@ -16,7 +16,7 @@ from pathlib import Path
 from mcm.data.badlog import BAD_REASONS, FILTER_REASONS
 from mcm.data.datasets import ImageDataset, MediaDataset, VideoDataset, read_caption
 from mcm.data.loader import ResumableLoader
-from mcm.data.webdataset import ShardWriter
+from mcm.data.webdataset import ShardWriter, check_member_name
 
 
 @dataclass
@@ -154,11 +154,20 @@ def pack_source(
         (the writer, whose ``pattern()`` names the shards; the check report or None)
 
     Raises:
-        ValueError: the source is already webdataset shards, or URLs (download first).
+        ValueError: the source is already webdataset shards, or URLs (download first); or a
+            sample's key would be an unsafe tar member name (absolute, ``..``, backslash,
+            drive letter), checked for every record before anything is written.
     """
     dataset = _dataset(config, kind)
     if dataset.records is None:
         raise ValueError(f"{config.source} is already webdataset shards: nothing to pack.")
+    for rec in dataset.records:
+        check_member_name(
+            rec.key,
+            f"It comes from {rec.location} in {config.source}: give that row a relative key "
+            "without '..' (the manifest's key/id column, e.g. 'clips/000123'), or keep the "
+            "media under the manifest's folder (media_root) and use relative paths.",
+        )
     report = check_source(config, kind, num_workers) if verify else None
     good = set(report.good_keys) if report is not None else None
     taken: set[str] = set()

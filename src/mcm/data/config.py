@@ -23,8 +23,9 @@ class _SourceFields:
     """Where the data is. A folder of media files with same-name ``.txt`` captions (or a
     ``captions.{jsonl,csv,json}`` file in it); a ``.csv``/``.jsonl`` manifest; or webdataset
     shards: a ``.tar`` path, a folder of ``.tar`` files, a brace pattern such as
-    ``shards/{000000..000099}.tar``, an ``http(s)://`` URL or a ``pipe:COMMAND``. Several
-    patterns can be joined with ``::``."""
+    ``shards/{000000..000099}.tar``, an ``http(s)://`` URL or a ``pipe:COMMAND`` (reads the
+    stdout of COMMAND run by the shell; refused unless the environment sets
+    ``MCM_ALLOW_PIPE=1``). Several patterns can be joined with ``::``."""
 
     format: str = "auto"
     """One of ``auto``, ``folder``, ``csv``, ``jsonl``, ``webdataset``. ``auto`` decides from the

@@ -14,7 +14,8 @@ resumed run continues exactly where it stopped.
   the ``world * num_streams`` streams (or, with fewer shards than streams, every stream reads
   every shard and keeps every ``world * num_streams``-th sample). ``resampled`` instead draws
   shards with replacement from a per-stream generator. Samples then pass a seeded shuffle
-  buffer.
+  buffer that never mixes two epochs (see ``_shuffled``), so every first visit of a sample
+  leaves the buffer within its epoch and the bad-sample log counts the samples seen.
 """
 
 from __future__ import annotations
@@ -105,15 +106,17 @@ def shard_stream(
     stream: int,
     num_streams: int,
     one_pass: bool = False,
-) -> Iterator[tuple[str, int, int, bool]]:
-    """``(url, keep_modulus, keep_residue, first_pass)`` for each shard this stream reads:
-    of the shard's samples it keeps those with ``index % keep_modulus == keep_residue``."""
+) -> Iterator[tuple[str, int, int, int]]:
+    """``(url, keep_modulus, keep_residue, epoch)`` for each shard this stream reads: of the
+    shard's samples it keeps those with ``index % keep_modulus == keep_residue``. Resampled
+    shards have no epochs: every visit is epoch 0 (a first visit, so the bad fraction is one
+    of visits)."""
     units = world_size * num_streams
     slot = stream * world_size + rank
     if resampled and not one_pass:
         g = random.Random(mix_seed(seed, rank, stream, num_streams, 1))
         while True:
-            yield urls[g.randrange(len(urls))], 1, 0, True
+            yield urls[g.randrange(len(urls))], 1, 0, 0
     epoch = 0
     while True:
         order = list(range(len(urls)))
@@ -121,10 +124,10 @@ def shard_stream(
             order = torch.randperm(len(urls), generator=generator_for(seed, epoch)).tolist()
         if len(urls) >= units:
             for s in order[slot::units]:
-                yield urls[s], 1, 0, epoch == 0
+                yield urls[s], 1, 0, epoch
         else:
             for s in order:
-                yield urls[s], units, slot, epoch == 0
+                yield urls[s], units, slot, epoch
         if one_pass:
             return
         epoch += 1
@@ -154,25 +157,38 @@ def webdataset_stream(
         g = random.Random(mix_seed(seed, rank, stream, num_streams, 2))
         raw = _shuffled(raw, shuffle_buffer, g)
     base = mix_seed(seed, rank, stream, num_streams, 3)
-    for m, (first_pass, payload) in enumerate(raw):
+    for m, (epoch, payload) in enumerate(raw):
         if m >= start:
-            yield StreamItem(m, first_pass, mix_seed(base, m), payload)
+            yield StreamItem(m, epoch == 0, mix_seed(base, m), payload)
 
 
 def _shard_samples(shards, timeout: float):
-    for url, modulus, residue, first_pass in shards:
+    """``(epoch, (url, key, fields))`` for each kept sample of the shards, in order."""
+    for url, modulus, residue, epoch in shards:
         try:
             with open_stream(url, timeout) as fh:
                 for n, (key, fields) in enumerate(iter_tar_samples(fh)):
                     if n % modulus == residue:
-                        yield first_pass, (url, key, fields)
+                        yield epoch, (url, key, fields)
         except (tarfile.TarError, EOFError, OSError) as e:
-            yield first_pass, (url, None, f"{type(e).__name__}: {e}")
+            yield epoch, (url, None, f"{type(e).__name__}: {e}")
 
 
 def _shuffled(items, size: int, g: random.Random):
-    buf = []
+    """A seeded shuffle buffer of ``size`` over ``(epoch, payload)`` items that empties itself
+    (shuffled) before the first item of the next epoch enters.
+
+    Why epochs are not mixed: with a source smaller than the buffer, a buffer filled across
+    epochs holds many copies of each sample, reads the shards size/N times before its first
+    sample and returns a first visit only now and then, so the bad-sample log counted "0 seen"
+    and ``max_bad_fraction`` never applied. Per epoch, a small source is a full permutation.
+    """
+    buf, epoch = [], None
     for item in items:
+        if item[0] != epoch:
+            g.shuffle(buf)
+            yield from buf
+            buf, epoch = [], item[0]
         if len(buf) < size:
             buf.append(item)
             continue

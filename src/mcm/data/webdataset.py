@@ -4,7 +4,9 @@ A shard is a tar file whose members are grouped into samples by key: the member 
 the first dot of its base name (``clips/000123.mp4`` and ``clips/000123.txt`` are sample
 ``clips/000123`` with fields ``mp4`` and ``txt``). Members of one sample are consecutive.
 Shards are local paths, ``http(s)://`` URLs (streamed, never fully downloaded first) or
-``pipe:COMMAND`` (the command's stdout, as in webdataset).
+``pipe:COMMAND``: the stdout of COMMAND run by the shell, as in webdataset (e.g.
+``pipe:aws s3 cp s3://bucket/shard-000.tar -``). Since a source string then runs any
+command, ``pipe:`` is refused unless the environment sets ``MCM_ALLOW_PIPE=1``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
+
+# Why an environment variable and not a data-config field: the command comes from the config
+# (or a --set), so a config that names a command could just as well switch the opt-in on.
+# The environment belongs to whoever runs mcm, and it reaches DataLoader workers and every
+# accelerate rank without further plumbing.
+PIPE_ENV = "MCM_ALLOW_PIPE"
+
+
+def pipe_allowed() -> bool:
+    """True when the environment opts in to ``pipe:`` shard URLs (``MCM_ALLOW_PIPE=1``)."""
+    return os.environ.get(PIPE_ENV, "") == "1"
+
+
+def check_pipe_allowed(url: str) -> None:
+    """Raise ``ValueError`` for a ``pipe:`` URL unless ``MCM_ALLOW_PIPE=1`` is set."""
+    if url.startswith("pipe:") and not pipe_allowed():
+        raise ValueError(
+            f"shard URL {url!r} would run the shell command {url[5:]!r}. mcm runs pipe: "
+            f"commands only when you opt in: set the environment variable {PIPE_ENV}=1 "
+            f"(e.g. `{PIPE_ENV}=1 mcm train ...`) if you trust this source."
+        )
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -48,14 +71,22 @@ def expand_braces(pattern: str) -> list[str]:
 def expand_urls(source: str) -> list[str]:
     """Shard URLs of a source: ``::``-joined patterns, each brace-expanded; a local folder
     gives its ``.tar`` files; a local glob pattern is globbed. Order is kept (sorted within a
-    folder or glob)."""
+    folder or glob).
+
+    Raises:
+        ValueError: a ``pipe:`` URL without ``MCM_ALLOW_PIPE=1`` (nothing is run).
+        ValueError: no shards found.
+    """
     urls: list[str] = []
     for part in source.split("::"):
         part = part.strip()
         if not part:
             continue
         for url in expand_braces(part):
-            if url.startswith(("pipe:", "http://", "https://")):
+            if url.startswith("pipe:"):
+                check_pipe_allowed(url)
+                urls.append(url)
+            elif url.startswith(("http://", "https://")):
                 urls.append(url)
             elif os.path.isdir(url):
                 urls.extend(sorted(str(p) for p in Path(url).glob("*.tar")))
@@ -70,8 +101,10 @@ def expand_urls(source: str) -> list[str]:
 
 @contextmanager
 def open_stream(url: str, timeout: float = 30.0):
-    """A readable binary stream of a shard: local file, http(s) URL or ``pipe:COMMAND``."""
+    """A readable binary stream of a shard: local file, http(s) URL or ``pipe:COMMAND``
+    (only with ``MCM_ALLOW_PIPE=1``, see ``check_pipe_allowed``)."""
     if url.startswith("pipe:"):
+        check_pipe_allowed(url)
         proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE)
         try:
             yield proc.stdout
@@ -86,6 +119,30 @@ def open_stream(url: str, timeout: float = 30.0):
             raise FileNotFoundError(f"shard {url!r} does not exist.")
         with open(url, "rb") as fh:
             yield fh
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def check_member_name(key: str, fix: str = "") -> None:
+    """Raise ``ValueError`` unless ``key`` is a safe relative tar member name: not absolute,
+    no ``..`` component, no backslash, no drive letter. Any of these would write outside the
+    folder a shard is extracted into (``tar -x``); ``fix`` replaces the default advice."""
+    problem = None
+    if "\\" in key:
+        problem = "contains a backslash"
+    elif key.startswith("/"):
+        problem = "is an absolute path"
+    elif _DRIVE.match(key):
+        problem = "starts with a drive letter"
+    elif ".." in key.split("/"):
+        problem = "contains a '..' component"
+    if problem is not None:
+        raise ValueError(
+            f"webdataset key {key!r} {problem}: as a tar member name it would be written "
+            f"outside the shard's folder on extraction. "
+            + (fix or "Use a relative key made of plain names, e.g. 'clips/000123'.")
+        )
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -152,7 +209,9 @@ class ShardWriter:
         self._count = self._bytes = 0
 
     def write(self, key: str, fields: dict[str, bytes]) -> None:
-        """Add one sample. ``key`` must not contain a dot in its base name."""
+        """Add one sample. ``key`` must be a safe relative name (``check_member_name``) with
+        no dot in its base name."""
+        check_member_name(key)
         if "." in key.rpartition("/")[2]:
             raise ValueError(f"webdataset key {key!r} has a dot in its base name.")
         size = sum(len(v) for v in fields.values())
