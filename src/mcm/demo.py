@@ -17,6 +17,8 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from mcm.report import write_report
 from mcm.training.config import TrainConfig
 from mcm.training.config_io import from_dict, to_dict
 from mcm.training.recipe import DistillRecipe
+from mcm.training.signals import Interrupted, StopSignals
 from mcm.world.data import resolve_world_sources
 from mcm.world.metrics import world_metrics
 from mcm.world.probes import load_probes
@@ -98,8 +101,8 @@ def demo_config(
 
 def demo_configs(
     out_dir: str | Path,
-    mcm_steps: int = MCM_STEPS,
-    lcm_steps: int = LCM_STEPS,
+    mcm_steps: int | None = None,
+    lcm_steps: int | None = None,
     images: str | None = None,
     clips: int | None = None,
 ) -> dict[str, TrainConfig]:
@@ -180,7 +183,8 @@ def cache_clip_latents(cfg: TrainConfig, folder: Path) -> str:
 
 
 def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
-    """Child process: train the LCM baseline, output to ``log_path``, time in ``timing.json``."""
+    """Child process: train the LCM baseline, output to ``log_path``, time in ``timing.json``;
+    after a stop signal (a checkpoint saved) it exits with 128 + the signal number."""
     with open(log_path, "w") as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
@@ -188,13 +192,87 @@ def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
         recipe = DistillRecipe(cfg)
         recipe.setup()
         _, seconds = _timed(recipe.train)
+        if recipe.exit_status:
+            sys.exit(recipe.exit_status)
         (Path(cfg.output_dir) / "timing.json").write_text(json.dumps({"train_s": seconds}))
+
+
+class _Students:
+    """Trains the demo's students: the LCM baseline in a second process (``parallel``)
+    while this one trains the MCM student, or both here. A stop signal reaches both: the
+    second process gets it passed on (:meth:`pass_on`), and each saves a checkpoint."""
+
+    def __init__(self, cfgs: dict[str, TrainConfig], parallel: bool):
+        self.cfgs, self.parallel, self.process = cfgs, parallel, None
+        self.log = Path(cfgs["lcm"].output_dir) / "train.log"
+        self.timings: dict[str, float] = {}
+
+    def pass_on(self, signum: int) -> None:
+        if self.process is not None and self.process.is_alive():
+            os.kill(self.process.pid, signum)
+
+    def start_lcm(self) -> None:
+        if not self.parallel:
+            return
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        steps = self.cfgs["lcm"].train.max_steps
+        print(
+            f"[demo] distilling the LCM student ({steps} steps) in a second process: {self.log}",
+            flush=True,
+        )
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_train_lcm_process,
+            args=(self.cfgs["lcm"], torch.get_num_threads(), str(self.log)),
+        )
+        self.process.start()
+
+    def train_here(self, signals: StopSignals) -> None:
+        """The students this process trains, one after the other."""
+        for kind, cfg in self.cfgs.items():
+            if kind == "lcm" and self.process is not None:
+                continue
+            _check(signals, "demo")
+            steps = cfg.train.max_steps
+            print(f"[demo] distilling the {kind.upper()} student: {steps} steps", flush=True)
+            recipe = DistillRecipe(cfg)
+            recipe.setup()
+            on_step = _take_over_threads(self.process) if self.process is not None else None
+            _, self.timings[f"train_{kind}_s"] = _timed(functools.partial(recipe.train, on_step))
+            _check(signals, "demo")
+
+    def wait_for_lcm(self) -> None:
+        if self.process is None:
+            return
+        print("[demo] waiting for the LCM student ...", flush=True)
+        self.process.join()
+        code = self.process.exitcode
+        if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            raise Interrupted(code - 128, "demo's LCM baseline")
+        if code != 0:
+            raise RuntimeError(
+                f"The LCM baseline's process failed (exit code {code}); its output is in "
+                f"{self.log}. Rerun with --sequential to train it in this process."
+            )
+        timing = json.loads((self.log.parent / "timing.json").read_text())
+        self.timings["train_lcm_s"] = timing["train_s"]
+
+    def stop(self) -> None:
+        """On an error here: do not leave the LCM process running."""
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
+def _check(signals: StopSignals, what: str) -> None:
+    """Raise Interrupted if a stop signal arrived (the current step has ended)."""
+    if signals.received is not None:
+        raise Interrupted(signals.received, what)
 
 
 def run_demo(
     out_dir: str | Path = "demo-out",
-    mcm_steps: int = MCM_STEPS,
-    lcm_steps: int = LCM_STEPS,
+    mcm_steps: int | None = None,
+    lcm_steps: int | None = None,
     num_prompts: int = 24,
     seed: int = 0,
     images: str | None = None,
@@ -203,129 +281,104 @@ def run_demo(
 ) -> dict:
     """Run the demo; returns the metrics dict written to out_dir/metrics.json.
 
-    The students' recipes are the packaged configs (:func:`demo_config`); ``images`` and
-    ``clips`` (None: the recipe's) replace the discriminator's images and the clip count.
+    The students' recipes are the packaged configs (:func:`demo_config`); the steps,
+    ``images`` and ``clips`` (None: the recipe's) replace the training steps, the
+    discriminator's images and the clip count.
 
     ``parallel`` (default: when the machine has >= 2 CPUs) trains the LCM baseline in a
     second process while this one trains the MCM student; its output goes to
     out_dir/lcm/train.log. Each student's training is seeded by its own config, so the
     students are the same either way (up to float rounding).
+
+    SIGINT/SIGTERM stop the demo at the next step boundary of whatever runs (the second
+    process gets the signal too, and each student saves a checkpoint under out_dir/<kind>);
+    then :class:`~mcm.training.signals.Interrupted` is raised. A new run starts over.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if parallel is None:
         parallel = (os.cpu_count() or 1) >= 2
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
     threads = torch.get_num_threads()  # per training process
     cfgs = demo_configs(out, mcm_steps, lcm_steps, images, clips)
-    for kind, cfg in cfgs.items():
-        print(f"[demo] rendering/reading the world data for {kind} ...", flush=True)
-        resolve_world_sources(cfg)
-    lcm_process = None
-    if parallel:
-        Path(cfgs["lcm"].output_dir).mkdir(parents=True, exist_ok=True)
-        lcm_log = Path(cfgs["lcm"].output_dir) / "train.log"
-        print(
-            f"[demo] distilling the LCM student ({lcm_steps} steps) in a second process: {lcm_log}",
-            flush=True,
-        )
-        lcm_process = multiprocessing.get_context("spawn").Process(
-            target=_train_lcm_process, args=(cfgs["lcm"], torch.get_num_threads(), str(lcm_log))
-        )
-        lcm_process.start()
-    try:
-        print("[demo] encoding the MCM student's clips once (a latent cache) ...", flush=True)
-        cfgs["mcm"].data.video.latent_cache = cache_clip_latents(cfgs["mcm"], out / "latent-cache")
+    students = _Students(cfgs, parallel)
+    with StopSignals(on_signal=students.pass_on) as signals:
         for kind, cfg in cfgs.items():
-            if kind == "lcm" and lcm_process is not None:
-                continue
-            print(
-                f"[demo] distilling the {kind.upper()} student: {cfg.train.max_steps} steps",
-                flush=True,
+            print(f"[demo] rendering/reading the world data for {kind} ...", flush=True)
+            resolve_world_sources(cfg)
+        _check(signals, "demo")
+        students.start_lcm()
+        try:
+            print("[demo] encoding the MCM student's clips once (a latent cache) ...", flush=True)
+            cfgs["mcm"].data.video.latent_cache = cache_clip_latents(
+                cfgs["mcm"], out / "latent-cache"
             )
-            recipe = DistillRecipe(cfg)
-            recipe.setup()
-            on_step = _take_over_threads(lcm_process) if lcm_process is not None else None
-            _, timings[f"train_{kind}_s"] = _timed(functools.partial(recipe.train, on_step))
-            del recipe
-    except BaseException:  # e.g. Ctrl-C: do not leave the LCM process running
-        if lcm_process is not None:
-            lcm_process.terminate()
-        raise
-    if lcm_process is not None:
-        print("[demo] waiting for the LCM student ...", flush=True)
-        lcm_process.join()
-        if lcm_process.exitcode != 0:
-            raise RuntimeError(
-                f"The LCM baseline's process failed (exit code {lcm_process.exitcode}); its "
-                f"output is in {lcm_log}. Rerun with --sequential to train it in this process."
-            )
-        timing = json.loads((Path(cfgs["lcm"].output_dir) / "timing.json").read_text())
-        timings["train_lcm_s"] = timing["train_s"]
-        torch.set_num_threads(2 * threads)  # both processes' cores for the sampling
-    # Sample what a user deploys: the stock teacher, and each student's merged export (the
-    # same weights as its LoRA; no adapter layers left to slow either side's timing down).
-    bundle = load_teacher(cfgs["mcm"].model.teacher)
-    students = {
-        kind: load_teacher(str(Path(c.output_dir) / "export" / "merged"))
-        for kind, c in cfgs.items()
-    }
-
-    prompts = evaluation_prompts(num_prompts)
-    probes = load_probes()
-    samples: dict[str, torch.Tensor] = {}
-    results: dict[str, dict] = {}
-
-    def score(key: str, sample, nfe: int) -> None:
-        samples[key], metrics = sample_and_score(sample, prompts, nfe, probes)
-        results[key] = metrics
-        print(
-            f"[demo] {key:>11}: prompt {metrics['prompt_accuracy']:.2f}  motion {metrics['motion_accuracy']:.2f}  "
-            f"watermark {metrics['watermark_score']:.2f}  sharpness {metrics['sharpness']:.2f}  "
-            f"frame_fd {metrics['frame_fd']:.2f}  {metrics['seconds_per_video']:.3f} s/video",
-            flush=True,
-        )
-
-    print(f"[demo] sampling and scoring {len(prompts)} prompts ...", flush=True)
-    for steps in (50, 4):
-        score(
-            f"teacher@{steps}",
-            lambda s=steps: sample_teacher(
-                bundle, prompts, s, TEACHER_GUIDANCE, seed=seed, num_frames=8
-            ),
-            2 * steps,
-        )
-    for kind, student in students.items():
-        for steps in STUDENT_STEPS:
-            score(
-                f"{kind}@{steps}",
-                lambda b=student, s=steps, k=kind: sample_student(
-                    b,
-                    prompts,
-                    s,
-                    seed=seed,
-                    timestep_scaling=cfgs[k].method.timestep_scaling,
-                    num_frames=8,
-                ),
-                steps,
-            )
-
-    timings["total_s"] = time.perf_counter() - t_start
+            students.train_here(signals)
+            students.wait_for_lcm()
+        except BaseException:
+            students.stop()
+            raise
+        if parallel:
+            torch.set_num_threads(2 * threads)  # both processes' cores for the sampling
+        samples, results = _sample_and_score(cfgs, num_prompts, seed, signals)
+    timings = {**students.timings, "total_s": time.perf_counter() - t_start}
     settings = {
-        "prompts": prompts,
+        "prompts": evaluation_prompts(num_prompts),
         "teacher": "world (shipped)",
         "teacher_sampling": f"DDIM, guidance {TEACHER_GUIDANCE} (2 NFE per step)",
         "student_sampling": "multistep consistency (LCM), timestep scaling 4, no CFG (1 NFE per step)",
         "seed": seed,
         "torch_threads": {"training": threads, "sampling": torch.get_num_threads()},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "lcm_trained_in_parallel": lcm_process is not None,
+        "lcm_trained_in_parallel": students.process is not None,
         "configs": {k: to_dict(c) for k, c in cfgs.items()},
     }
     report = {"metrics": results, "settings": settings}
     (out / "metrics.json").write_text(json.dumps(results, indent=1))
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
-    write_report(out, report, samples, prompts)
+    write_report(out, report, samples, settings["prompts"])
     print(f"[demo] done in {timings['total_s']:.0f} s: {out / 'report.html'}", flush=True)
     return results
+
+
+def _sample_and_score(cfgs: dict, num_prompts: int, seed: int, signals: StopSignals):
+    """Sample what a user deploys - the stock teacher (guided DDIM-50 and DDIM-4) and each
+    student's merged export (the same weights as its LoRA; no adapter layers to slow its
+    timing down) at 1/2/4 steps - and score every set. Returns (videos, metrics) by key."""
+    bundle = load_teacher(cfgs["mcm"].model.teacher)
+    students = {
+        kind: load_teacher(str(Path(c.output_dir) / "export" / "merged"))
+        for kind, c in cfgs.items()
+    }
+    prompts = evaluation_prompts(num_prompts)
+    probes = load_probes()
+    runs = {
+        f"teacher@{steps}": (
+            functools.partial(
+                sample_teacher, bundle, prompts, steps, TEACHER_GUIDANCE, seed=seed, num_frames=8
+            ),
+            2 * steps,
+        )
+        for steps in (50, 4)
+    }
+    for kind, student in students.items():
+        for steps in STUDENT_STEPS:
+            scaling = cfgs[kind].method.timestep_scaling
+            sample = functools.partial(
+                sample_student, student, prompts, steps, seed=seed, num_frames=8,
+                timestep_scaling=scaling,
+            )  # fmt: skip
+            runs[f"{kind}@{steps}"] = (sample, steps)
+    print(f"[demo] sampling and scoring {len(prompts)} prompts ...", flush=True)
+    samples, results = {}, {}
+    for key, (sample, nfe) in runs.items():
+        _check(signals, "demo")
+        samples[key], m = sample_and_score(sample, prompts, nfe, probes)
+        results[key] = m
+        print(
+            f"[demo] {key:>11}: prompt {m['prompt_accuracy']:.2f}  motion {m['motion_accuracy']:.2f}  "
+            f"watermark {m['watermark_score']:.2f}  sharpness {m['sharpness']:.2f}  "
+            f"frame_fd {m['frame_fd']:.2f}  {m['seconds_per_video']:.3f} s/video",
+            flush=True,
+        )
+    return samples, results

@@ -14,12 +14,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mcm-steps",
         type=int,
         default=None,
-        help="distillation steps of the MCM student (default: the demo recipe's, mcm.demo.MCM_STEPS)",
+        help="distillation steps of the MCM student (default: its recipe's)",
     )
     p.add_argument(
-        "--lcm-steps", type=int, default=100, help="distillation steps of the LCM baseline"
+        "--lcm-steps",
+        type=int,
+        default=None,
+        help="distillation steps of the LCM baseline (default: its recipe's)",
     )
     p.add_argument("--prompts", type=int, default=24, help="evaluation prompts")
+    p.add_argument(
+        "--clips",
+        type=int,
+        default=None,
+        help="world clips rendered for the students' training (default: the recipe's, 512)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -35,28 +44,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--images",
-        default="world:hq_image:512",
-        help="the discriminator's real images: world:hq_image[:N], world:style_image[:N] or a folder",
+        default=None,
+        help="the discriminator's real images: world:hq_image[:N], world:style_image[:N] or a "
+        "folder (default: the recipe's, world:hq_image:512)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mcm.demo import MCM_STEPS, run_demo
+    from mcm.demo import run_demo
+    from mcm.training.signals import Interrupted
 
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    run_demo(
-        args.out,
-        MCM_STEPS if args.mcm_steps is None else args.mcm_steps,
-        args.lcm_steps,
-        args.prompts,
-        args.seed,
-        args.images,
-        parallel=False if args.sequential else None,
-    )
+    try:
+        run_demo(
+            args.out,
+            args.mcm_steps,
+            args.lcm_steps,
+            args.prompts,
+            args.seed,
+            args.images,
+            args.clips,
+            parallel=False if args.sequential else None,
+        )
+    except Interrupted as e:
+        print(f"mcm demo: {e}; each student saved a checkpoint in {args.out}/<kind>.")
+        return e.exit_status
     return 0

@@ -4,10 +4,8 @@ A checkpoint is a directory ``checkpoint-<step>`` holding safetensors weights an
 ``state.pt`` of optimiser/scheduler/RNG states (tensors and plain Python values only, so it
 loads with ``weights_only=True``). It is written to a temporary sibling directory
 (``.checkpoint-<step>-*``) and renamed into place, so a crash never leaves a half-written
-checkpoint under the final name; temporaries a crash left behind are removed when the next
-run starts. A checkpoint that already has the name (a run started again in the same folder)
-is first renamed aside, so the name always holds a complete checkpoint but for the moment
-between two renames.
+checkpoint under the final name (:func:`write_directory`, which the export uses too);
+temporaries a crash left behind are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -22,11 +20,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mcm.errors import UserError
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
-_TEMPORARY = re.compile(r"^\.checkpoint-\d+-")
+_TEMPORARY = re.compile(r"^\.(checkpoint-\d+|export)-")  # what write_directory leaves
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be resumed from; the message names it and the fix."""
 
 
@@ -42,7 +42,8 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 
 
 def remove_stale_temporaries(root: str | Path) -> list[Path]:
-    """Delete the ``.checkpoint-*`` temporaries an interrupted write left under ``root``."""
+    """Delete the temporaries (``.checkpoint-*``, ``.export-*``) an interrupted
+    :func:`write_directory` left under ``root``."""
     root = Path(root)
     stale = [p for p in root.iterdir() if p.is_dir() and _TEMPORARY.match(p.name)]
     for p in stale:
@@ -78,17 +79,19 @@ def resolve_checkpoint(root: str | Path, which: str) -> Path:
     return path
 
 
-def write_checkpoint(root: str | Path, step: int, write: Callable[[Path], None], keep: int) -> Path:
-    """Call ``write(tmp_dir)``, then atomically rename it to ``root/checkpoint-<step>`` and
-    delete all but the newest ``keep`` checkpoints."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=root))
+def write_directory(final: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` for a temporary sibling of ``final``, then rename it to ``final``.
+
+    A ``final`` that exists already is first renamed aside, so ``final`` always holds a
+    complete directory but for the moment between two renames; a failed write leaves
+    nothing behind."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         write(tmp)
-        if final.exists():  # set the old one aside under a temporary name, then swap
-            old = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-old-", dir=root))
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -97,6 +100,13 @@ def write_checkpoint(root: str | Path, step: int, write: Callable[[Path], None],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return final
+
+
+def write_checkpoint(root: str | Path, step: int, write: Callable[[Path], None], keep: int) -> Path:
+    """:func:`write_directory` ``root/checkpoint-<step>``, then delete all but the newest
+    ``keep`` checkpoints."""
+    final = write_directory(Path(root) / f"checkpoint-{step}", write)
     for old in list_checkpoints(root)[: -max(keep, 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return final

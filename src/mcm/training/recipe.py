@@ -50,7 +50,7 @@ from mcm.models.export import diffusers_lora_state_dict
 from mcm.models.sampling import sample_student, sample_teacher
 from mcm.motion import build_motion_representation
 from mcm.training import checkpoint as ckpt
-from mcm.training.config import TrainConfig
+from mcm.training.config import TrainConfig, check_resume_config
 from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
 from mcm.training.ema import EMA
 from mcm.training.optim import make_optimizer, make_scheduler
@@ -417,6 +417,8 @@ class DistillRecipe(Trainer):
             )
 
     def export(self) -> Path | None:
+        """The LoRA, the merged pipeline and the sampling card in output_dir/export (written
+        to a temporary folder and renamed into place: never half an export)."""
         self._reshard()
         lora = lora_state_dict(self.bundle.denoiser)  # every rank: FSDP gathers the shards
         if not self.accelerator.is_main_process:
@@ -431,8 +433,11 @@ class DistillRecipe(Trainer):
             "guidance_scale": 1.0,
             "num_frames": self.cfg.data.video.num_frames,
         }
-        return export_student(
-            self.bundle, self.out / "export", sampling=sampling, extra_modules=extra, lora=lora
+        return ckpt.write_directory(
+            self.out / "export",
+            lambda tmp: export_student(
+                self.bundle, tmp, sampling=sampling, extra_modules=extra, lora=lora
+            ),
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -484,6 +489,7 @@ class DistillRecipe(Trainer):
             self.gp_weight.load_state_dict(state["gp_weight"])
 
     def load_checkpoint(self, path: Path) -> None:
+        check_resume_config(self.cfg, path)  # ConfigError: the config changes what it holds
         super().load_checkpoint(path)
         if self.fsdp is not None:
             shard_optimizer_state(self.optimizers["g"].optimizer.optimizer)

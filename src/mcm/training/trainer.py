@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
-from mcm.training.config_io import flatten, save_config, to_dict
+from mcm.training.config_io import ConfigError, flatten, save_config, to_dict
 from mcm.training.ema import EMA
 from mcm.training.sharding import is_sharded
 from mcm.training.signals import StopSignals
@@ -160,12 +160,17 @@ class Trainer:
         names it and why) for the newest one that does."""
         if not self.resume:
             return
+        if self.resume == "latest" and not ckpt.list_checkpoints(self.out):
+            log.warning("--resume latest: no checkpoint under %s yet; starting afresh.", self.out)
+            return
         candidates = ckpt.resume_candidates(self.out, self.resume)
         failures = []
         for path in candidates:
             try:
                 self.load_checkpoint(path)
                 return
+            except ConfigError:  # the config, not the checkpoint, is wrong: no older one helps
+                raise
             except Exception as e:  # a corrupt or partial checkpoint: try the one before
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 if len(candidates) == 1:

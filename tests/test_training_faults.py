@@ -1,0 +1,134 @@
+"""The fault matrix: SIGTERM and kill -9 in each phase of `mcm train` (the discriminator's
+warm-up, the distillation, the export), then a resume, give exactly the uninterrupted run's
+student (LoRA, motion head, discriminator heads) and export."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mcm.media import write_image, write_video
+from mcm.models.tiny import save_tiny_pipeline
+from mcm.training.config import TrainConfig
+from mcm.training.config_io import from_dict, save_config
+from mcm.training.recipe import DistillRecipe
+from mcm.world.domains import render_sample
+
+WORKER = Path(__file__).with_name("fault_worker.py")
+EXPORTED = ("lora/pytorch_lora_weights.safetensors", "aux/motion_head.safetensors")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    teacher = save_tiny_pipeline("modelscope", root / "teacher")
+    g = torch.Generator().manual_seed(0)
+    for kind, folder in (("lowq_video", root / "clips"), ("hq_image", root / "images")):
+        folder.mkdir()
+        for i in range(4):
+            x, caption, _ = render_sample(kind, g, num_frames=4)
+            if kind == "lowq_video":
+                write_video(folder / f"{i}.mp4", x)
+            else:
+                write_image(folder / f"{i}.png", x)
+            (folder / f"{i}.txt").write_text(caption)
+    return {"teacher": teacher, "clips": root / "clips", "images": root / "images"}
+
+
+def config(assets, out) -> TrainConfig:
+    view = {"resolution": 32, "crop": "center", "num_workers": 0}
+    return from_dict(TrainConfig, {
+        "output_dir": str(out),
+        "model": {"teacher": str(assets["teacher"]), "lora_rank": 4, "lora_alpha": 4},
+        "method": {"motion": "learnable"},
+        "discriminator": {"latent_t_max": 300, "warmup_steps": 2},
+        "data": {
+            "video": {"source": str(assets["clips"]), "num_frames": 4, "frame_stride": 1, **view},
+            "images": {"source": str(assets["images"]), **view},
+        },
+        "train": {"max_steps": 3, "batch_size": 1, "lr": 1e-3, "warmup_steps": 1,
+                  "checkpoint_every": 1, "keep_checkpoints": 2, "log_every": 1,
+                  "tracker": "none", "progress": False},
+    })  # fmt: skip
+
+
+def student(out: Path) -> dict[str, torch.Tensor]:
+    """The final checkpoint's weights and the exported files."""
+    final = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    tensors = {}
+    for path in [*sorted(final.glob("*.safetensors")), *(out / "export" / f for f in EXPORTED)]:
+        tensors.update({f"{path.name}:{k}": v for k, v in load_file(path).items()})
+    return tensors
+
+
+def train(cfg, resume=None, on_step=None) -> DistillRecipe:
+    recipe = DistillRecipe(cfg, resume=resume)
+    recipe.setup()
+    recipe.train(on_step)
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(assets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert train(config(assets, out)).exit_status == 0
+    return student(out)
+
+
+def assert_same_student(out: Path, uninterrupted) -> None:
+    resumed = student(out)
+    assert resumed.keys() == uninterrupted.keys()
+    for k, v in uninterrupted.items():
+        torch.testing.assert_close(resumed[k], v, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase, step", [("warm-up", 1), ("train", 2), ("export", 0)])
+def test_sigterm_then_resume_equals_the_uninterrupted_run(
+    assets, uninterrupted, tmp_path, phase, step
+):
+    cfg = config(assets, tmp_path)
+
+    class Recipe(DistillRecipe):  # a real SIGTERM to this process at the chosen point
+        def export(self):
+            if phase == "export":
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().export()
+
+    def on_step(n):
+        if (recipe.phase, n) == (phase, step):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    recipe = Recipe(cfg)
+    recipe.setup()
+    recipe.train(on_step)
+    assert recipe.exit_status == 128 + signal.SIGTERM
+    stopped_at = {"warm-up": (0, 1), "train": (2, 2), "export": (3, 2)}[phase]
+    assert (recipe.step, recipe.warmup_step) == stopped_at
+    assert (tmp_path / f"checkpoint-{recipe.step}").is_dir()
+    assert (tmp_path / "export").is_dir() == (phase == "export")  # an export is finished
+    resumed = train(config(assets, tmp_path), resume="latest")
+    assert resumed.exit_status == 0
+    assert_same_student(tmp_path, uninterrupted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase, step", [("warm-up", 2), ("train", 2), ("export", 0)])
+def test_kill_9_then_resume_equals_the_uninterrupted_run(
+    assets, uninterrupted, tmp_path, phase, step
+):
+    path = tmp_path / "config.yaml"
+    save_config(config(assets, tmp_path / "run"), path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(WORKER), str(path), phase, str(step), str(int(signal.SIGKILL))]
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "run" / "export").exists()  # never half an export
+    resumed = train(config(assets, tmp_path / "run"), resume="latest")
+    assert resumed.exit_status == 0
+    assert_same_student(tmp_path / "run", uninterrupted)
