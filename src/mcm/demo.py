@@ -14,6 +14,7 @@ import functools
 import importlib.resources
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -140,6 +141,30 @@ def sample_and_score(
     metrics = world_metrics(videos, prompts, probes=probes)
     metrics.update(nfe=nfe, seconds_per_video=seconds / len(prompts))
     return videos, metrics
+
+
+def cgroup_cpu_quota(root: str | Path = "/sys/fs/cgroup") -> float | None:
+    """The CPUs a cgroup quota allows this process (e.g. 1.5), or None without a quota:
+    cgroup v2's ``cpu.max`` ("quota period") or v1's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``."""
+    root = Path(root)
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = root / "cpu"
+        if (v1 / "cpu.cfs_quota_us").is_file():
+            quota = int((v1 / "cpu.cfs_quota_us").read_text())
+            return None if quota <= 0 else quota / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):  # unreadable or unexpected: no quota known
+        return None
+    return None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity, capped by a cgroup quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus or 1, math.ceil(quota) if quota else cpus or 1))
 
 
 def _take_over_threads(process):
@@ -278,6 +303,7 @@ def run_demo(
     images: str | None = None,
     clips: int | None = None,
     parallel: bool | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Run the demo; returns the metrics dict written to out_dir/metrics.json.
 
@@ -285,10 +311,13 @@ def run_demo(
     ``images`` and ``clips`` (None: the recipe's) replace the training steps, the
     discriminator's images and the clip count.
 
-    ``parallel`` (default: when the machine has >= 2 CPUs) trains the LCM baseline in a
-    second process while this one trains the MCM student; its output goes to
-    out_dir/lcm/train.log. Each student's training is seeded by its own config, so the
-    students are the same either way (up to float rounding).
+    ``parallel`` (default: when this process may use >= 2 CPUs, :func:`usable_cpus`) trains
+    the LCM baseline in a second process while this one trains the MCM student; its output
+    goes to out_dir/lcm/train.log. Each student's training is seeded by its own config, so
+    the students are the same either way (up to float rounding). ``threads``: torch threads
+    per training process (default: the usable CPUs shared between the training processes;
+    two OpenMP threads per process on 2 cores made each step 2.5x slower); the sampling
+    uses all of them.
 
     SIGINT/SIGTERM stop the demo at the next step boundary of whatever runs (the second
     process gets the signal too, and each student saves a checkpoint under out_dir/<kind>);
@@ -296,10 +325,12 @@ def run_demo(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cpus = usable_cpus()
     if parallel is None:
-        parallel = (os.cpu_count() or 1) >= 2
+        parallel = cpus >= 2
+    threads = threads or max(1, cpus // 2 if parallel else cpus)  # per training process
+    torch.set_num_threads(threads)
     t_start = time.perf_counter()
-    threads = torch.get_num_threads()  # per training process
     cfgs = demo_configs(out, mcm_steps, lcm_steps, images, clips)
     students = _Students(cfgs, parallel)
     with StopSignals(on_signal=students.pass_on) as signals:

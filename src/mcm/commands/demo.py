@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: torch's; use 1 when other jobs share the cores)",
+        help="torch CPU threads per training process (default: the CPUs this process may use "
+        "- affinity and cgroup quota - shared between the two training processes)",
     )
     p.add_argument(
         "--sequential",
@@ -51,13 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from mcm.demo import run_demo
     from mcm.training.signals import Interrupted
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -71,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             args.images,
             args.clips,
             parallel=False if args.sequential else None,
+            threads=args.threads,
         )
     except Interrupted as e:
         print(f"mcm demo: {e}; each student saved a checkpoint in {args.out}/<kind>.")
