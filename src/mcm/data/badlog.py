@@ -12,6 +12,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+from mcm.errors import UserError
+
 logger = logging.getLogger("mcm.data")
 
 # Why a sample was skipped. Everything here except the filters counts as bad input.
@@ -37,7 +39,7 @@ FILTER_REASONS = {
 }
 
 
-class BadDataError(ValueError):
+class BadDataError(UserError, ValueError):
     """Too much of the data is bad: the run stops rather than silently train on less."""
 
 

@@ -1,21 +1,47 @@
 """Typed configs of the video and image data sources.
 
-Plain dataclasses with defaults: the training config embeds them as-is, YAML sets only what
-differs. ``validate()`` turns an impossible combination into a ``ValueError`` naming the field
-and the fix; the dataset builders call it.
+Config dataclasses (:func:`mcm.schema.config_dataclass`) with defaults: the training config
+embeds them as-is, YAML sets only what differs. Types, ranges and choices are checked when a
+config is made (a ``ValueError`` naming the field); ``validate()`` adds what depends on the
+use (a source must be set unless a latent cache replaces it); the dataset builders call it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import field
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from mcm.errors import InputError
+from mcm.schema import (
+    Fraction,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    config_dataclass,
+    from_dict,
+)
 
 SOURCE_FORMATS = ("auto", "folder", "csv", "jsonl", "webdataset")
 SHORT_CLIP_POLICIES = ("skip", "lower_stride")
 CROP_MODES = ("random", "center")
 START_MODES = ("random", "first")
 
+# ``S`` (S x S) or ``[H, W]``.
+Resolution = PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+# A random-resized-crop area fraction range [low, high] with 0 < low <= high <= 1.
+CropScale = Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)]
 
-@dataclass
+
+def _check_crop_scale(config):
+    lo, hi = config.crop_scale
+    if lo > hi:
+        raise ValueError(f"crop_scale: need low <= high, got {list(config.crop_scale)}.")
+    return config
+
+
+@config_dataclass
 class _SourceFields:
     """Fields shared by video and image sources (see the subclasses for the full docs)."""
 
@@ -27,7 +53,7 @@ class _SourceFields:
     stdout of COMMAND run by the shell; refused unless the environment sets
     ``MCM_ALLOW_PIPE=1``). Several patterns can be joined with ``::``."""
 
-    format: str = "auto"
+    format: Literal[SOURCE_FORMATS] = "auto"
     """One of ``auto``, ``folder``, ``csv``, ``jsonl``, ``webdataset``. ``auto`` decides from the
     source: ``.csv`` -> csv, ``.jsonl``/``.json`` -> jsonl, ``.tar``/braces/``pipe:`` or a folder
     holding only ``.tar`` files -> webdataset, any other folder -> folder."""
@@ -52,7 +78,7 @@ class _SourceFields:
     """Manifests and webdataset ``.json``: the caption field. Default: the first present of
     ``caption, text, prompt, name, TEXT, title`` (``name`` is WebVid's caption column)."""
 
-    min_side: int = 16
+    min_side: NonNegativeInt = 16
     """Skip media whose shorter side (in pixels) is below this, as ``too_small`` (bad input).
     Applied to the decoded media, and before decoding when the metadata has width/height."""
 
@@ -61,14 +87,14 @@ class _SourceFields:
     or ``AESTHETIC_SCORE``) is below this. Filtered samples are counted, not treated as bad.
     Samples without the score pass."""
 
-    max_watermark_prob: float | None = None
+    max_watermark_prob: Fraction | None = None
     """Filter: drop samples whose metadata watermark probability (``pwatermark``,
     ``watermark_prob``, ``watermark``) is above this. Samples without the score pass."""
 
-    resolution: int | list[int] = 256
+    resolution: Resolution = 256
     """Output size: ``S`` for S x S or ``[H, W]``."""
 
-    crop: str = "random"
+    crop: Literal[CROP_MODES] = "random"
     """``random``: random-resized-crop (area fraction drawn from ``crop_scale`` of the largest
     box with the output aspect ratio, at a random position, same box for every frame of a clip).
     ``center``: the largest centred box with the output aspect ratio (deterministic)."""
@@ -77,7 +103,7 @@ class _SourceFields:
     """Shuffle the sample order each epoch (manifests/folders) or through a shuffle buffer and a
     shard shuffle (webdataset). The order is a function of the seed, rank and worker count."""
 
-    shuffle_buffer: int = 1000
+    shuffle_buffer: PositiveInt = 1000
     """Webdataset: size of the in-memory shuffle buffer of each worker (samples)."""
 
     resampled: bool = False
@@ -85,50 +111,30 @@ class _SourceFields:
     no epochs) instead of splitting the shard list; use when shards are fewer than
     ``world_size * num_workers`` or unequal."""
 
-    max_bad_fraction: float = 0.05
+    max_bad_fraction: Fraction = 0.05
     """Stop with an error once more than this fraction of the distinct samples seen were bad
     (undecodable, truncated, empty, too short, ...), after ``min_samples_before_abort``."""
 
-    min_samples_before_abort: int = 100
+    min_samples_before_abort: NonNegativeInt = 100
     """Distinct samples to see before ``max_bad_fraction`` is enforced."""
 
-    num_workers: int = 2
+    num_workers: NonNegativeInt = 2
     """DataLoader worker processes (0: decode in the training process)."""
 
-    download_timeout: float = 30.0
+    download_timeout: PositiveFloat = 30.0
     """Seconds to wait for one remote file or shard (``http(s)://`` URLs)."""
 
     def output_size(self) -> tuple[int, int]:
         """The output (height, width)."""
         r = self.resolution
-        if isinstance(r, int):
-            return (r, r)
-        if len(r) != 2:
-            raise ValueError(f"resolution={r!r}: give one int or [height, width].")
-        return (int(r[0]), int(r[1]))
+        return (r, r) if isinstance(r, int) else (int(r[0]), int(r[1]))
 
-    def _validate_common(self, crop_scale: tuple[float, float] | list[float]) -> None:
+    def _validate_source(self) -> None:
         if not self.source:
-            raise ValueError("source is empty: set it to a folder, a CSV/JSONL manifest or shards.")
-        if self.format not in SOURCE_FORMATS:
-            raise ValueError(f"format={self.format!r}: use one of {SOURCE_FORMATS}.")
-        if self.crop not in CROP_MODES:
-            raise ValueError(f"crop={self.crop!r}: use one of {CROP_MODES}.")
-        h, w = self.output_size()
-        if h < 1 or w < 1:
-            raise ValueError(f"resolution={self.resolution!r}: sizes must be positive.")
-        lo, hi = crop_scale
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"crop_scale={list(crop_scale)}: need 0 < low <= high <= 1.")
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise ValueError(f"max_bad_fraction={self.max_bad_fraction}: must be in [0, 1].")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers={self.num_workers}: must be >= 0.")
-        if self.shuffle_buffer < 1:
-            raise ValueError(f"shuffle_buffer={self.shuffle_buffer}: must be >= 1.")
+            raise InputError("source is empty: set it to a folder, a CSV/JSONL manifest or shards.")
 
 
-@dataclass
+@config_dataclass
 class VideoDataConfig(_SourceFields):
     """A video-clip source and how clips become ``[C, F, H, W]`` tensors in ``[-1, 1]``.
 
@@ -139,25 +145,25 @@ class VideoDataConfig(_SourceFields):
     ``short_clip_policy``, ``latent_cache``.
     """
 
-    num_frames: int = 16
+    num_frames: PositiveInt = 16
     """Frames per clip (F)."""
 
-    frame_stride: int = 8
+    frame_stride: PositiveInt = 8
     """Take every ``frame_stride``-th decoded frame (reference MCM: 8). Ignored when ``fps``
     is set."""
 
-    fps: float | None = None
+    fps: PositiveFloat | None = None
     """Sample frames at this rate (frame times ``start + i / fps`` mapped to the nearest
     decoded frame) instead of a fixed stride."""
 
-    start: str = "random"
+    start: Literal[START_MODES] = "random"
     """``random``: the first sampled frame is drawn uniformly among the positions where the
     whole clip fits; ``first``: always frame 0 (deterministic views, e.g. to compare runs)."""
 
-    crop_scale: list[float] = field(default_factory=lambda: [0.75, 1.0])
+    crop_scale: CropScale = field(default_factory=lambda: [0.75, 1.0])
     """Random-resized-crop area fraction range (reference MCM videos: 0.75-1.0)."""
 
-    short_clip_policy: str = "lower_stride"
+    short_clip_policy: Literal[SHORT_CLIP_POLICIES] = "lower_stride"
     """When a clip has fewer frames than ``(num_frames - 1) * stride + 1``: ``skip`` it (counted
     as ``too_short``) or ``lower_stride`` (spread ``num_frames`` frames over the whole clip with
     a smaller stride; clips with fewer than ``num_frames`` frames are still skipped as
@@ -168,26 +174,17 @@ class VideoDataConfig(_SourceFields):
     ``[B, C, F, h, w]`` and ``text_emb`` ``[B, L, D]`` read from it instead of ``video``, and
     training skips the VAE encode."""
 
+    _crop_scale = model_validator(mode="after")(_check_crop_scale)
+
     def validate(self) -> VideoDataConfig:
-        """Raise ``ValueError`` naming the field and the fix for an impossible setting."""
+        """Raise ``ValueError`` naming the field and the fix for a setting that cannot work
+        (types, ranges and choices were checked when the config was made)."""
         if self.latent_cache is None:
-            self._validate_common(self.crop_scale)
-        if self.num_frames < 1:
-            raise ValueError(f"num_frames={self.num_frames}: must be >= 1.")
-        if self.frame_stride < 1:
-            raise ValueError(f"frame_stride={self.frame_stride}: must be >= 1.")
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps={self.fps}: must be > 0 (or null to use frame_stride).")
-        if self.short_clip_policy not in SHORT_CLIP_POLICIES:
-            raise ValueError(
-                f"short_clip_policy={self.short_clip_policy!r}: use one of {SHORT_CLIP_POLICIES}."
-            )
-        if self.start not in START_MODES:
-            raise ValueError(f"start={self.start!r}: use one of {START_MODES}.")
+            self._validate_source()
         return self
 
 
-@dataclass
+@config_dataclass
 class ImageDataConfig(_SourceFields):
     """A still-image source (high-quality or style images for the frame discriminator).
 
@@ -195,21 +192,18 @@ class ImageDataConfig(_SourceFields):
     webp, ...). See the attributes for every field.
     """
 
-    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    crop_scale: CropScale = field(default_factory=lambda: [0.5, 1.0])
     """Random-resized-crop area fraction range (reference MCM images: 0.5-1.0)."""
 
+    _crop_scale = model_validator(mode="after")(_check_crop_scale)
+
     def validate(self) -> ImageDataConfig:
-        """Raise ``ValueError`` naming the field and the fix for an impossible setting."""
-        self._validate_common(self.crop_scale)
+        """Raise ``ValueError`` naming the field and the fix for a setting that cannot work."""
+        self._validate_source()
         return self
 
 
-def config_from_dict(cls, values: dict):
-    """Build ``cls`` (a data config class) from a dict, rejecting unknown keys by name."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} field(s) {unknown}: valid fields are {sorted(known)}."
-        )
-    return cls(**values)
+def config_from_dict(cls, values: dict, prefix: str = ""):
+    """Build ``cls`` (a data config class) from a dict: unknown keys, wrong types and values
+    out of range are a :class:`~mcm.errors.ConfigError` naming each key (after ``prefix``)."""
+    return from_dict(cls, values, prefix)

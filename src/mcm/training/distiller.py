@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
+from pydantic import model_validator
 from torch import Tensor
 
 from mcm.adversarial import LatentUNetBackbone, hinge_d_loss, hinge_g_loss
@@ -35,36 +37,52 @@ from mcm.diffusion import (
 )
 from mcm.models import disable_adapters
 from mcm.motion import DISTANCES
+from mcm.schema import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    config_dataclass,
+)
 
 
-@dataclass
+@config_dataclass
 class MCMConfig:
-    """Hyperparameters of the method (defaults: the paper's reference recipe)."""
+    """Hyperparameters of the method (defaults: the paper's reference recipe). Validated when
+    made (mcm.schema): each annotation is the field's range or choices."""
 
-    num_ode_steps: int = 50  # N: skipping-step DDIM grid over the teacher's T timesteps
-    w_min: float = 5.0  # guidance scale w ~ U[w_min, w_max], LCM form
-    w_max: float = 15.0
-    w_embedding_dim: int = 0  # >0: give w to the student as timestep_cond (full-model recipe: 256)
-    sigma_data: float = 0.5  # consistency boundary scalings
-    timestep_scaling: float = 4.0  # s in c_skip/c_out (reference MCM 4; diffusers LCM 10)
+    num_ode_steps: PositiveInt = 50  # N: skipping-step DDIM grid over the teacher's T timesteps
+    w_min: NonNegativeFloat = 5.0  # guidance scale w ~ U[w_min, w_max], LCM form
+    w_max: NonNegativeFloat = 15.0
+    w_embedding_dim: NonNegativeInt = (
+        0  # >0: give w to the student as timestep_cond (full-model recipe: 256)
+    )
+    sigma_data: PositiveFloat = 0.5  # consistency boundary scalings
+    timestep_scaling: PositiveFloat = 4.0  # s in c_skip/c_out (reference MCM 4; diffusers LCM 10)
     pure_noise_at_top: bool = True  # x_{t_{n+k}} = eps when t_{n+k} = T - 1 (reference behaviour)
-    distance: str = "huber"  # "huber" (pseudo-Huber, c = huber_c) or "l2"
-    huber_c: float = 0.001
-    lambda_adv: float = 1.0  # weight of the generator's adversarial loss (0 or no D: off)
-    lambda_real: float = 0.5  # P(real-data trajectory); 1 - lambda_real: the student's own sample
+    distance: Literal["huber", "l2"] = "huber"  # "huber" (pseudo-Huber, c = huber_c) or "l2"
+    huber_c: PositiveFloat = 0.001
+    lambda_adv: NonNegativeFloat = (
+        1.0  # weight of the generator's adversarial loss (0 or no D: off)
+    )
+    lambda_real: Fraction = (
+        0.5  # P(real-data trajectory); 1 - lambda_real: the student's own sample
+    )
     mixed_trajectories: bool = True  # only meaningful with a discriminator
-    frames_per_video: int = 2  # fake frames per generated video for the discriminator
-    target: str = "online"  # "online" (student under no_grad) or "ema" (EMA of the LoRA)
+    frames_per_video: PositiveInt = 2  # fake frames per generated video for the discriminator
+    target: Literal["online", "ema"] = (
+        "online"  # "online" (student under no_grad) or "ema" (EMA of the LoRA)
+    )
 
-    def __post_init__(self):
-        if self.distance not in ("huber", "l2"):
-            raise ValueError(f"distance must be 'huber' or 'l2'; got {self.distance!r}.")
-        if self.target not in ("online", "ema"):
-            raise ValueError(f"target must be 'online' or 'ema'; got {self.target!r}.")
-        if not 0.0 <= self.lambda_real <= 1.0:
-            raise ValueError(f"lambda_real must be in [0, 1]; got {self.lambda_real}.")
+    @model_validator(mode="after")
+    def _guidance_range(self) -> MCMConfig:
         if self.w_min > self.w_max:
-            raise ValueError(f"w_min ({self.w_min}) must be <= w_max ({self.w_max}).")
+            raise ValueError(
+                f"w_min ({self.w_min}) must be <= w_max ({self.w_max}): w is drawn from "
+                "[w_min, w_max]."
+            )
+        return self
 
 
 @dataclass
