@@ -12,6 +12,7 @@ from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
 from mcm.training.ema import EMA
 from mcm.training.optim import make_optimizer, make_scheduler
+from mcm.training.signals import StopSignals
 from mcm.training.trainer import NonFiniteLossError, Optimization, Trainer
 
 
@@ -127,3 +128,14 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
     assert recipe.step == 6 and recipe.nonfinite_total == 2
     with pytest.raises(NonFiniteLossError, match="train.max_nonfinite=2"):
         run(tmp_path / "stop", on_loss=lambda r, loss: loss * float("nan"), max_nonfinite=2)
+
+
+def test_nested_stop_signals_pass_a_signal_outwards_and_inherit_an_earlier_one():
+    passed_on = []
+    with StopSignals(on_signal=passed_on.append) as outer:
+        with StopSignals() as inner:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert inner.received == outer.received == signal.SIGTERM
+        assert passed_on == [signal.SIGTERM]
+        with StopSignals() as later:  # began after the signal: it stops at once
+            assert later.received == signal.SIGTERM

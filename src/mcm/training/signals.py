@@ -23,7 +23,8 @@ class StopSignals(contextlib.AbstractContextManager):
     """Within the block, SIGINT and SIGTERM set :attr:`received` (the signal number) instead
     of interrupting, and call ``on_signal(signum)`` if given (e.g. to pass the signal on to
     a child process). Blocks nest: an inner block passes a signal on to the outer one's
-    handler too. The previous handlers come back on exit. Outside the main thread, where
+    handler, and starts stopped if the outer one already got one. The previous handlers
+    come back on exit. Outside the main thread, where
     Python cannot install handlers, signals keep their usual effect."""
 
     def __init__(self, on_signal: Callable[[int], None] | None = None):
@@ -44,6 +45,9 @@ class StopSignals(contextlib.AbstractContextManager):
         for sig in STOP_SIGNALS:
             with contextlib.suppress(ValueError):  # not in the main thread
                 self._previous[sig] = signal.signal(sig, self._handler)
+            outer = getattr(self._previous.get(sig), "__self__", None)
+            if isinstance(outer, StopSignals) and outer.received is not None:
+                self.received = outer.received  # a signal before this block began
         return self
 
     def __exit__(self, *exc) -> None:
