@@ -11,7 +11,7 @@ DEV := $(VENV)/.installed-dev
 # unset for every command below (with it set, each process recompiles: ~8 s per start).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test lint format venv clean
+.PHONY: demo test test-fast lint format venv clean
 
 # The demo needs only the runtime packages; the tests and linters add requirements-dev.txt.
 # pip is upgraded first: the venv's bundled pip 23.2 installed requirements.txt slower here.
@@ -35,8 +35,18 @@ demo: $(RUNTIME)
 	# on 2 cores. Timings: docs/RESULTS.md.
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/mcm demo --out demo-out --threads 1
 
+# The test suite on two pytest-xdist workers, one torch thread each. Each worker takes the
+# next test when it finishes one (--maxschedchunk 1), and the tests marked slow come first
+# (tests/conftest.py), so the short ones fill the gaps at the end.
+# `make test` runs every test, the slow end-to-end ones included: it is what CI runs
+# (.ci/run). `make test-fast` leaves out the tests marked slow, for local iterations.
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1
+
 test: $(DEV)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	$(PYTEST)
+
+test-fast: $(DEV)
+	$(PYTEST) -m "not slow"
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks

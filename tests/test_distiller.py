@@ -23,13 +23,13 @@ def teacher_dir(tmp_path_factory):
     return save_tiny_pipeline("modelscope", tmp_path_factory.mktemp("tiny-ms"))
 
 
-def _setup(teacher_dir, motion="learnable", discriminator=True, lora_noise=0.05, **cfg_kw):
+def _setup(teacher_dir, motion="learnable", discriminator=True, **cfg_kw):
     bundle = load_teacher(str(teacher_dir), device="cpu")
     torch.manual_seed(0)
     attach_lora(bundle.denoiser, rank=4, alpha=4)
     with torch.no_grad():  # a perturbed LoRA, so the student differs from the teacher
         for p in lora_parameters(bundle.denoiser):
-            p.add_(lora_noise * torch.randn_like(p))
+            p.add_(0.05 * torch.randn_like(p))
     head = build_motion_representation(motion, bundle.vae.latent_channels)
     head_target = EMA.of_module(head, 0.95)[1] if any(True for _ in head.parameters()) else None
     disc = None
@@ -199,9 +199,11 @@ def test_distillation_loss_goes_down(teacher_dir):
             return sum(float(distiller.generator_step(batch, d).loss) for d in eval_draws)
 
     before = eval_loss()
-    for _ in range(60):
+    # 20 steps on fresh draws bring the loss on the fixed draws to 0.77-0.85 of its start
+    # over the draw seeds 0-4 (it falls at every 5th step on each; 60 steps: below 0.8).
+    for _ in range(20):
         loss = distiller.generator_step(batch, distiller.sample_draws(batch.latents, g)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert eval_loss() < 0.8 * before
+    assert eval_loss() < 0.9 * before
