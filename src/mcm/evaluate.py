@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from mcm.errors import InputError
 from mcm.evaluation.clipsim import CLIPSimilarity
 from mcm.evaluation.frame_fid import (
     ImageFeatures,
@@ -83,7 +84,7 @@ class EvaluationSettings:
         """Fail before any work when a metric lacks its inputs (the error names the flag)."""
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
-            raise ValueError(
+            raise InputError(
                 f"Unknown metric(s) {unknown}; choose from {', '.join(METRICS)} (comma-separated)."
             )
         needs = {
@@ -98,7 +99,7 @@ class EvaluationSettings:
         for metric in self.metrics:
             for attr, flag in needs[metric]:
                 if getattr(self, attr) is None:
-                    raise ValueError(f"Metric {metric!r} needs {flag}.")
+                    raise InputError(f"Metric {metric!r} needs {flag}.")
 
 
 def evaluate_folder(videos_dir: str | Path, settings: EvaluationSettings) -> dict:
@@ -108,7 +109,7 @@ def evaluate_folder(videos_dir: str | Path, settings: EvaluationSettings) -> dic
     prompts = read_prompts(settings.prompts, paths) if settings.prompts else None
     B, _, Fr, H, W = videos.shape
     if B < 2 and ("fvd" in settings.metrics or "frame_fid" in settings.metrics):
-        raise ValueError(f"FVD and frame FID need at least 2 videos; {str(videos_dir)!r} has {B}.")
+        raise InputError(f"FVD and frame FID need at least 2 videos; {str(videos_dir)!r} has {B}.")
     result = {
         "videos": str(Path(videos_dir).resolve()),
         "num_videos": B,
@@ -132,7 +133,7 @@ def fvd_record(videos: Tensor, settings: EvaluationSettings) -> dict:
     """FVD of ``videos`` [B, 3, F, H, W] against the reference folder, with its protocol."""
     _, reference = read_videos(settings.reference)
     if reference.shape[0] < 2:
-        raise ValueError(
+        raise InputError(
             f"FVD needs at least 2 reference videos; {settings.reference!r} has {reference.shape[0]}."
         )
     extractor = I3DFeatureExtractor.from_pretrained(

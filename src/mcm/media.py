@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mcm.errors import InputError
+
 VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9"}
 VIDEO_SUFFIXES = (*VIDEO_CODECS, ".gif")
 IMAGE_FORMATS = {  # suffix -> (codec, pixel format, muxer)
@@ -65,7 +67,7 @@ def write_video(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES:
-        raise ValueError(
+        raise InputError(
             f"Cannot write {path.name!r}: the file name must end in one of {', '.join(VIDEO_SUFFIXES)}."
         )
     try:
@@ -106,14 +108,14 @@ def read_video(path: str | Path) -> Tensor:
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     if not frames:
-        raise ValueError(f"{str(path)!r} has no decodable video frames.")
+        raise InputError(f"{str(path)!r} has no decodable video frames.")
     return from_uint8(np.stack(frames))
 
 
 def encode_image(image: Tensor, fmt: str = "png") -> bytes:
     """``[3, H, W]`` in ``[-1, 1]`` -> the bytes of a ``png``, ``jpg`` or ``webp`` file."""
     if fmt not in IMAGE_FORMATS:
-        raise ValueError(f"Cannot encode {fmt!r} images; use one of {', '.join(IMAGE_FORMATS)}.")
+        raise InputError(f"Cannot encode {fmt!r} images; use one of {', '.join(IMAGE_FORMATS)}.")
     codec, pix_fmt, muxer = IMAGE_FORMATS[fmt]
     frame = av.VideoFrame.from_ndarray(to_uint8(image), format="rgb24")
     buf = io.BytesIO()

@@ -17,7 +17,8 @@ import json
 import logging
 import sys
 
-import yaml
+from mcm.commands.arguments import count, device, non_negative, number
+from mcm.errors import InputError
 
 HELP = "check, pack and cache video/image datasets"
 
@@ -34,11 +35,15 @@ def _data_options(p: argparse.ArgumentParser, with_kind: bool = True) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a data setting, e.g. --set num_frames=8 (repeatable)",
     )  # fmt: skip
-    p.add_argument("--num-frames", type=int, help="frames per clip (num_frames)")
-    p.add_argument("--frame-stride", type=int, help="take every n-th frame (frame_stride)")
-    p.add_argument("--fps", type=float, help="sample frames at this rate instead of a stride")
-    p.add_argument("--resolution", type=int, nargs="+", help="output size: S or H W")
-    p.add_argument("--num-workers", type=int, default=None, help="decoding worker processes")
+    p.add_argument("--num-frames", type=count, help="frames per clip (num_frames)")
+    p.add_argument("--frame-stride", type=count, help="take every n-th frame (frame_stride)")
+    p.add_argument(
+        "--fps", type=number(above=0), help="sample frames at this rate instead of a stride"
+    )
+    p.add_argument("--resolution", type=count, nargs="+", help="output size: S or H W")
+    p.add_argument(
+        "--num-workers", type=non_negative, default=None, help="decoding worker processes"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("source")
     p.add_argument("--out", required=True, help="folder for the shards")
     p.add_argument("--prefix", default="shard", help="shard file name prefix")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--shard-size", type=count, default=1000, help="samples per shard")
     p.add_argument(
-        "--max-shard-mb", type=float, default=1024, help="start a new shard before this size"
+        "--max-shard-mb",
+        type=number(above=0),
+        default=1024,
+        help="start a new shard before this size",
     )
     p.add_argument(
         "--no-verify", action="store_true", help="pack without decoding every sample first"
@@ -76,9 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, help="the cache folder (then set data.video.latent_cache to it)"
     )
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=count, default=8)
     p.add_argument(
-        "--seed", type=int, default=0, help="data seed (random views are drawn once per clip)"
+        "--seed",
+        type=non_negative,
+        default=0,
+        help="data seed (random views are drawn once per clip)",
     )
     p.add_argument(
         "--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="stored precision"
@@ -87,7 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-text", action="store_true", help="store latents only (training encodes captions)"
     )
     p.add_argument(
-        "--device", default=None, help="device for the teacher (default: cuda if available)"
+        "--device",
+        type=device,
+        default=None,
+        help="device for the teacher (default: cuda if available)",
     )
     _data_options(p, with_kind=False)
     p.set_defaults(data_handler=_run_cache, kind="video")
@@ -95,30 +109,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        return args.data_handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"mcm data {args.data_command}: {e}", file=sys.stderr)
-        return 2
+    return args.data_handler(args)
 
 
 def build_config(args: argparse.Namespace, source: str | None):
-    """The data config the flags describe (see the module docstring for the precedence)."""
+    """The data config the flags describe (see the module docstring for the precedence).
+    Every problem is a ConfigError naming the key (``data.video.num_frames: ...``)."""
     from mcm.data import ImageDataConfig, VideoDataConfig, config_from_dict
+    from mcm.schema import parse_value, read_yaml
 
     section = "images" if args.kind == "image" else "video"
     cls = ImageDataConfig if args.kind == "image" else VideoDataConfig
     values: dict = {}
     if args.config:
-        with open(args.config, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh) or {}
-        values = dict(((doc.get("data") or {}).get(section)) or {})
+        doc = read_yaml(args.config) or {}
+        data = doc.get("data") if isinstance(doc, dict) else None
+        values = dict((data.get(section) if isinstance(data, dict) else None) or {})
     for item in args.overrides:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set num_frames=8.")
         key = key.strip().removeprefix(f"data.{section}.")
-        values[key] = yaml.safe_load(raw)
+        if not sep or not key:
+            raise InputError(f"--set {item!r}: write KEY=VALUE, e.g. --set num_frames=8.")
+        values[key] = parse_value(raw, f"data.{section}.{key}")
     flags = {
         "num_frames": args.num_frames,
         "frame_stride": args.frame_stride,
@@ -131,15 +143,16 @@ def build_config(args: argparse.Namespace, source: str | None):
     for key, value in flags.items():
         if value is not None:
             if args.kind == "image" and key in ("num_frames", "frame_stride", "fps"):
-                raise ValueError(f"--{key.replace('_', '-')} applies to videos, not --kind image.")
+                raise InputError(f"--{key.replace('_', '-')} applies to videos, not --kind image.")
             values[key] = value
     if source:
         values["source"] = source
-    if str(values.get("source", "")).startswith("world:"):
+    cfg = config_from_dict(cls, values, prefix=f"data.{section}")
+    if cfg.source.startswith("world:"):
         from mcm.world.data import world_source
 
-        values["source"] = world_source(values["source"])
-    return config_from_dict(cls, values).validate()
+        cfg.source = world_source(cfg.source)
+    return cfg.validate()
 
 
 def _run_check(args: argparse.Namespace) -> int:

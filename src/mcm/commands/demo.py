@@ -4,35 +4,60 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
+
+from mcm.commands.arguments import count, non_negative
 
 HELP = "distil, sample and evaluate on the built-in world (offline, CPU, minutes)"
+
+
+def _images(text: str) -> str:
+    """world:hq_image[:N], world:style_image[:N] or an existing folder."""
+    if text.startswith("world:"):
+        from mcm.errors import InputError
+        from mcm.world.data import parse_world_source
+
+        try:
+            domain, _ = parse_world_source(text)
+        except InputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if not domain.endswith("_image"):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is a video domain; use world:hq_image[:N] or world:style_image[:N]."
+            )
+    elif not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(
+            f"no folder {text!r}; give world:hq_image[:N], world:style_image[:N] or a folder of "
+            "captioned images."
+        )
+    return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="folder for report.html, metrics.json, videos")
     p.add_argument(
         "--mcm-steps",
-        type=int,
+        type=count,
         default=None,
         help="distillation steps of the MCM student (default: its recipe's)",
     )
     p.add_argument(
         "--lcm-steps",
-        type=int,
+        type=count,
         default=None,
         help="distillation steps of the LCM baseline (default: its recipe's)",
     )
-    p.add_argument("--prompts", type=int, default=24, help="evaluation prompts")
+    p.add_argument("--prompts", type=count, default=24, help="evaluation prompts")
     p.add_argument(
         "--clips",
-        type=int,
+        type=count,
         default=None,
         help="world clips rendered for the students' training (default: the recipe's, 512)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative, default=0)
     p.add_argument(
         "--threads",
-        type=int,
+        type=count,
         default=None,
         help="torch CPU threads per training process (default: the CPUs this process may use "
         "- affinity and cgroup quota - shared between the two training processes)",
@@ -45,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--images",
+        type=_images,
         default=None,
         help="the discriminator's real images: world:hq_image[:N], world:style_image[:N] or a "
         "folder (default: the recipe's, world:hq_image:512)",

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 from dataclasses import fields
 from pathlib import Path
+
+from mcm.commands.arguments import count, device, number
+from mcm.errors import InputError
 
 HELP = "compute world metrics / FVD / CLIPSIM / frame FID for a folder of videos"
 
@@ -38,9 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated: world, fvd, clipsim, frame_fid (default world)",
     )
     p.add_argument("--out", required=True, help="output metrics.json")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     p.add_argument(
-        "--batch-size", type=int, default=8, help="videos per I3D pass (frames per pass: 8x this)"
+        "--batch-size", type=count, default=8, help="videos per I3D pass (frames per pass: 8x this)"
     )
     g = p.add_argument_group("FVD")
     g.add_argument("--reference", help="folder of reference videos")
@@ -60,17 +63,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help='TorchScript call keywords as JSON (default {"rescale": false, "resize": false, "return_features": true})',
     )
     g.add_argument(
-        "--fvd-resolution", type=int, default=224, help="I3D input size (224 is the standard)"
+        "--fvd-resolution", type=count, default=224, help="I3D input size (224 is the standard)"
     )
     g.add_argument(
         "--fvd-input-scale",
-        type=float,
+        type=number(above=0),
         default=1.0,
         help="pixels in [-1,1] times this (0.5: VideoGPT's [-0.5,0.5])",
     )
     g.add_argument(
         "--fvd-min-frames",
-        type=int,
+        type=count,
         default=9,
         help="clips shorter than this are lengthened (I3D minimum 9)",
     )
@@ -88,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="CLIPModel / CLIPVisionModel / Dinov2Model directory or cached hub id",
     )
     g.add_argument(
-        "--fid-resolution", type=int, default=224, help="DINOv2 input size (CLIP uses its own)"
+        "--fid-resolution", type=count, default=224, help="DINOv2 input size (CLIP uses its own)"
     )
     g = p.add_argument_group("world")
     g.add_argument("--world-probes", help="world probe directory (default: the shipped probes)")
@@ -102,11 +105,11 @@ def settings_from_args(args: argparse.Namespace):
         try:
             call = json.loads(args.i3d_call)
         except json.JSONDecodeError as e:
-            raise ValueError(
+            raise InputError(
                 f"--i3d-call must be a JSON object, e.g. '{{\"rescale\": false}}' ({e})."
             ) from e
         if not isinstance(call, dict):
-            raise ValueError("--i3d-call must be a JSON object of keyword arguments.")
+            raise InputError("--i3d-call must be a JSON object of keyword arguments.")
     # Every field of the settings is the flag of the same name; two are parsed here.
     values = {f.name: getattr(args, f.name) for f in fields(EvaluationSettings)}
     values["metrics"] = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
@@ -118,14 +121,19 @@ def run(args: argparse.Namespace) -> int:
     from mcm.evaluate import evaluate_folder
 
     out = Path(args.out)
-    try:
-        settings = settings_from_args(args)
-        settings.validate()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result = evaluate_folder(args.videos, settings)
-    except (ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"mcm evaluate: {e}", file=sys.stderr)
-        return 2
+    settings = settings_from_args(args)
+    settings.validate()
+    if not Path(args.videos).is_dir():
+        raise FileNotFoundError(
+            f"--videos {args.videos!r} does not exist: give a folder of videos."
+        )
+    existing = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if out.is_dir() or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise PermissionError(
+            f"--out {args.out!r}: cannot write a file there; choose another path."
+        )
+    result = evaluate_folder(args.videos, settings)
+    out.parent.mkdir(parents=True, exist_ok=True)  # only now: nothing is written on a bad input
     out.write_text(json.dumps(result, indent=2) + "\n")
     for name, record in result["metrics"].items():
         value = "n/a" if record["value"] is None else f"{record['value']:.4f}"

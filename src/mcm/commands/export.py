@@ -11,6 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from mcm.commands.arguments import count, number
+from mcm.errors import InputError
+
 HELP = "export a trained student as a diffusers LoRA and a merged pipeline"
 
 
@@ -18,6 +21,10 @@ def _aux_item(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"--aux wants NAME=FILE.safetensors; got {text!r}.")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise argparse.ArgumentTypeError(
+            f"--aux {text!r}: NAME must be letters, digits, _ or - (it names aux/NAME.safetensors)."
+        )
     return name, Path(path)
 
 
@@ -33,29 +40,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion-adapter", default=None, help="MotionAdapter for an SD1.5 teacher")
     parser.add_argument(
         "--lora-alpha",
-        type=float,
+        type=number(above=0),
         default=None,
         help="LoRA alpha (default: from the file, else rank)",
     )
     parser.add_argument(
         "--timestep-scaling",
-        type=float,
+        type=number(above=0),
         default=4.0,
         help="LCM timestep scaling s (reference MCM: 4)",
     )
     parser.add_argument(
-        "--original-inference-steps", type=int, default=50, help="the skipping-step grid's N"
+        "--original-inference-steps", type=count, default=50, help="the skipping-step grid's N"
     )
-    parser.add_argument("--steps", type=int, default=4, help="recommended number of sampling steps")
+    parser.add_argument(
+        "--steps", type=count, default=4, help="recommended number of sampling steps"
+    )
     parser.add_argument(
         "--guidance-scale",
-        type=float,
+        type=number(minimum=0),
         default=1.0,
         help="pipeline guidance (1: none, CFG is distilled in)",
     )
-    parser.add_argument("--num-frames", type=int, default=16, help="recommended frames per video")
+    parser.add_argument("--num-frames", type=count, default=16, help="recommended frames per video")
     parser.add_argument(
-        "--fps", type=int, default=8, help="recommended frames per second when saving videos"
+        "--fps", type=count, default=8, help="recommended frames per second when saving videos"
     )
     parser.add_argument(
         "--aux",
@@ -76,42 +85,45 @@ def run(args: argparse.Namespace) -> int:
     from mcm.models import export_lora, read_lora
 
     out = Path(args.out)
-    try:
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
-            raise ValueError(f"{out} is not empty; choose another --out or pass --overwrite.")
-        lora, meta = read_lora(args.lora)
-        alpha = args.lora_alpha if args.lora_alpha is not None else float(meta["lora_alpha"])
-        if args.lora_alpha is None and meta.get("lora_alpha_assumed"):
-            print(
-                f"note: {args.lora} records no LoRA alpha; assuming alpha = rank = {alpha:g} "
-                "(pass --lora-alpha if training used another value).",
-                file=sys.stderr,
-            )
-        aux = {}
-        for name, path in args.aux:
-            if not path.is_file():
-                raise FileNotFoundError(f"--aux {name}: no such file {path}.")
-            aux[name] = load_file(str(path))
-        sampling = {
-            "timestep_scaling": args.timestep_scaling,
-            "original_inference_steps": args.original_inference_steps,
-            "num_inference_steps": args.steps,
-            "guidance_scale": args.guidance_scale,
-            "num_frames": args.num_frames,
-            "fps": args.fps,
-        }
-        export_lora(
-            args.teacher,
-            lora,
-            out,
-            alpha=alpha,
-            sampling=sampling,
-            extra_modules=aux or None,
-            motion_adapter=args.motion_adapter,
-            lora_meta=meta,
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {args.out!r} is a file; give a folder.")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise InputError(f"{out} is not empty; choose another --out or pass --overwrite.")
+    if args.steps > args.original_inference_steps:
+        raise InputError(
+            f"--steps {args.steps} must be <= --original-inference-steps "
+            f"{args.original_inference_steps} (the student samples on that grid)."
         )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"mcm export: error: {e}", file=sys.stderr)
-        return 2
+    lora, meta = read_lora(args.lora)
+    alpha = args.lora_alpha if args.lora_alpha is not None else float(meta["lora_alpha"])
+    if args.lora_alpha is None and meta.get("lora_alpha_assumed"):
+        print(
+            f"note: {args.lora} records no LoRA alpha; assuming alpha = rank = {alpha:g} "
+            "(pass --lora-alpha if training used another value).",
+            file=sys.stderr,
+        )
+    aux = {}
+    for name, path in args.aux:
+        if not path.is_file():
+            raise FileNotFoundError(f"--aux {name}: no such file {path}.")
+        aux[name] = load_file(str(path))
+    sampling = {
+        "timestep_scaling": args.timestep_scaling,
+        "original_inference_steps": args.original_inference_steps,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "num_frames": args.num_frames,
+        "fps": args.fps,
+    }
+    export_lora(
+        args.teacher,
+        lora,
+        out,
+        alpha=alpha,
+        sampling=sampling,
+        extra_modules=aux or None,
+        motion_adapter=args.motion_adapter,
+        lora_meta=meta,
+    )
     print(f"exported to {out}: lora/, merged/, mcm_student.json" + (", aux/" if aux else ""))
     return 0

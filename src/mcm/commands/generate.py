@@ -8,34 +8,48 @@ LCMScheduler, exactly what a user without mcm would run.
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from pathlib import Path
+
+from mcm.commands.arguments import count, non_negative, number
+from mcm.errors import InputError
 
 HELP = "sample videos from a teacher or a distilled student"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--teacher", default="world", help="teacher: diffusers directory, hub id, or 'world'"
+    model = p.add_mutually_exclusive_group()
+    model.add_argument(
+        "--teacher",
+        default=None,  # None, not "world": argparse tells a given --teacher from a default one
+        help="teacher: diffusers directory, hub id, or 'world' (the default)",
     )
-    p.add_argument(
+    model.add_argument(
         "--student", help="an exported student directory (contains merged/ and mcm_student.json)"
     )
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompt-file", help="a text file with one prompt per line")
     p.add_argument(
-        "--steps", type=int, default=None, help="sampling steps (student: 1-8 typical; teacher: 50)"
+        "--steps",
+        type=count,
+        default=None,
+        help="sampling steps (student: 1-8 typical, default 4; teacher: default 50)",
     )
     p.add_argument(
-        "--guidance", type=float, default=None, help="CFG scale (teacher default 9; student 1)"
+        "--guidance",
+        type=number(minimum=0),
+        default=None,
+        help="CFG scale (teacher default 9; student 1)",
     )
     p.add_argument(
-        "--frames", type=int, default=None, help="frames per video (default: the model's)"
+        "--frames", type=count, default=None, help="frames per video (default: the model's)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--seed", type=non_negative, default=0)
+    p.add_argument("--fps", type=count, default=8)
     p.add_argument(
-        "--out", required=True, help="output .mp4/.gif for one prompt, or a folder for several"
+        "--out",
+        required=True,
+        help="output video (.mp4, .gif, .webm, .mkv, .mov) for one prompt, or a folder for several",
     )
 
 
@@ -47,44 +61,44 @@ def read_prompts(args) -> list[str]:
             raise FileNotFoundError(f"--prompt-file {str(path)!r} does not exist.")
         prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts or any(not p.strip() for p in prompts):
-        raise ValueError("Empty prompt: give --prompt TEXT (non-empty) or --prompt-file FILE.")
+        raise InputError("Empty prompt: give --prompt TEXT (non-empty) or --prompt-file FILE.")
     return prompts
 
 
 def output_paths(out: str, n: int) -> list[Path]:
-    """One file for one prompt (``--out a.mp4``), else ``--out DIR`` -> DIR/000.mp4, ..."""
+    """One file for one prompt (``--out a.mp4``), else ``--out DIR`` -> DIR/000.mp4, ...
+
+    Nothing is created here (the videos are written once they exist); the nearest existing
+    folder above the output must be writable."""
+    from mcm.media import VIDEO_SUFFIXES
+
     path = Path(out)
-    if n == 1 and path.suffix in (".mp4", ".gif"):
-        paths = [path]
-    else:
-        if path.suffix:
-            raise ValueError(f"--out {out!r}: several prompts need a folder, not a file name.")
-        paths = [path / f"{i:03d}.mp4" for i in range(n)]
-    target = paths[0].parent
-    target.mkdir(parents=True, exist_ok=True)
-    if not _writable(target):
+    suffix = path.suffix.lower()
+    if suffix and suffix not in VIDEO_SUFFIXES:
+        raise InputError(
+            f"--out {out!r}: mcm writes videos as {', '.join(VIDEO_SUFFIXES)}; name the file "
+            "with one of these, or give a folder for several prompts."
+        )
+    if suffix and n > 1:
+        raise InputError(
+            f"--out {out!r}: {n} prompts give {n} videos; give a folder, not a file name."
+        )
+    paths = [path] if suffix else [path / f"{i:03d}.mp4" for i in range(n)]
+    existing = next(p for p in (paths[0].parent, *paths[0].parent.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise PermissionError(
-            f"--out {out!r}: {str(target)!r} is not writable; choose another location."
+            f"--out {out!r}: {str(existing)!r} is not a writable folder; choose another location."
         )
     return paths
 
 
-def _writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK)
-
-
 def run(args: argparse.Namespace) -> int:
-    try:
-        prompts = read_prompts(args)
-        paths = output_paths(args.out, len(prompts))
-        videos = generate(args, prompts)
-    except (ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"mcm generate: {e}", file=sys.stderr)
-        return 2
     from mcm.media import write_video
 
+    prompts = read_prompts(args)
+    paths = output_paths(args.out, len(prompts))
+    videos = generate(args, prompts)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path, video in zip(paths, videos):
         write_video(path, video, fps=args.fps)
         print(path)
@@ -101,15 +115,15 @@ def generate(args, prompts: list[str]):
         from mcm.models import load_student_pipeline, pipeline_video
 
         pipe, info = load_student_pipeline(args.student)
-        steps = args.steps or 4
+        steps = 4 if args.steps is None else args.steps
         grid = info.get("original_inference_steps", 50)
         if not 1 <= steps <= grid:
-            raise ValueError(f"--steps must be in 1..{grid} for this student; got {steps}.")
+            raise InputError(f"--steps must be in 1..{grid} for this student; got {steps}.")
         out = pipe(
             prompts,
             num_inference_steps=steps,
             guidance_scale=args.guidance if args.guidance is not None else 1.0,
-            num_frames=args.frames or info.get("num_frames", 16),
+            num_frames=info.get("num_frames", 16) if args.frames is None else args.frames,
             generator=torch.Generator().manual_seed(args.seed),
             output_type="pt",
         )
@@ -117,12 +131,12 @@ def generate(args, prompts: list[str]):
     from mcm.models import load_teacher
     from mcm.models.sampling import sample_teacher
 
-    teacher = resolve_teacher(args.teacher)
+    teacher = resolve_teacher(args.teacher or "world")
     bundle = load_teacher(teacher)
     return sample_teacher(
         bundle,
         prompts,
-        steps=args.steps or 50,
+        steps=50 if args.steps is None else args.steps,
         guidance_scale=args.guidance if args.guidance is not None else 9.0,
         seed=args.seed,
         num_frames=args.frames,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 HELP = "distil a student from a teacher with a YAML config (accelerate-aware)"
@@ -27,14 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcm.training.config import load_train_config
+    from mcm.training.config import check_train_inputs, load_train_config
     from mcm.training.recipe import run_training
     from mcm.world.data import resolve_world_sources
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
+    if args.output_dir is not None:  # quoted: the folder name is a string whatever it reads like
+        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
     cfg = load_train_config(args.config, overrides)
     resolve_world_sources(cfg)
+    check_train_inputs(cfg, args.resume)  # missing paths, a mismatched checkpoint: before writing
     return run_training(cfg, resume=args.resume).exit_status

@@ -14,7 +14,11 @@ import shlex
 import sys
 from dataclasses import fields
 
+from mcm.commands.arguments import count, device, integer, non_negative, number
+
 HELP = "render the built-in world's data domains, build its teacher and probes"
+WORLD_DOMAINS = ("lowq_video", "hq_image", "style_image", "clean_video")  # mcm.world.domains
+positive = number(above=0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,17 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "render", **fmt, help="write the world's domains (mp4/png + .txt captions + .json truth)"
     )
     p.add_argument("--out", required=True, help="output folder (one subfolder per domain)")
-    p.add_argument("--n-videos", type=int, default=256, help="clips per video domain")
-    p.add_argument("--n-images", type=int, default=256, help="images per image domain")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-videos", type=non_negative, default=256, help="clips per video domain")
+    p.add_argument("--n-images", type=non_negative, default=256, help="images per image domain")
+    p.add_argument("--seed", type=non_negative, default=0)
     p.add_argument(
-        "--size", type=int, default=32, help="frame height = width in pixels (default 32)"
+        "--size",
+        type=integer(minimum=8),
+        default=32,
+        help="frame height = width in pixels (default 32)",
     )
-    p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    p.add_argument("--frames", type=count, default=8, help="frames per clip (default 8)")
     p.add_argument(
         "--domains",
         nargs="+",
         default=None,
+        choices=WORLD_DOMAINS,
         help="subset of lowq_video hq_image style_image clean_video (default all)",
     )
     p.set_defaults(world_handler=_render)
@@ -51,22 +59,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="world_teacher",
         help="pipeline folder to write; checkpoints go to <out>.checkpoints (default world_teacher)",
     )
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--unet-steps", type=int, default=d.unet_steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per UNet step")
+    p.add_argument("--vae-steps", type=non_negative, default=d.vae_steps)
+    p.add_argument("--unet-steps", type=non_negative, default=d.unet_steps)
+    p.add_argument("--batch-size", type=count, default=d.batch_size, help="clips per UNet step")
     p.add_argument(
-        "--vae-batch-size", type=int, default=d.vae_batch_size, help="frames per VAE step"
+        "--vae-batch-size", type=count, default=d.vae_batch_size, help="frames per VAE step"
     )
-    p.add_argument("--lr", type=float, default=d.lr, help="UNet + text encoder learning rate")
-    p.add_argument("--vae-lr", type=float, default=d.vae_lr)
+    p.add_argument("--lr", type=positive, default=d.lr, help="UNet + text encoder learning rate")
+    p.add_argument("--vae-lr", type=positive, default=d.vae_lr)
     p.add_argument(
         "--pool-size",
-        type=int,
+        type=count,
         default=d.pool_size,
         help="low-quality clips rendered + encoded once for the UNet stage",
     )
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--checkpoint-every", type=count, default=d.checkpoint_every)
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     p.add_argument(
         "--attention",
@@ -74,27 +82,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "sdpa", "math"],
         help="UNet attention kernels (auto: time both on CUDA and keep the faster)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints")
     p.add_argument(
         "--vae-max-seconds",
-        type=float,
+        type=number(minimum=0),
         default=None,
         help="stop the VAE stage after this wall time",
     )
     p.add_argument(
         "--unet-max-seconds",
-        type=float,
+        type=number(minimum=0),
         default=None,
         help="stop the UNet stage after this wall time",
     )
     p.add_argument(
         "--eval-videos",
-        type=int,
+        type=non_negative,
         default=0,
         help="if > 0 and the probes exist: record world metrics of this many samples in the manifest",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=count, default=None, help="torch CPU threads (default: torch's)"
+    )
     p.add_argument("--note", default=None, help="free text stored in manifest.json")
     p.add_argument(
         "--init-from",
@@ -110,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--direction-margin",
-        type=float,
+        type=number(minimum=0),
         default=d.direction_margin,
         help="> 0: keep direction-only prompt pairs this far apart in the text encoder's output",
     )
@@ -123,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--top-noise-fraction",
-        type=float,
+        type=number(minimum=0, maximum=1),
         default=d.top_noise_fraction,
         help="fraction of each batch noised at the last timestep, where only the text informs",
     )
@@ -134,12 +144,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "build-probes", **fmt, help="train the evaluation-only probes behind the world metrics"
     )
     p.add_argument("--out", required=True, help="probe folder to write")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=16, help="clips per step")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate")
-    p.add_argument("--workers", type=int, default=0, help="processes rendering the batches")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=count, default=600)
+    p.add_argument("--batch-size", type=integer(minimum=2), default=16, help="clips per step")
+    p.add_argument("--lr", type=positive, default=3e-3, help="peak AdamW learning rate")
+    p.add_argument(
+        "--workers", type=non_negative, default=0, help="processes rendering the batches"
+    )
+    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--seed", type=non_negative, default=0)
     p.set_defaults(world_handler=_build_probes)
 
     p = sub.add_parser(
@@ -151,14 +163,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher", default="world", help="teacher folder, or 'world' for the shipped one"
     )
     p.add_argument(
-        "--videos", type=int, default=120, help="videos per step count (cycles the 120 prompts)"
+        "--videos",
+        type=count,
+        default=120,
+        help="videos per step count (cycles the 120 prompts)",
     )
-    p.add_argument("--steps", type=int, nargs="+", default=[50, 4], help="DDIM step counts")
+    p.add_argument("--steps", type=count, nargs="+", default=[50, 4], help="DDIM step counts")
     p.add_argument(
-        "--guidance", type=float, default=None, help="CFG scale (default: the teacher's)"
+        "--guidance",
+        type=number(minimum=0),
+        default=None,
+        help="CFG scale (default: the teacher's)",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--seed", type=non_negative, default=0)
     p.add_argument("--probes", default=None, help="probe folder (default: the shipped probes)")
     p.add_argument(
         "--write", action="store_true", help="store the result in the teacher's manifest.json"
@@ -192,20 +210,24 @@ def _build(args: argparse.Namespace) -> int:
     import torch
 
     from mcm.paths import resolve_teacher
-    from mcm.world.teacher import build_world_teacher
+    from mcm.world.teacher import build_world_teacher, read_manifest
     from mcm.world.train_config import BuildConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
     # Every BuildConfig field has a same-name flag (its default is the field's).
     settings = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
+    BuildConfig(**settings)  # an impossible combination is refused before anything is written
+    init_from = None if args.init_from is None else resolve_teacher(args.init_from)
+    if init_from is not None:
+        read_manifest(init_from)  # FileNotFoundError naming the folder: not a world teacher
     out = build_world_teacher(
         args.out,
         resume=args.resume,
         evaluate_videos=args.eval_videos,
         command=shlex.join(["mcm", *sys.argv[1:]]) if sys.argv[1:] else None,
         note=args.note,
-        init_from=None if args.init_from is None else resolve_teacher(args.init_from),
+        init_from=init_from,
         **{**settings, "progress": not args.no_progress},
     )
     print(f"world teacher written to {out} (copy it to src/mcm/world/assets/teacher to ship it)")

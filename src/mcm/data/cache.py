@@ -30,6 +30,7 @@ from mcm.data.badlog import BadSampleLog
 from mcm.data.config import VideoDataConfig
 from mcm.data.datasets import CACHE_FORMAT, CACHE_VERSION, VideoDataset
 from mcm.data.loader import ResumableLoader
+from mcm.errors import InputError
 
 logger = logging.getLogger("mcm.data")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -71,9 +72,9 @@ def write_latent_cache(
         BadDataError: more than ``max_bad_fraction`` of the clips were bad.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: use one of {list(DTYPES)}.")
+        raise InputError(f"dtype={dtype!r}: use one of {list(DTYPES)}.")
     if config.latent_cache:
-        raise ValueError("config.latent_cache is set: cache from a config that decodes clips.")
+        raise InputError("config.latent_cache is set: cache from a config that decodes clips.")
     out = Path(out_dir)
     if (out / "cache.json").exists():
         raise FileExistsError(f"{out} already holds a latent cache: choose another --out.")

@@ -17,6 +17,7 @@ from mcm.data.badlog import BAD_REASONS, FILTER_REASONS
 from mcm.data.datasets import ImageDataset, MediaDataset, VideoDataset, read_caption
 from mcm.data.loader import ResumableLoader
 from mcm.data.webdataset import ShardWriter, check_member_name
+from mcm.errors import InputError
 
 
 @dataclass
@@ -160,7 +161,7 @@ def pack_source(
     """
     dataset = _dataset(config, kind)
     if dataset.records is None:
-        raise ValueError(f"{config.source} is already webdataset shards: nothing to pack.")
+        raise InputError(f"{config.source} is already webdataset shards: nothing to pack.")
     for rec in dataset.records:
         check_member_name(
             rec.key,

@@ -29,6 +29,7 @@ from mcm.data.decode import decode_image, decode_video
 from mcm.data.sources import IMAGE_EXTS, VIDEO_EXTS, Record, detect_format, list_records
 from mcm.data.streams import generator_for, indexed_stream, webdataset_stream
 from mcm.data.webdataset import expand_urls
+from mcm.errors import InputError
 
 AESTHETIC_KEYS = ("aesthetic", "aesthetic_score", "AESTHETIC_SCORE")
 WATERMARK_KEYS = ("pwatermark", "watermark_prob", "watermark")
@@ -307,7 +308,7 @@ def read_cache_info(cache_dir: str | Path) -> dict:
         )
     info = json.loads(path.read_text())
     if info.get("format") != CACHE_FORMAT or info.get("version") != CACHE_VERSION:
-        raise ValueError(f"{path} is not a version-{CACHE_VERSION} {CACHE_FORMAT}: rewrite it.")
+        raise InputError(f"{path} is not a version-{CACHE_VERSION} {CACHE_FORMAT}: rewrite it.")
     return info
 
 
@@ -331,7 +332,7 @@ class CachedLatentDataset(MediaDataset):
         with open(self.root / "index.jsonl", encoding="utf-8") as fh:
             self.records = [json.loads(line) for line in fh if line.strip()]
         if not self.records:
-            raise ValueError(f"latent cache {self.root} holds no clips.")
+            raise InputError(f"latent cache {self.root} holds no clips.")
         cached = self.info["data"]
         for name in ("num_frames", "resolution"):
             if cached.get(name) != getattr(config, name):

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from mcm.data.badlog import BadSampleLog, SkipEvent
 from mcm.data.datasets import MediaDataset, StreamSpec, build_image_dataset, build_video_dataset
+from mcm.errors import InputError
 
 logger = logging.getLogger("mcm.data")
 
@@ -132,7 +133,7 @@ class ResumableLoader:
         ):
             if state[name] != mine:
                 hint = "num_workers" if name == "num_streams" else name
-                raise ValueError(
+                raise InputError(
                     f"the saved data position was taken with {name}={state[name]}, this run has "
                     f"{mine}: resume with the same {hint} (and batch size, world size) to continue "
                     f"the data stream."

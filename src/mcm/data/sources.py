@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcm.errors import InputError
+
 VIDEO_EXTS = ("mp4", "webm", "mkv", "mov", "avi", "m4v", "gif")
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp")
 CAPTIONS_FILES = ("captions.jsonl", "captions.csv", "captions.json")
@@ -85,7 +87,7 @@ def detect_format(source: str) -> str:
             return "webdataset"
         return "folder"
     if is_url(source):
-        raise ValueError(
+        raise InputError(
             f"cannot tell the format of {source!r}: set format to webdataset, csv or jsonl."
         )
     raise FileNotFoundError(f"data source {source!r} does not exist: check the path.")
@@ -105,7 +107,7 @@ def list_records(config, media_exts: tuple[str, ...]) -> list[Record]:
         return manifest_records(
             rows, root, config.path_column, config.caption_column, path, bool(config.media_root)
         )
-    raise ValueError(f"{fmt!r} is not an indexable source format (folder, csv, jsonl).")
+    raise InputError(f"{fmt!r} is not an indexable source format (folder, csv, jsonl).")
 
 
 def folder_records(config, media_exts: tuple[str, ...]) -> list[Record]:
@@ -120,7 +122,7 @@ def folder_records(config, media_exts: tuple[str, ...]) -> list[Record]:
             if not name.startswith(".") and name.lower().rsplit(".", 1)[-1] in media_exts:
                 files.append(Path(dirpath) / name)
     if not files:
-        raise ValueError(
+        raise InputError(
             f"no media files ({', '.join(media_exts)}) under {root}: check the source folder."
         )
     captions = _captions_mapping(root, config)
@@ -193,7 +195,7 @@ def read_manifest(path: Path, fmt: str) -> list[dict | tuple[str, str]]:
 def _pick(columns, wanted: str | None, candidates: tuple[str, ...], what: str, path: Path):
     if wanted is not None:
         if wanted not in columns:
-            raise ValueError(
+            raise InputError(
                 f"{path.name} has no column {wanted!r} ({what}); its columns are {sorted(columns)}."
             )
         return wanted
@@ -219,18 +221,18 @@ def manifest_records(
         if isinstance(row, dict):
             columns |= set(row)
     if not columns:
-        raise ValueError(f"manifest {manifest} has no rows.")
+        raise InputError(f"manifest {manifest} has no rows.")
     path_col = _pick(columns, path_column, PATH_COLUMNS, "path_column", manifest)
     webvid = path_column is None and {"videoid", "page_dir"} <= columns
     webvid = webvid and (local_webvid or path_col is None)
     if path_col is None and not webvid:
-        raise ValueError(
+        raise InputError(
             f"{manifest.name}: no path column among {sorted(columns)}; set path_column to the "
             f"column holding file paths or URLs (looked for {list(PATH_COLUMNS)})."
         )
     cap_col = _pick(columns, caption_column, CAPTION_COLUMNS, "caption_column", manifest)
     if cap_col is None:
-        raise ValueError(
+        raise InputError(
             f"{manifest.name}: no caption column among {sorted(columns)}; set caption_column "
             f"(looked for {list(CAPTION_COLUMNS)})."
         )

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mcm.errors import InputError
+
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 # Why an environment variable and not a data-config field: the command comes from the config
@@ -39,7 +41,7 @@ def pipe_allowed() -> bool:
 def check_pipe_allowed(url: str) -> None:
     """Raise ``ValueError`` for a ``pipe:`` URL unless ``MCM_ALLOW_PIPE=1`` is set."""
     if url.startswith("pipe:") and not pipe_allowed():
-        raise ValueError(
+        raise InputError(
             f"shard URL {url!r} would run the shell command {url[5:]!r}. mcm runs pipe: "
             f"commands only when you opt in: set the environment variable {PIPE_ENV}=1 "
             f"(e.g. `{PIPE_ENV}=1 mcm train ...`) if you trust this source."
@@ -62,7 +64,7 @@ def expand_braces(pattern: str) -> list[str]:
         width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
         options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
         if not options:
-            raise ValueError(f"empty range {{{body}}} in {pattern!r}: the lower end is larger.")
+            raise InputError(f"empty range {{{body}}} in {pattern!r}: the lower end is larger.")
     else:
         options = body.split(",")
     return [x for opt in options for x in expand_braces(head + opt + tail)]
@@ -95,7 +97,7 @@ def expand_urls(source: str) -> list[str]:
             else:
                 urls.append(url)
     if not urls:
-        raise ValueError(f"no shards found for {source!r}: check the path or brace pattern.")
+        raise InputError(f"no shards found for {source!r}: check the path or brace pattern.")
     return urls
 
 
@@ -138,7 +140,7 @@ def check_member_name(key: str, fix: str = "") -> None:
     elif ".." in key.split("/"):
         problem = "contains a '..' component"
     if problem is not None:
-        raise ValueError(
+        raise InputError(
             f"webdataset key {key!r} {problem}: as a tar member name it would be written "
             f"outside the shard's folder on extraction. "
             + (fix or "Use a relative key made of plain names, e.g. 'clips/000123'.")
@@ -213,7 +215,7 @@ class ShardWriter:
         no dot in its base name."""
         check_member_name(key)
         if "." in key.rpartition("/")[2]:
-            raise ValueError(f"webdataset key {key!r} has a dot in its base name.")
+            raise InputError(f"webdataset key {key!r} has a dot in its base name.")
         size = sum(len(v) for v in fields.values())
         if (
             self._tar is None

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mcm.errors import InputError
 from mcm.media import read_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -47,11 +48,11 @@ def read_videos(folder: str | Path) -> tuple[list[Path], Tensor]:
         try:
             video = read_video(path)
         except Exception as e:
-            raise ValueError(
+            raise InputError(
                 f"Cannot read the video {str(path)!r}: {e}. Remove or re-encode it."
             ) from e
         if videos and video.shape != videos[0].shape:
-            raise ValueError(
+            raise InputError(
                 f"{path.name} has shape [3, F, H, W] = {list(video.shape)} but {paths[0].name} has "
                 f"{list(videos[0].shape)}; evaluate videos of one length and size together."
             )
@@ -75,29 +76,29 @@ def read_prompts(path: str | Path, video_files: list[Path]) -> list[str]:
         try:
             mapping = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(
+            raise InputError(
                 f"{str(path)!r} is not valid JSON ({e}); expected {{file name: prompt}}."
             ) from e
         if not isinstance(mapping, dict):
-            raise ValueError(f"{str(path)!r} must hold a JSON object {{file name: prompt}}.")
+            raise InputError(f"{str(path)!r} must hold a JSON object {{file name: prompt}}.")
         prompts = []
         for p in video_files:
             prompt = mapping.get(p.name, mapping.get(p.stem))
             if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(
+                raise InputError(
                     f'{str(path)!r} has no prompt for {p.name!r}; add a "{p.name}": "..." entry.'
                 )
             prompts.append(prompt.strip())
         extra = set(mapping) - set(names) - {p.stem for p in video_files}
         if extra:
-            raise ValueError(
+            raise InputError(
                 f"{str(path)!r} names {len(extra)} file(s) not in the video folder, e.g. {sorted(extra)[0]!r}; "
                 "prompts and videos must match one to one."
             )
         return prompts
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if len(prompts) != len(names):
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} has {len(prompts)} prompts but the folder has {len(names)} videos; give one "
             "prompt per line in the videos' sorted file-name order, or a JSON {file name: prompt}."
         )

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mcm.diffusion import consistency_timesteps
+from mcm.errors import InputError
 from mcm.models.loading import detect_family, load_pipeline, read_model_index
 from mcm.models.lora import fuse_lora
 from mcm.models.lora_weights import (
@@ -69,13 +70,13 @@ def sampling_settings(sampling: dict[str, Any] | None = None) -> dict[str, Any]:
     sampling = dict(sampling or {})
     out = {**DEFAULT_SAMPLING, **sampling}
     if not float(out["timestep_scaling"]) > 0:
-        raise ValueError(f"timestep_scaling must be > 0; got {out['timestep_scaling']}.")
+        raise InputError(f"timestep_scaling must be > 0; got {out['timestep_scaling']}.")
     n_orig = int(out["original_inference_steps"])
     if "recommended_steps" not in sampling:
         out["recommended_steps"] = [n for n in DEFAULT_SAMPLING["recommended_steps"] if n <= n_orig]
     for n in [out["num_inference_steps"], *out["recommended_steps"]]:
         if not 1 <= int(n) <= n_orig:
-            raise ValueError(
+            raise InputError(
                 f"Step counts must be in 1..original_inference_steps={n_orig}; got {n}."
             )
     if float(out["guidance_scale"]) != 1.0:
@@ -113,7 +114,7 @@ def pipeline_family(pipe) -> str:
         return "modelscope"
     if isinstance(unet, UNetMotionModel):
         return "animatediff"
-    raise ValueError(
+    raise InputError(
         f"{type(pipe).__name__} with a {type(unet).__name__} is not a supported video "
         "pipeline (need UNet3DConditionModel or UNetMotionModel)."
     )
@@ -124,7 +125,7 @@ def _save_aux(modules: dict[str, nn.Module | dict[str, Tensor]], aux_dir: Path) 
     names = []
     for name, module in modules.items():
         if not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"Auxiliary module name {name!r} must be alphanumeric (with _ or -).")
+            raise InputError(f"Auxiliary module name {name!r} must be alphanumeric (with _ or -).")
         state = module.state_dict() if isinstance(module, nn.Module) else module
         meta = {
             "format": "pt",
@@ -284,7 +285,7 @@ def load_student_lora(pipe, lora: str | Path, fuse: bool = False, set_scheduler:
     modules = dict(pipe.unet.named_modules())
     absent = sorted({k.split(".lora_")[0] for k in weights} - set(modules))
     if absent:
-        raise ValueError(
+        raise InputError(
             f"{len(absent)} LoRA target modules are not in this {family} UNet (e.g. "
             f"{absent[:2]}): the LoRA was made for a different model."
         )

@@ -31,6 +31,7 @@ from diffusers import (
 )
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from mcm.errors import InputError
 from mcm.models.denoiser import VideoDenoiser, make_denoiser
 from mcm.models.precision import default_device, resolve_dtype
 from mcm.models.text import TextEncoder
@@ -122,11 +123,11 @@ def detect_family(model_index: dict[str, Any], motion_adapter: str | None = None
     if name in _IMAGE_PIPELINES:
         if motion_adapter is not None:
             return "animatediff"
-        raise ValueError(
+        raise InputError(
             f"{name} is an image pipeline, not a video one. To use it as an AnimateDiff "
             "teacher, also pass motion_adapter=<MotionAdapter directory or hub id>."
         )
-    raise ValueError(
+    raise InputError(
         f"Unsupported pipeline {name!r}: mcm knows text-to-video pipelines of the types "
         f"{', '.join(PIPELINE_FAMILIES)} (ModelScopeT2V, AnimateDiff)."
     )
@@ -148,7 +149,7 @@ def component_class(index: dict[str, Any], component: str, index_file: str) -> t
     if not (
         isinstance(spec, (list, tuple)) and len(spec) == 2 and all(isinstance(x, str) for x in spec)
     ):
-        raise ValueError(
+        raise InputError(
             f"{index_file}: component {component!r} is {spec!r}; a teacher needs it as "
             f'["library", "ClassName"], e.g. {_example(component)}. Re-save the pipeline '
             "with diffusers' save_pretrained."
@@ -156,7 +157,7 @@ def component_class(index: dict[str, Any], component: str, index_file: str) -> t
     library, class_name = spec
     allowed = ", ".join(ALLOWED_LIBRARIES)
     if library not in ALLOWED_LIBRARIES:
-        raise ValueError(
+        raise InputError(
             f"{index_file}: component {component!r} names library {library!r}, which mcm does "
             f"not load classes from (allowed libraries: {allowed}); importing a library named "
             f"by a model folder would run its code. Use a pipeline whose {component} is a "
@@ -169,7 +170,7 @@ def component_class(index: dict[str, Any], component: str, index_file: str) -> t
         except (ImportError, RuntimeError):  # a lazily imported class whose module fails
             cls = None
     if not (isinstance(cls, type) and issubclass(cls, bases)):
-        raise ValueError(
+        raise InputError(
             f"{index_file}: component {component!r} names [{library!r}, {class_name!r}], "
             f"which is not a {kind} class exported by {library} (allowed libraries: {allowed}). "
             f"Fix the entry to the {kind} class the folder was saved with "
@@ -198,7 +199,7 @@ def _load_unet(path: str, family: str, index: dict, motion_adapter: str | None, 
     unet_class = index.get("unet", [None, None])[1]
     if family == "modelscope":
         if unet_class != "UNet3DConditionModel":
-            raise ValueError(
+            raise InputError(
                 f"A TextToVideoSDPipeline needs a UNet3DConditionModel; got {unet_class}."
             )
         return UNet3DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype)

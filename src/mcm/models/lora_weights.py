@@ -17,11 +17,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from mcm.errors import InputError
 from mcm.models.lora import ADAPTER, attach_lora, named_lora_parameters, unet_of
 
 LORA_FORMAT = "mcm-lora"
@@ -55,7 +56,7 @@ def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> 
     missing = sorted(set(params) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(params))
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"LoRA weights do not fit this {getattr(denoiser, 'family', '')} UNet: "
             f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
             f"(e.g. {unexpected[:2]}). Was it trained for the other model family or with "
@@ -64,7 +65,7 @@ def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> 
     with torch.no_grad():
         for k, p in params.items():
             if p.shape != state_dict[k].shape:
-                raise ValueError(
+                raise InputError(
                     f"LoRA weight {k} has shape {tuple(state_dict[k].shape)}, the model "
                     f"expects {tuple(p.shape)} (different rank?)."
                 )
@@ -77,7 +78,7 @@ def load_lora_state_dict(denoiser: nn.Module, state_dict: dict[str, Tensor]) -> 
 def lora_rank(state_dict: dict[str, Tensor]) -> int:
     ranks = {v.shape[0] for k, v in state_dict.items() if ".lora_A." in k}
     if len(ranks) != 1:
-        raise ValueError(f"Expected one LoRA rank in the weights; found {sorted(ranks)}.")
+        raise InputError(f"Expected one LoRA rank in the weights; found {sorted(ranks)}.")
     return ranks.pop()
 
 
@@ -137,21 +138,24 @@ def read_lora(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"LoRA file not found: {path}.")
     if path.suffix != ".safetensors":
-        raise ValueError(f"LoRA weights must be a .safetensors file; got {path.name}.")
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+        raise InputError(f"LoRA weights must be a .safetensors file; got {path.name}.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no iter)
+    except SafetensorError as e:
+        raise InputError(f"{path} is not a readable safetensors file ({e}).") from e
     lora = {}
     for k, v in tensors.items():
         if ".lora_A." not in k and ".lora_B." not in k:
             continue
         if k.startswith("text_encoder."):
-            raise ValueError(
+            raise InputError(
                 f"{path.name} holds text-encoder LoRA weights ({k}); only UNet LoRA is supported."
             )
         lora[k.removeprefix("unet.")] = v
     if not lora:
-        raise ValueError(f"{path} holds no LoRA weights (no '.lora_A.' / '.lora_B.' keys).")
+        raise InputError(f"{path} holds no LoRA weights (no '.lora_A.' / '.lora_B.' keys).")
     if "lora_rank" not in meta:
         meta["lora_rank"] = str(lora_rank(lora))
     if "lora_alpha" not in meta:
@@ -174,7 +178,7 @@ def check_lora_family(meta: dict[str, str], state_dict: dict[str, Tensor], famil
     """Raise a clear ValueError when a LoRA was made for another model family."""
     made_for = meta.get("mcm_family") or guess_family(state_dict)
     if made_for is not None and made_for != family:
-        raise ValueError(
+        raise InputError(
             f"This LoRA was made for a {made_for} UNet but the model is {family}; load it into "
             f"a {made_for} pipeline (or export it with the teacher it was trained on)."
         )
@@ -193,7 +197,7 @@ def attach_lora_from_state_dict(
     modules = dict(unet.named_modules())
     absent = [n for n in names if n not in modules]
     if absent:
-        raise ValueError(
+        raise InputError(
             f"{len(absent)} of {len(names)} LoRA target modules are not in this "
             f"{getattr(denoiser, 'family', '')} UNet (e.g. {absent[:2]}): the LoRA was made "
             "for a different model."

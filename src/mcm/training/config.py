@@ -34,6 +34,7 @@ from mcm.schema import (
     config_dataclass,
     read_yaml,
 )
+from mcm.training import checkpoint as ckpt
 from mcm.training.config_io import load_config
 from mcm.training.distiller import MCMConfig
 
@@ -321,11 +322,14 @@ def check_resume_config(cfg: TrainConfig, checkpoint: str | Path) -> None:
         )
 
 
-def check_train_inputs(cfg: TrainConfig) -> None:
+def check_train_inputs(cfg: TrainConfig, resume: str | None = None) -> None:
     """Fail before anything is written when a path the config names is missing: the teacher
     (a diffusers text-to-video pipeline folder, a cached or reachable hub id, or "world"),
-    the latent cache and local data sources. URLs, ``pipe:`` commands, brace patterns and
-    ``world:`` sources are checked where they are opened."""
+    the latent cache and local data sources (URLs, ``pipe:`` commands, brace patterns and
+    ``world:`` sources are checked where they are opened); and, with ``resume``, when the
+    checkpoint to continue from does not exist or this config changes what it holds."""
+    if resume and (resume != "latest" or ckpt.list_checkpoints(cfg.output_dir)):
+        check_resume_config(cfg, ckpt.resume_candidates(cfg.output_dir, resume)[0])
     try:
         detect_family(read_model_index(resolve_teacher(cfg.model.teacher)))
     except (FileNotFoundError, ValueError) as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mcm.errors import InputError
 from mcm.world.domains import DOMAINS
 from mcm.world.render import render_domain
 
@@ -22,15 +23,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MCM_CACHE", Path.home() / ".cache" / "mcm"))
 
 
-def world_source(spec: str, seed: int = 0) -> str:
-    """``world:<domain>[:<count>]`` -> a folder holding that many rendered samples."""
+def parse_world_source(spec: str) -> tuple[str, int]:
+    """``world:<domain>[:<count>]`` -> (domain, count); an InputError names the fix."""
     parts = spec[len(WORLD_PREFIX) :].split(":")
     domain = parts[0]
-    if domain not in DOMAINS:
-        raise ValueError(
-            f"Unknown world source {spec!r}; use world:<domain> with domain in {list(DOMAINS)}."
-        )
-    count = int(parts[1]) if len(parts) > 1 else DEFAULT_COUNTS[domain]
+    usage = f"use world:<domain>[:<count>] with domain in {list(DOMAINS)} and count >= 1"
+    if not spec.startswith(WORLD_PREFIX) or domain not in DOMAINS or len(parts) > 2:
+        raise InputError(f"Unknown world source {spec!r}; {usage}.")
+    if len(parts) == 1:
+        return domain, DEFAULT_COUNTS[domain]
+    if not parts[1].isdigit() or int(parts[1]) < 1:
+        raise InputError(f"World source {spec!r}: the count must be an integer >= 1; {usage}.")
+    return domain, int(parts[1])
+
+
+def world_source(spec: str, seed: int = 0) -> str:
+    """``world:<domain>[:<count>]`` -> a folder holding that many rendered samples."""
+    domain, count = parse_world_source(spec)
     out = cache_dir() / "world-data" / f"{domain}-n{count}-seed{seed}"
     done = out / ".complete"
     if not done.exists():

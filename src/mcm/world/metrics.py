@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcm.errors import InputError
 from mcm.evaluation.frechet import frechet_distance_to_stats
 from mcm.world.domains import WATERMARK_OPACITY, gaussian_blur, render_sample, watermark_alpha
 from mcm.world.probes import load_probes
@@ -44,13 +45,13 @@ WATERMARK_MARGIN = 1  # pixels around the glyph's box that the object track igno
 def _check_videos(videos: Tensor) -> None:
     if not isinstance(videos, Tensor) or videos.ndim != 5 or videos.shape[1] != 3:
         shape = tuple(videos.shape) if isinstance(videos, Tensor) else type(videos).__name__
-        raise ValueError(f"videos must be a tensor [B, 3, F, H, W] in [-1, 1], got {shape}.")
+        raise InputError(f"videos must be a tensor [B, 3, F, H, W] in [-1, 1], got {shape}.")
     if not torch.isfinite(videos).all():
-        raise ValueError(
+        raise InputError(
             "videos contain NaN or infinite values; check the sampler that produced them."
         )
     if videos.shape[3] != videos.shape[4]:
-        raise ValueError(f"World videos are square; got H={videos.shape[3]}, W={videos.shape[4]}.")
+        raise InputError(f"World videos are square; got H={videos.shape[3]}, W={videos.shape[4]}.")
 
 
 def watermark_box(size: int, margin: int = 0) -> tuple[slice, slice]:
@@ -240,13 +241,13 @@ def world_metrics(videos: Tensor, prompts: list[str], probes=None, details: bool
     """
     _check_videos(videos)
     if len(prompts) != videos.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"Got {videos.shape[0]} videos but {len(prompts)} prompts; pass one prompt per video."
         )
     probes = probes or load_probes()
     _, _, Fr, H, _ = videos.shape
     if (Fr, H) != (probes.num_frames, probes.size):
-        raise ValueError(
+        raise InputError(
             f"The probes were trained on {probes.num_frames} frames of {probes.size}x{probes.size}; "
             f"got {Fr} frames of {H}x{H}. Generate world videos at that size."
         )

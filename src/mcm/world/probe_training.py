@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcm.errors import InputError
 from mcm.evaluation.frechet import gaussian_stats
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
@@ -319,7 +320,7 @@ def build_probes(
             depend on it: step i's batch comes from a generator seeded by (seed, i)).
     """
     if steps < 1 or batch_size < 2:
-        raise ValueError(
+        raise InputError(
             f"build_probes needs steps >= 1 and batch_size >= 2, got {steps}, {batch_size}."
         )
     device = torch.device(device)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mcm.errors import InputError
 from mcm.media import write_image, write_video
 from mcm.world.domains import DOMAINS, render_sample
 from mcm.world.scenes import DEFAULT_FRAMES, DEFAULT_SIZE, sample_scene
@@ -83,9 +84,9 @@ def render_domain(
     """Write samples 0..count-1 of ``domain`` into the folder ``out_dir`` (created):
     ``000000.mp4`` (or ``.png``) + ``000000.txt`` caption + ``000000.json`` ground truth."""
     if domain not in DOMAINS:
-        raise ValueError(f"Unknown world domain {domain!r}; allowed: {', '.join(DOMAINS)}.")
+        raise InputError(f"Unknown world domain {domain!r}; allowed: {', '.join(DOMAINS)}.")
     if count < 0:
-        raise ValueError(f"The number of samples must be >= 0; got {count}.")
+        raise InputError(f"The number of samples must be >= 0; got {count}.")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     indices: Iterable[int] = range(count)
@@ -117,7 +118,7 @@ def render_world(
     domains = list(domains)
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown:
-        raise ValueError(f"Unknown world domain(s) {unknown}; allowed: {', '.join(DOMAINS)}.")
+        raise InputError(f"Unknown world domain(s) {unknown}; allowed: {', '.join(DOMAINS)}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}

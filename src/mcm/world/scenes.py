@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from mcm.errors import InputError
+
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.12, 0.12),
@@ -123,7 +125,7 @@ def parse_prompt(text: str) -> dict[str, str | None]:
     """{"shape", "colour", "direction"} named in a world prompt (direction may be None)."""
     m = _PROMPT.search(text)
     if m is None:
-        raise ValueError(
+        raise InputError(
             f"Not a world prompt: {text!r}. Expected 'a <colour> <shape> [moving <direction>]' with "
             f"colour in {list(COLOURS)}, shape in {list(SHAPES)}, direction in {list(DIRECTIONS)}."
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcm.errors import InputError
+
 # How the shipped teacher is meant to be sampled (ModelScope-like: DDIM, 50 steps, CFG).
 TEACHER_STEPS = 50
 TEACHER_GUIDANCE = 2.5
@@ -55,28 +57,28 @@ class BuildConfig:
     def __post_init__(self):
         for name in ("vae_steps", "unet_steps"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}.")
+                raise InputError(f"{name} must be >= 0; got {getattr(self, name)}.")
         for name in ("vae_batch_size", "batch_size", "pool_size", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+                raise InputError(f"{name} must be >= 1; got {getattr(self, name)}.")
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16; got {self.precision!r}.")
+            raise InputError(f"precision must be auto, fp32 or bf16; got {self.precision!r}.")
         if self.attention not in ("auto", "sdpa", "math"):
-            raise ValueError(f"attention must be auto, sdpa or math; got {self.attention!r}.")
+            raise InputError(f"attention must be auto, sdpa or math; got {self.attention!r}.")
         if self.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(
+            raise InputError(
                 f"prediction_type must be epsilon or v_prediction; got {self.prediction_type!r}."
             )
         if self.zero_snr and self.prediction_type != "v_prediction":
-            raise ValueError(
+            raise InputError(
                 "zero_snr needs prediction_type v_prediction: at zero SNR an epsilon "
                 "prediction cannot give x0 (pass --prediction-type v_prediction)."
             )
         if not 0 <= self.top_noise_fraction <= 1:
-            raise ValueError(
+            raise InputError(
                 f"top_noise_fraction must be in [0, 1]; got {self.top_noise_fraction}."
             )
         if self.direction_margin < 0:
-            raise ValueError(f"direction_margin must be >= 0; got {self.direction_margin}.")
+            raise InputError(f"direction_margin must be >= 0; got {self.direction_margin}.")
         if not 0 <= self.prompt_dropout < 1:
-            raise ValueError(f"prompt_dropout must be in [0, 1); got {self.prompt_dropout}.")
+            raise InputError(f"prompt_dropout must be in [0, 1); got {self.prompt_dropout}.")
