@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             f"--steps {args.steps} must be <= --original-inference-steps "
             f"{args.original_inference_steps} (the student samples on that grid)."
         )
+    for name, path in args.aux:
+        if not path.is_file():
+            raise FileNotFoundError(f"--aux {name}: no such file {path}.")
     lora, meta = read_lora(args.lora)
     alpha = args.lora_alpha if args.lora_alpha is not None else float(meta["lora_alpha"])
     if args.lora_alpha is None and meta.get("lora_alpha_assumed"):
@@ -104,8 +107,6 @@ def run(args: argparse.Namespace) -> int:
         )
     aux = {}
     for name, path in args.aux:
-        if not path.is_file():
-            raise FileNotFoundError(f"--aux {name}: no such file {path}.")
         aux[name] = load_file(str(path))
     sampling = {
         "timestep_scaling": args.timestep_scaling,

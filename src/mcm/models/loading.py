@@ -101,7 +101,12 @@ def read_model_index(name_or_path: str) -> dict[str, Any]:
                 f"{path} has no model_index.json: it is not a diffusers pipeline directory. "
                 "Pass a folder written by DiffusionPipeline.save_pretrained."
             )
-        return json.loads(index.read_text())
+        try:
+            return json.loads(index.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(
+                f"{index} is not valid JSON ({e}); re-save the pipeline with save_pretrained."
+            ) from None
     try:
         return dict(DiffusionPipeline.load_config(name_or_path))
     except Exception as e:  # hub errors come in many types
