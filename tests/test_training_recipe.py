@@ -135,6 +135,11 @@ def test_ema_target_checkpoint_resumes(assets, tmp_path):
     assert resumed.step == 2
     for a, b in zip(resumed.target_ema.shadow, first.target_ema.shadow):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # A config that changes what the checkpoint holds is refused, not skipped for an older one.
+    cfg = make_config(assets, tmp_path / "ema-online", max_steps=2)
+    refused = DistillRecipe(cfg, resume=str(tmp_path / "ema" / "checkpoint-2"))
+    with pytest.raises(ConfigError, match="method.target"):
+        refused.setup()
 
 
 def test_motion_head_has_its_own_learning_rate(assets, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.resources
 import json
 import logging
 import math
@@ -24,12 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from mcm.data.cache import write_latent_cache
 from mcm.models import load_teacher
 from mcm.models.sampling import sample_student, sample_teacher
+from mcm.paths import CONFIGS
 from mcm.report import write_report
+from mcm.schema import read_yaml
 from mcm.training.config import TrainConfig
 from mcm.training.config_io import from_dict, to_dict
 from mcm.training.recipe import DistillRecipe
@@ -50,15 +50,15 @@ RECIPES = {"mcm": "world.yaml", "lcm": "world-lcm.yaml"}
 
 
 def demo_recipe(kind: str) -> dict:
-    """The packaged YAML recipe of ``kind`` ("mcm" or "lcm") as a nested dict."""
+    """The packaged YAML recipe of ``kind`` ("mcm" or "lcm") as a nested dict (read as
+    ``mcm train`` reads a config: its scalars are typed by the config schema later)."""
     if kind not in RECIPES:
         raise ValueError(f"Unknown demo student {kind!r}; choose one of {sorted(RECIPES)}.")
-    text = importlib.resources.files("mcm").joinpath("configs", RECIPES[kind]).read_text()
-    return yaml.safe_load(text)
+    return read_yaml(CONFIGS / RECIPES[kind])
 
 
-MCM_STEPS = demo_recipe("mcm")["train"]["max_steps"]  # after the discriminator's warm-up
-LCM_STEPS = demo_recipe("lcm")["train"]["max_steps"]
+MCM_STEPS = from_dict(TrainConfig, demo_recipe("mcm")).train.max_steps  # after D's warm-up
+LCM_STEPS = from_dict(TrainConfig, demo_recipe("lcm")).train.max_steps
 
 
 def _merge(a: dict, b: dict) -> dict:

@@ -8,6 +8,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 WORLD_ASSETS = PACKAGE_DIR / "world" / "assets"
 WORLD_TEACHER = WORLD_ASSETS / "teacher"  # a stock diffusers TextToVideoSDPipeline directory
 WORLD_PROBES = WORLD_ASSETS / "probes"
+CONFIGS = PACKAGE_DIR / "configs"  # the demo's recipes (configs/world*.yaml link here)
 
 
 def resolve_teacher(name_or_path: str) -> str:

@@ -135,29 +135,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def make_accelerator(self, **kwargs) -> Accelerator:
-        """The accelerator (mixed precision, tracker) and the output folder."""
+        """The accelerator (mixed precision, tracker)."""
         loop = self.loop
-        self.accelerator = acc = Accelerator(
+        self.accelerator = Accelerator(
             mixed_precision=loop.mixed_precision,
             log_with=None if loop.tracker == "none" else loop.tracker,
             project_dir=str(self.out),
             **kwargs,
         )
+        return self.accelerator
+
+    def setup(self) -> None:
+        """Called last by a recipe's setup, once everything it builds from the config (models,
+        data) has been built: the output folder (nothing is written before), the tracker,
+        then the checkpoint to continue from if asked. With ``resume="latest"`` a checkpoint
+        that does not load is skipped (with a warning that names it and why)."""
+        acc = self.accelerator
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.remove_stale_temporaries(self.out)
             if self.config is not None:
                 save_config(self.config, self.out / "config.yaml")
-            if loop.tracker != "none":
+            if self.loop.tracker != "none":
                 acc.init_trackers(
                     "mcm", config=flatten(to_dict(self.config)) if self.config else {}
                 )
-        return acc
-
-    def setup(self) -> None:
-        """Called last by a recipe's setup: continue from a checkpoint if asked. With
-        ``resume="latest"`` a checkpoint that does not load is skipped (with a warning that
-        names it and why) for the newest one that does."""
         if not self.resume:
             return
         if self.resume == "latest" and not ckpt.list_checkpoints(self.out):
