@@ -81,27 +81,27 @@ class Variant:
 
 def ablations(clips: int) -> dict[str, list[tuple[str, Variant]]]:
     """group -> [(setting, variant)]; the preset's own setting is the variant "mcm"."""
-    from mcm.demo import demo_recipe
+    from mcm.demo import demo_config
     from mcm.motion import MOTION_REPRESENTATIONS
 
-    recipe = demo_recipe("mcm")
+    preset = demo_config("mcm", Path("."))  # the demo's MCM recipe, typed
     ref = Variant("mcm", "mcm")
-    method = recipe["method"]
+    method = preset.method
 
     def one(name: str, overrides: dict) -> Variant:
         return Variant(name, "mcm", overrides)
 
-    images = recipe["data"]["images"]["source"].split(":")[1]  # hq_image
+    images = preset.data.images.source.split(":")[1]  # hq_image
     return {
         "motion": [
-            (m, ref if m == method["motion"] else one(f"motion-{m}", {"method": {"motion": m}}))
+            (m, ref if m == method.motion else one(f"motion-{m}", {"method": {"motion": m}}))
             for m in MOTION_REPRESENTATIONS
         ],
         "lambda_real": [
             (
                 f"{v:g}",
                 ref
-                if v == method["lambda_real"]
+                if v == method.lambda_real
                 else one(f"lambda_real-{v:g}", {"method": {"lambda_real": v}}),
             )
             for v in LAMBDA_REAL
@@ -375,7 +375,7 @@ def markdown(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------------- main
 def build_table(args) -> dict:
-    from mcm.demo import demo_recipe, evaluation_prompts
+    from mcm.demo import demo_config, evaluation_prompts
     from mcm.world.probes import load_probes
 
     out = Path(args.out)
@@ -385,12 +385,12 @@ def build_table(args) -> dict:
     probes = load_probes()
     table = ablations(args.clips)
     table["main"] = [("plain LCM", Variant("lcm", "lcm")), ("MCM preset", Variant("mcm", "mcm"))]
-    recipe = demo_recipe("mcm")
+    preset = demo_config("mcm", Path("."))  # the demo's MCM recipe, typed
     ref_setting = {
-        "motion": recipe["method"]["motion"],
-        "lambda_real": f"{recipe['method']['lambda_real']:g}",
+        "motion": preset.method.motion,
+        "lambda_real": f"{preset.method.lambda_real:g}",
         "discriminator": "on",
-        "data": recipe["data"]["images"]["source"].rsplit(":", 1)[0],
+        "data": preset.data.images.source.rsplit(":", 1)[0],
     }
 
     rows, cache = [], {}

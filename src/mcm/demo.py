@@ -96,7 +96,7 @@ def demo_config(
         if images is not None:
             data["data"]["images"]["source"] = images
         disc = data["discriminator"]  # a short run gets no longer a warm-up than its training
-        disc["warmup_steps"] = min(disc["warmup_steps"], train["max_steps"])
+        disc["warmup_steps"] = min(int(disc["warmup_steps"]), int(train["max_steps"]))
     return from_dict(TrainConfig, _merge(data, overrides or {}))
 
 
