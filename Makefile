@@ -11,7 +11,7 @@ DEV := $(VENV)/.installed-dev
 # unset for every command below (with it set, each process recompiles: ~8 s per start).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast lint format venv clean
+.PHONY: demo test test-fast test-experiments lint format venv clean
 
 # The demo needs only the runtime packages; the tests and linters add requirements-dev.txt.
 # pip is upgraded first: the venv's bundled pip 23.2 installed requirements.txt slower here.
@@ -29,11 +29,10 @@ $(DEV): $(RUNTIME) requirements-dev.txt
 
 venv: $(DEV)
 
+# mcm demo chooses its threads itself (the usable CPUs shared between its two training
+# processes), so `make demo` is `mcm demo` in the project's environment.
 demo: $(RUNTIME)
-	# One thread per training process (MCM here, LCM in a second process; the MCM process
-	# takes the LCM's thread when that finishes): two OpenMP threads per process stall badly
-	# on 2 cores. Timings: docs/RESULTS.md.
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/mcm demo --out demo-out --threads 1
+	HF_HUB_OFFLINE=1 $(BIN)/mcm demo --out demo-out
 
 # The test suite on two pytest-xdist workers, one torch thread each. Each worker takes the
 # next test when it finishes one (--maxschedchunk 1), and the tests marked slow come first
@@ -48,13 +47,17 @@ test: $(DEV)
 test-fast: $(DEV)
 	$(PYTEST) -m "not slow"
 
+# The research scripts' tests (experiments/README.md); not part of `make test`.
+test-experiments: $(DEV)
+	$(PYTEST) experiments/tests
+
 lint: $(DEV)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 
 format: $(DEV)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks experiments
+	$(BIN)/ruff check --fix src tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info

@@ -140,8 +140,6 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
 
-    from teacher_direction import opposite_direction
-
     from mcm.diffusion.parametrization import from_x0_eps, to_x0_eps
     from mcm.diffusion.schedules import VPSchedule, add_noise
     from mcm.paths import resolve_teacher
@@ -155,6 +153,7 @@ def main(argv=None) -> int:
     )
     from mcm.world.train_config import BuildConfig
     from mcm.world.train_data import world_prompts
+    from teacher_direction import opposite_direction
 
     parts = load_world_pipeline(str(resolve_teacher(args.teacher))).components
     vae, text_encoder, unet = parts["vae"], parts["text_encoder"], parts["unet"]

@@ -30,10 +30,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from _world_table import load
-    from world_frames import merged_dir
-
     from mcm.demo import evaluation_prompts
     from mcm.world.probes import load_probes
+    from world_frames import merged_dir
 
     world_table = load()
     student = world_table.load_student(Path(merged_dir(args.run)))

@@ -43,7 +43,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from _world_table import load
-
     from mcm.demo import demo_config, evaluation_prompts
     from mcm.training.config_io import apply_overrides
     from mcm.training.recipe import DistillRecipe

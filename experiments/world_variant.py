@@ -39,7 +39,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from _world_table import load
-
     from mcm.demo import evaluation_prompts
     from mcm.world.probes import load_probes
 
