@@ -2,7 +2,7 @@
 
 import os
 
-from mcm.demo import cgroup_cpu_quota, usable_cpus
+from mcm.cpus import cgroup_cpu_quota, usable_cpus
 
 
 def test_cgroup_quotas_v2_and_v1(tmp_path):

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top. A module belongs to the floor of the longest prefix that names it.
 FLOORS = (
-    ("mcm.diffusion", "mcm.paths", "mcm.errors", "mcm.schema"),
+    ("mcm.diffusion", "mcm.paths", "mcm.errors", "mcm.schema", "mcm.cpus"),
     ("mcm.motion", "mcm.adversarial"),
     ("mcm.models",),
     ("mcm.data", "mcm.media"),

@@ -11,9 +11,9 @@ import torch
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
 from mcm.training.ema import EMA
-from mcm.training.optim import make_optimizer, make_scheduler
+from mcm.training.optim import Optimization, make_optimizer, make_scheduler
 from mcm.training.signals import StopSignals
-from mcm.training.trainer import NonFiniteLossError, Optimization, Trainer
+from mcm.training.trainer import NonFiniteLossError, Trainer
 
 
 class LinearRecipe(Trainer):

@@ -10,6 +10,7 @@ temporaries a crash left behind are removed when the next run starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -20,8 +21,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mcm.errors import UserError
+from mcm.errors import ConfigError, UserError
 
+log = logging.getLogger("mcm.train")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 _TEMPORARY = re.compile(r"^\.(checkpoint-\d+|export)-")  # what write_directory leaves
 
@@ -49,6 +51,36 @@ def remove_stale_temporaries(root: str | Path) -> list[Path]:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
+
+
+def resume(root: str | Path, which: str, load: Callable[[Path], None]) -> Path | None:
+    """``load`` the checkpoint ``--resume which`` names; returns it, or None when ``which``
+    is ``latest`` and ``root`` holds no checkpoint yet (a warning: the run starts afresh).
+
+    ``latest`` tries the checkpoints newest first and skips one that does not load (with a
+    warning that names it and why); a ConfigError (the config, not the checkpoint, is
+    wrong: no older one would do) stops at once."""
+    if which == "latest" and not list_checkpoints(root):
+        log.warning("--resume latest: no checkpoint under %s yet; starting afresh.", root)
+        return None
+    candidates = resume_candidates(root, which)
+    failures = []
+    for path in candidates:
+        try:
+            load(path)
+            return path
+        except ConfigError:
+            raise
+        except Exception as e:  # a corrupt or partial checkpoint: try the one before
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if len(candidates) == 1:
+                raise CheckpointError(f"Cannot resume from {path}: {reason}") from e
+            failures.append(f"{path.name} ({reason})")
+            log.warning("Skipping %s, which does not load: %s", path, reason)
+    raise CheckpointError(
+        f"No checkpoint under {root} loads ({'; '.join(failures)}); "
+        "pass one with --resume PATH or train without --resume."
+    )
 
 
 def resume_candidates(root: str | Path, which: str) -> list[Path]:

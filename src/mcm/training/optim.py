@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from diffusers.optimization import get_scheduler
 
@@ -34,3 +36,15 @@ def make_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int):
     return get_scheduler(
         name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps
     )
+
+
+@dataclass
+class Optimization:
+    """One optimiser, its LR schedule, the parameters it updates and their clipping.
+
+    ``max_grad_norm`` 0 leaves the gradients unclipped (their norm is still logged)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    params: list[torch.Tensor]
+    max_grad_norm: float = 0.0

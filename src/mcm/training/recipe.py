@@ -11,7 +11,7 @@ and ends with identical weights. With an FSDP accelerate config the UNet's block
 sharded instead (:mod:`mcm.training.sharding`): FSDP averages their LoRA gradients and
 the loop all-reduces only the rest; checkpoints and the export gather the full weights.
 
-(About 480 lines, on purpose: the whole recipe - its six components, data, the two-loss
+(About 500 lines, on purpose: the whole recipe - its six components, data, the two-loss
 step, the discriminator's warm-up, validation, export and what a checkpoint holds - reads
 top to bottom in one file; the loop it shares with the other recipes is in trainer.py.)
 """
@@ -53,7 +53,7 @@ from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainConfig, check_resume_config
 from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
 from mcm.training.ema import EMA
-from mcm.training.optim import make_optimizer, make_scheduler
+from mcm.training.optim import Optimization, make_optimizer, make_scheduler
 from mcm.training.sharding import (
     check_fsdp_config,
     clip_grad_norm_,
@@ -63,7 +63,7 @@ from mcm.training.sharding import (
     shard_optimizer_state,
     shard_unet,
 )
-from mcm.training.trainer import NonFiniteLossError, Optimization, Trainer
+from mcm.training.trainer import NonFiniteLossError, Trainer
 
 log = logging.getLogger("mcm.train")
 

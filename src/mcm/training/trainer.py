@@ -26,7 +26,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,8 +35,9 @@ from tqdm.auto import tqdm
 
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
-from mcm.training.config_io import ConfigError, flatten, save_config, to_dict
+from mcm.training.config_io import flatten, save_config, to_dict
 from mcm.training.ema import EMA
+from mcm.training.optim import Optimization
 from mcm.training.sharding import is_sharded
 from mcm.training.signals import StopSignals
 
@@ -46,18 +46,6 @@ log = logging.getLogger("mcm.train")
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-@dataclass
-class Optimization:
-    """One optimiser, its LR schedule, the parameters it updates and their clipping.
-
-    ``max_grad_norm`` 0 leaves the gradients unclipped (their norm is still logged)."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    params: list[torch.Tensor]
-    max_grad_norm: float = 0.0
 
 
 class Trainer:
@@ -160,29 +148,8 @@ class Trainer:
                 acc.init_trackers(
                     "mcm", config=flatten(to_dict(self.config)) if self.config else {}
                 )
-        if not self.resume:
-            return
-        if self.resume == "latest" and not ckpt.list_checkpoints(self.out):
-            log.warning("--resume latest: no checkpoint under %s yet; starting afresh.", self.out)
-            return
-        candidates = ckpt.resume_candidates(self.out, self.resume)
-        failures = []
-        for path in candidates:
-            try:
-                self.load_checkpoint(path)
-                return
-            except ConfigError:  # the config, not the checkpoint, is wrong: no older one helps
-                raise
-            except Exception as e:  # a corrupt or partial checkpoint: try the one before
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                if len(candidates) == 1:
-                    raise ckpt.CheckpointError(f"Cannot resume from {path}: {reason}") from e
-                failures.append(f"{path.name} ({reason})")
-                log.warning("Skipping %s, which does not load: %s", path, reason)
-        raise ckpt.CheckpointError(
-            f"No checkpoint under {self.out} loads ({'; '.join(failures)}); "
-            "pass one with --resume PATH or train without --resume."
-        )
+        if self.resume:
+            ckpt.resume(self.out, self.resume, self.load_checkpoint)
 
     # ------------------------------------------------------------------ the loop
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
