@@ -20,8 +20,8 @@ from mcm.errors import InputError
 from mcm.evaluation.frechet import gaussian_stats
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
-from mcm.training.optim import make_optimizer, make_scheduler
-from mcm.training.trainer import Optimization, Trainer
+from mcm.training.optim import Optimization, make_optimizer, make_scheduler
+from mcm.training.trainer import Trainer
 from mcm.world.domains import (
     WATERMARK_OPACITY,
     add_watermark,

@@ -31,8 +31,8 @@ from mcm.diffusion.schedules import VPSchedule, add_noise
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
 from mcm.training.ema import EMA
-from mcm.training.optim import make_optimizer, make_scheduler
-from mcm.training.trainer import Optimization, Trainer
+from mcm.training.optim import Optimization, make_optimizer, make_scheduler
+from mcm.training.trainer import Trainer
 from mcm.world.train_config import BuildConfig
 from mcm.world.train_data import lowq_video_batch, vae_frame_batch, world_prompts
 
