@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fault_worker import Interruptible  # tests/fault_worker.py
 from mcm.media import write_image, write_video
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.training.config import TrainConfig
@@ -88,47 +89,37 @@ def assert_same_student(out: Path, uninterrupted) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase, step", [("warm-up", 1), ("train", 2), ("export", 0)])
-def test_sigterm_then_resume_equals_the_uninterrupted_run(
-    assets, uninterrupted, tmp_path, phase, step
+def test_sigterm_in_each_phase_then_resume_equals_the_uninterrupted_run(
+    assets, uninterrupted, tmp_path
 ):
+    # One run stopped three times, once in each phase, and resumed after each stop.
     cfg = config(assets, tmp_path)
-
-    class Recipe(DistillRecipe):  # a real SIGTERM to this process at the chosen point
-        def export(self):
-            if phase == "export":
-                os.kill(os.getpid(), signal.SIGTERM)
-            return super().export()
-
-    def on_step(n):
-        if (recipe.phase, n) == (phase, step):
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    recipe = Recipe(cfg)
-    recipe.setup()
-    recipe.train(on_step)
-    assert recipe.exit_status == 128 + signal.SIGTERM
-    stopped_at = {"warm-up": (0, 1), "train": (2, 2), "export": (3, 2)}[phase]
-    assert (recipe.step, recipe.warmup_step) == stopped_at
-    assert (tmp_path / f"checkpoint-{recipe.step}").is_dir()
-    assert (tmp_path / "export").is_dir() == (phase == "export")  # an export is finished
+    stops = {"warm-up": (1, (0, 1)), "train": (2, (2, 2)), "export": (0, (3, 2))}
+    for phase, (step, stopped_at) in stops.items():
+        recipe = Interruptible(cfg, phase, step, signal.SIGTERM).run()
+        assert recipe.exit_status == 128 + signal.SIGTERM, phase
+        assert (recipe.step, recipe.warmup_step) == stopped_at, phase
+        assert (tmp_path / f"checkpoint-{recipe.step}").is_dir(), phase
+        assert (tmp_path / "export").is_dir() == (phase == "export")  # an export is finished
     resumed = train(config(assets, tmp_path), resume="latest")
     assert resumed.exit_status == 0
     assert_same_student(tmp_path, uninterrupted)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase, step", [("warm-up", 2), ("train", 2), ("export", 0)])
-def test_kill_9_then_resume_equals_the_uninterrupted_run(
-    assets, uninterrupted, tmp_path, phase, step
+def test_kill_9_in_each_phase_then_resume_equals_the_uninterrupted_run(
+    assets, uninterrupted, tmp_path
 ):
+    # A worker process killed in the warm-up (before any checkpoint: the next one starts
+    # afresh), then one killed in the distillation, then one killed as the export begins.
     path = tmp_path / "config.yaml"
     save_config(config(assets, tmp_path / "run"), path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(WORKER), str(path), phase, str(step), str(int(signal.SIGKILL))]
-    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert not (tmp_path / "run" / "export").exists()  # never half an export
+    for phase, step in (("warm-up", 2), ("train", 2), ("export", 0)):
+        cmd = [sys.executable, str(WORKER), str(path), phase, str(step), str(int(signal.SIGKILL))]
+        killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, (phase, killed.stderr[-2000:])
+        assert not (tmp_path / "run" / "export").exists()  # never half an export
     resumed = train(config(assets, tmp_path / "run"), resume="latest")
     assert resumed.exit_status == 0
     assert_same_student(tmp_path / "run", uninterrupted)

@@ -186,9 +186,10 @@ def cache_clip_latents(cfg: TrainConfig, folder: Path) -> str:
 def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
     """Child process: train the LCM baseline, output to ``log_path``, time in ``timing.json``;
     after a stop signal (a checkpoint saved) it exits with 128 + the signal number."""
-    with open(log_path, "w") as f:
+    with open(log_path, "w") as f, StopSignals():  # a signal during the setup stops at step 0
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
+        print("[demo] the LCM baseline's process has started", flush=True)
         torch.set_num_threads(threads)
         recipe = DistillRecipe(cfg)
         recipe.setup()
