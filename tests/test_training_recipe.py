@@ -272,6 +272,8 @@ def test_validation_videos_are_written_and_logged(assets, tmp_path):
         validation_prompts=["a red circle moving left"],
         validation_steps=[1, 2],
         validation_frames=4,
+        validation_teacher_steps=2,
+        validation_teacher_guidance=2.5,
         tracker="tensorboard",
     )
     recipe, _ = run(cfg)
@@ -281,7 +283,7 @@ def test_validation_videos_are_written_and_logged(assets, tmp_path):
         "student-1step-0.mp4",
         "student-2step-0.mp4",
     }
-    assert (val / "teacher" / "teacher-50step-0.mp4").is_file()
+    assert (val / "teacher" / "teacher-2step-0.mp4").is_file()
     assert list((tmp_path / "val").rglob("events.out.tfevents.*")), "nothing logged to tensorboard"
 
 
@@ -347,6 +349,7 @@ def test_fsdp_shards_the_unet_and_its_checkpoint_resumes_on_fewer_processes(asse
         validation_prompts=["a red circle moving left"],
         validation_steps=[1],
         validation_frames=4,
+        validation_teacher_steps=3,  # collective forwards: the step count is what matters
     )
     (tmp_path / "two").mkdir()
     _launch("fsdp_cpu.yaml", [str(cfg), str(tmp_path / "two")])
@@ -363,7 +366,7 @@ def test_fsdp_shards_the_unet_and_its_checkpoint_resumes_on_fewer_processes(asse
         assert torch.equal(v, r0[f"lora.{k}"]), k
     assert (run_dir / "export" / "merged" / "model_index.json").is_file()
     assert (run_dir / "validation" / "step-2" / "student-1step-0.mp4").is_file()
-    assert (run_dir / "validation" / "teacher" / "teacher-50step-0.mp4").is_file()
+    assert (run_dir / "validation" / "teacher" / "teacher-3step-0.mp4").is_file()
 
     # One FSDP process (a world of 1) resumes the two-process checkpoint for one step.
     cfg3 = _cli_config(assets, tmp_path, max_steps=3, checkpoint_every=0)

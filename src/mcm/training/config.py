@@ -179,6 +179,8 @@ class TrainLoopConfig:
     validation_frames: PositiveInt | None = (
         None  # frames per validation video (None: the pipeline default, 16)
     )
+    validation_teacher_steps: PositiveInt = 50  # the teacher's reference video: DDIM steps ...
+    validation_teacher_guidance: PositiveFloat = 7.5  # ... and CFG scale (world teacher: 2.5)
     max_nonfinite: PositiveInt = 10  # stop after this many non-finite losses in a row
     max_seconds: NonNegativeFloat | None = (
         None  # stop (with a checkpoint) after this much training time (0: after one step)

@@ -393,8 +393,9 @@ class DistillRecipe(Trainer):
             self._log_videos(f"student-{steps}step", videos, f"step-{self.step}")
         if not self._teacher_validated:
             with disable_adapters(self.bundle.denoiser):
-                videos = sample_teacher(self.bundle, t.validation_prompts, 50, 7.5, **sample)
-            self._log_videos("teacher-50step", videos, "teacher")
+                steps, scale = t.validation_teacher_steps, t.validation_teacher_guidance
+                videos = sample_teacher(self.bundle, t.validation_prompts, steps, scale, **sample)
+            self._log_videos(f"teacher-{steps}step", videos, "teacher")
             self._teacher_validated = True
 
     def _log_videos(self, name: str, videos, folder: str) -> None:
