@@ -2,25 +2,22 @@
 warm-up, the distillation, the export), then a resume, give exactly the uninterrupted run's
 student (LoRA, motion head, discriminator heads) and export."""
 
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from fault_worker import Interruptible  # tests/fault_worker.py
 from mcm.media import write_image, write_video
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.training.config import TrainConfig
-from mcm.training.config_io import from_dict, save_config
+from mcm.training.config_io import from_dict
 from mcm.training.recipe import DistillRecipe
 from mcm.world.domains import render_sample
 
-WORKER = Path(__file__).with_name("fault_worker.py")
 EXPORTED = ("lora/pytorch_lora_weights.safetensors", "aux/motion_head.safetensors")
 
 
@@ -88,6 +85,27 @@ def assert_same_student(out: Path, uninterrupted) -> None:
         torch.testing.assert_close(resumed[k], v, rtol=0, atol=0, msg=k)
 
 
+class Interruptible(DistillRecipe):
+    """Sends this process ``signum`` when ``phase`` reaches ``step`` (the export: as it
+    begins)."""
+
+    def __init__(self, cfg, phase: str, step: int, signum: int):
+        super().__init__(cfg, resume="latest")
+        self.at, self.signum = (phase, step), signum
+
+    def export(self):
+        if self.at[0] == "export":
+            os.kill(os.getpid(), self.signum)
+        return super().export()
+
+    def run(self) -> "Interruptible":
+        self.setup()
+        self.train(
+            lambda n: os.kill(os.getpid(), self.signum) if (self.phase, n) == self.at else None
+        )
+        return self
+
+
 @pytest.mark.slow
 def test_sigterm_in_each_phase_then_resume_equals_the_uninterrupted_run(
     assets, uninterrupted, tmp_path
@@ -106,20 +124,25 @@ def test_sigterm_in_each_phase_then_resume_equals_the_uninterrupted_run(
     assert_same_student(tmp_path, uninterrupted)
 
 
+def _run_then_kill_9(cfg, phase: str, step: int) -> None:
+    Interruptible(cfg, phase, step, signal.SIGKILL).run()
+
+
 @pytest.mark.slow
 def test_kill_9_in_each_phase_then_resume_equals_the_uninterrupted_run(
     assets, uninterrupted, tmp_path
 ):
-    # A worker process killed in the warm-up (before any checkpoint: the next one starts
-    # afresh), then one killed in the distillation, then one killed as the export begins.
-    path = tmp_path / "config.yaml"
-    save_config(config(assets, tmp_path / "run"), path)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # A process killed in the warm-up (before any checkpoint: the next one starts afresh),
+    # then one killed in the distillation, then one killed as the export begins. Each is a
+    # fork of this one (a real process, spared the imports) that kills itself.
+    cfg = config(assets, tmp_path)
+    fork = multiprocessing.get_context("fork")
     for phase, step in (("warm-up", 2), ("train", 2), ("export", 0)):
-        cmd = [sys.executable, str(WORKER), str(path), phase, str(step), str(int(signal.SIGKILL))]
-        killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert killed.returncode == -signal.SIGKILL, (phase, killed.stderr[-2000:])
-        assert not (tmp_path / "run" / "export").exists()  # never half an export
-    resumed = train(config(assets, tmp_path / "run"), resume="latest")
+        process = fork.Process(target=_run_then_kill_9, args=(cfg, phase, step))
+        process.start()
+        process.join(timeout=300)
+        assert process.exitcode == -signal.SIGKILL, phase
+        assert not (tmp_path / "export").exists()  # never half an export
+    resumed = train(config(assets, tmp_path), resume="latest")
     assert resumed.exit_status == 0
-    assert_same_student(tmp_path / "run", uninterrupted)
+    assert_same_student(tmp_path, uninterrupted)
