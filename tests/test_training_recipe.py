@@ -296,8 +296,13 @@ def _free_port() -> int:
 
 
 def _launch(
-    accelerate_config: str, args: list[str], num_processes: int = 2, options: tuple = ()
-) -> None:
+    accelerate_config: str,
+    args: list[str],
+    num_processes: int = 2,
+    options: tuple = (),
+    env: dict | None = None,
+    check: bool = True,
+):
     """`accelerate launch --config_file configs/accelerate/<config> [options]` of
     tests/ddp_worker.py on CPU processes (gloo)."""
     env = {
@@ -305,6 +310,7 @@ def _launch(
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "ACCELERATE_USE_CPU": "true",
+        **(env or {}),
     }
     cmd = [
         sys.executable,
@@ -321,7 +327,9 @@ def _launch(
         *args,
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 def _rank_results(folder: Path, ranks=(0, 1)):
@@ -384,6 +392,20 @@ def test_fsdp_shards_the_unet_and_its_checkpoint_resumes_on_fewer_processes(asse
         assert torch.equal(resumed[k], v), k
     recipe.train()
     assert recipe.step == 4 and (run_dir / "checkpoint-4" / "lora.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(assets, tmp_path):
+    cfg = _cli_config(assets, tmp_path, max_steps=4, checkpoint_every=0)
+    (tmp_path / "out").mkdir()
+    env = {"MCM_TEST_SIGTERM_RANK": "1", "MCM_TEST_SIGTERM_STEP": "1"}
+    result = _launch("cpu_2proc.yaml", [str(cfg), str(tmp_path / "out")], env=env, check=False)
+    assert result.returncode != 0  # the launcher reports ranks that exit 143
+    metas, (r0, r1) = _rank_results(tmp_path / "out")
+    assert [(m["step"], m["exit_status"]) for m in metas] == [(1, 143), (1, 143)]
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    assert [p.name for p in (tmp_path / "cli").glob("checkpoint-*")] == ["checkpoint-1"]
 
 
 @pytest.mark.slow
