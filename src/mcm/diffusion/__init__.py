@@ -3,7 +3,11 @@
 No model classes, no RNG except an explicit generator, no gradient switches.
 """
 
-from mcm.diffusion.consistency import consistency_output, consistency_scalings
+from mcm.diffusion.consistency import (
+    consistency_function,
+    consistency_output,
+    consistency_scalings,
+)
 from mcm.diffusion.guidance import cfg_guidance, guidance_scale_embedding, lcm_guidance
 from mcm.diffusion.parametrization import (
     PREDICTION_TYPES,
@@ -16,7 +20,12 @@ from mcm.diffusion.parametrization import (
     v_to_x0,
     x0_to_eps,
 )
-from mcm.diffusion.sampling import consistency_timesteps, sample_consistency, sample_ddim
+from mcm.diffusion.sampling import (
+    consistency_timesteps,
+    sample_consistency,
+    sample_ddim,
+    sample_flow,
+)
 from mcm.diffusion.schedules import (
     BETA_SCHEDULES,
     FlowMatchingSchedule,
@@ -24,18 +33,28 @@ from mcm.diffusion.schedules import (
     VPSchedule,
     add_noise,
     append_dims,
+    is_flow_config,
     make_betas,
     rescale_zero_terminal_snr,
     schedule_from_config,
+    shift_sigmas,
 )
 from mcm.diffusion.solvers import (
     ddim_previous_timestep,
     ddim_step,
     ddim_timesteps,
+    flow_grid,
+    flow_sigmas,
     skipping_step_grid,
 )
 
 __all__ = [
+    "flow_sigmas",
+    "flow_grid",
+    "shift_sigmas",
+    "is_flow_config",
+    "sample_flow",
+    "consistency_function",
     "BETA_SCHEDULES",
     "PREDICTION_TYPES",
     "FlowMatchingSchedule",

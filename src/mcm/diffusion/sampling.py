@@ -1,4 +1,5 @@
-"""Multistep consistency sampling (LCM) and guided DDIM sampling for the teacher.
+"""Multistep consistency sampling (LCM), guided DDIM sampling for the teacher, and the
+deterministic flow-matching (Euler) sampler both use on a flow schedule.
 
 Samplers take a denoiser callable and the noise; k-diffusion style. They do not switch
 off gradients: wrap calls in torch.no_grad() where wanted.
@@ -136,4 +137,30 @@ def sample_ddim(
         tb = torch.full((B,), t, dtype=torch.long, device=noise.device)
         x0, eps = denoiser(x, tb)
         x = ddim_step(schedule, x0, eps, ddim_previous_timestep(tb, n, T))
+    return x
+
+
+def sample_flow(
+    denoiser: X0EpsDenoiser, noise: Tensor, schedule: NoiseSchedule, timesteps: Tensor
+) -> Tensor:
+    """Deterministic sampling over a flow-matching grid: x <- alpha(t') x0 + sigma(t') eps
+    from each timestep t to the next t', i.e. the Euler step x + (sigma' - sigma) v.
+
+    For a consistency student this is multistep consistency sampling that re-noises with
+    its own eps estimate instead of fresh noise (so it needs no generator, as stock
+    pipelines that never pass one to ``scheduler.step``); it equals diffusers'
+    UniPCMultistepScheduler with ``solver_order=1`` and the corrector disabled.
+
+    Args:
+        denoiser: (x_t [B, ...], t [B]) -> (x0, eps); guidance, if any, lives inside.
+        noise: x at timesteps[0] [B, ...]; timesteps: descending [n + 1] ending at 0, e.g.
+            :func:`~mcm.diffusion.solvers.flow_sigmas`.
+    Returns:
+        the sample [B, ...].
+    """
+    x = noise
+    B = noise.shape[0]
+    for t, t_next in zip(timesteps[:-1].tolist(), timesteps[1:].tolist(), strict=True):
+        x0, eps = denoiser(x, torch.full((B,), t, dtype=timesteps.dtype, device=noise.device))
+        x = ddim_step(schedule, x0, eps, torch.full((B,), t_next, dtype=timesteps.dtype))
     return x

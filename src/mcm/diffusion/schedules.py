@@ -5,7 +5,9 @@ Two families behind one interface (:class:`NoiseSchedule`):
 * :class:`VPSchedule` - variance preserving, from a table of betas over integer DDPM
   timesteps 0..T-1: alpha(t) = sqrt(alpha_bar_t), sigma(t) = sqrt(1 - alpha_bar_t).
 * :class:`FlowMatchingSchedule` - rectified flow, x_t = (1 - s) x0 + s eps with
-  s = t / T, so alpha(t) = 1 - s, sigma(t) = s.
+  s = t / T, so alpha(t) = 1 - s, sigma(t) = s. Timesteps are floating (t = sigma T, as
+  diffusers' flow schedulers make them); the ``shift`` of the sampling grids is a property
+  of the schedule (:func:`shift_sigmas`), the interpolant does not depend on it.
 
 Timesteps are always per sample, shape [B]. Timestep -1 means "past the end of the
 trajectory" (the clean sample), which DDIM uses for its last step. alpha(t) and sigma(t)
@@ -209,16 +211,26 @@ class VPSchedule:
         return (1.0 - self.alpha_bar(t)).sqrt()
 
 
+def shift_sigmas(sigmas: Tensor, shift: float) -> Tensor:
+    """The timestep shift of flow-matching models (SD3, Wan): s -> shift s / (1 + (shift - 1) s).
+
+    Moves grid points towards high noise for shift > 1; 0 and 1 are fixed. Same shape.
+    """
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
 @dataclass
 class FlowMatchingSchedule:
     """Rectified-flow schedule: x_t = (1 - s) x0 + s eps, s = t / T for t in [0, T].
 
-    Timesteps may be fractional (diffusers' FlowMatchEulerDiscreteScheduler uses
-    t = sigma T); timestep -1 (the end of a trajectory) is treated as s = 0. Integer
-    timesteps give float32 alpha and sigma; floating ones keep their dtype.
+    Timesteps are floating (t = sigma T; float64 keeps a grid's sigmas exact); integer
+    timesteps are read as float32. Timestep -1 (the end of a trajectory) is treated as
+    s = 0. ``shift`` is the grid shift (``flow_shift`` / ``shift`` of diffusers' flow
+    schedulers) that :func:`~mcm.diffusion.solvers.flow_sigmas` applies.
     """
 
     num_train_timesteps: int = 1000
+    shift: float = 1.0
     kind: str = "flow"
 
     def _s(self, t: Tensor) -> Tensor:
@@ -239,14 +251,28 @@ class FlowMatchingSchedule:
         return self._s(t)
 
 
+def is_flow_config(config: Any) -> bool:
+    """Whether a diffusers scheduler (or its config) describes a flow-matching model: a
+    FlowMatch* class, or a solver set up for flow (``prediction_type="flow_prediction"``
+    or ``use_flow_sigmas``, as the released Wan2.1 folders' UniPCMultistepScheduler)."""
+    cfg = dict(getattr(config, "config", config))
+    class_name = cfg.get("_class_name", type(config).__name__)
+    return (
+        "FlowMatch" in class_name
+        or cfg.get("prediction_type") == "flow_prediction"
+        or bool(cfg.get("use_flow_sigmas"))
+    )
+
+
 def schedule_from_config(config: Any) -> NoiseSchedule:
     """A schedule for any diffusers scheduler (or its config dict).
 
-    Flow-matching schedulers (class name containing "FlowMatch") give a
-    :class:`FlowMatchingSchedule`; everything else is read as VP betas.
+    Flow matching (:func:`is_flow_config`) gives a :class:`FlowMatchingSchedule` whose
+    shift is the config's ``flow_shift`` (UniPC/DPM-Solver) or ``shift``
+    (FlowMatchEulerDiscreteScheduler); everything else is read as VP betas.
     """
     cfg = dict(getattr(config, "config", config))
-    class_name = cfg.get("_class_name", type(config).__name__)
-    if "FlowMatch" in class_name:
-        return FlowMatchingSchedule(cfg.get("num_train_timesteps", 1000))
+    if is_flow_config(config):
+        shift = cfg.get("flow_shift") if "flow_shift" in cfg else cfg.get("shift", 1.0)
+        return FlowMatchingSchedule(cfg.get("num_train_timesteps", 1000), float(shift or 1.0))
     return VPSchedule.from_config(cfg)

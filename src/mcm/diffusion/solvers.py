@@ -1,7 +1,9 @@
 """The DDIM solver: timestep grids and the deterministic (eta = 0) step.
 
 The same step serves distillation targets (a teacher step from t_{n+k} to t_n) and
-inference; gradient mode is the caller's choice.
+inference; gradient mode is the caller's choice. On a flow-matching schedule the DDIM
+step is the Euler step of the probability-flow ODE, and its grids are shifted sigma grids
+(:func:`flow_sigmas`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mcm.diffusion.schedules import NoiseSchedule, append_dims
+from mcm.diffusion.schedules import NoiseSchedule, append_dims, shift_sigmas
 
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
@@ -101,3 +103,41 @@ def ddim_step(schedule: NoiseSchedule, x0: Tensor, eps: Tensor, t_next: Tensor) 
     a = append_dims(schedule.alpha(t_next), x0.ndim).to(x0.device, x0.dtype)
     s = append_dims(schedule.sigma(t_next), x0.ndim).to(x0.device, x0.dtype)
     return a * x0 + s * eps
+
+
+def flow_sigmas(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> Tensor:
+    """The n-step flow-matching grid: descending float64 timesteps t = sigma T [n + 1],
+    the last one 0 (the clean end).
+
+    sigma_j = shift(u_j) for u = linspace(1, 1/T, n + 1) without its last point, the first
+    (sigma = 1) lowered by 1e-6: exactly diffusers' ``UniPCMultistepScheduler(
+    use_flow_sigmas=True, flow_shift=shift).set_timesteps(n)`` (its ``sigmas``; its
+    ``timesteps`` are these t truncated to integers, which is what the network sees). With
+    shift 5: n = 2 -> sigmas [1.0, .834, 0], n = 4 -> [1.0, .938, .834, .626, 0] (the grid
+    of the common 4-step Wan LoRAs). The n-step grid is every (N / n)-th point of the
+    N-step grid when n divides N, so a student trained on the N-step grid is sampled on
+    points it was trained at.
+
+    Raises:
+        ValueError: num_steps < 1 or shift <= 0.
+    """
+    if num_steps < 1 or not shift > 0:
+        raise ValueError(f"Need num_steps >= 1 and shift > 0; got {num_steps}, {shift}.")
+    T = num_train_timesteps
+    # numpy's linspace arithmetic (start + i * step, last point exact), so that the grid
+    # equals diffusers' to the last bit
+    u = 1.0 + torch.arange(num_steps + 1, dtype=torch.float64) * ((1.0 / T - 1.0) / num_steps)
+    sigmas = shift_sigmas(u[:-1], shift)
+    if abs(float(sigmas[0]) - 1) < 1e-6:
+        sigmas[0] -= 1e-6  # as diffusers does (log(alpha) stays finite in its solvers)
+    return torch.cat([sigmas * T, sigmas.new_zeros(1)])
+
+
+def flow_grid(
+    num_ode_steps: int = 48, shift: float = 1.0, num_train_timesteps: int = 1000
+) -> tuple[Tensor, Tensor]:
+    """The flow-matching counterpart of :func:`skipping_step_grid`: ascending float64
+    timesteps [N] of the N-step grid (:func:`flow_sigmas`) and each one's previous point
+    (the next one down; 0 = the clean end for the lowest)."""
+    t = flow_sigmas(num_ode_steps, shift, num_train_timesteps).flip(0)  # ascending, 0 first
+    return t[1:], t[:-1]

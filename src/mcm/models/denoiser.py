@@ -1,7 +1,8 @@
-"""One denoiser interface over diffusers video UNets.
+"""One denoiser interface over diffusers video UNets and video transformers.
 
 The rest of the library sees only :class:`VideoDenoiser`: given x_t [B, C, F, H, W],
-integer timesteps t [B] and text embeddings [B, L, D], it returns the model output
+timesteps t [B] (integers on a VP schedule, floating t = sigma T on a flow-matching one)
+and text embeddings [B, L, D], it returns the model output
 [B, C, F, H, W] and knows its prediction type and noise schedule. Each adapter converts to
 what its UNet wants at the edge and owns the precision boundary: inputs are cast to the
 UNet's dtype and the output back to the caller's dtype (fp32 in practice).
@@ -10,6 +11,8 @@ Adapters:
 * :class:`ModelScopeDenoiser` - ``UNet3DConditionModel`` (ModelScopeT2V; text [B, L, D]).
 * :class:`AnimateDiffDenoiser` - ``UNetMotionModel`` (SD1.5 UNet + motion modules; it
   wants per-frame text embeddings [B*F, L, D], made here by repeating each prompt).
+* :class:`WanDenoiser` - ``WanTransformer3DModel`` (Wan2.1's DiT, flow matching; predicts
+  v = eps - x0). The network attribute keeps the name ``unet`` for every family.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from mcm.diffusion import VPSchedule, schedule_from_config, to_x0_eps
 from mcm.models.vae import frames_back, frames_first
 
-FAMILIES = ("modelscope", "animatediff")
+FAMILIES = ("modelscope", "animatediff", "wan")
 
 
 class _StopForward(Exception):
@@ -50,8 +53,13 @@ class VideoDenoiser(nn.Module):
         super().__init__()
         self.unet = unet
         self.scheduler_config = dict(getattr(scheduler_config, "config", scheduler_config))
-        self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
         self.schedule = schedule_from_config(self.scheduler_config)
+        # flow schedulers say "flow_prediction" (UniPC) or nothing (FlowMatchEuler)
+        self.prediction_type = (
+            "flow"
+            if self.schedule.kind == "flow"
+            else self.scheduler_config.get("prediction_type", "epsilon")
+        )
 
     # -- what each adapter overrides -------------------------------------------------
     def _unet_forward(
@@ -91,7 +99,7 @@ class VideoDenoiser(nn.Module):
             raise ValueError(f"x_t must be [B, C, F, H, W]; got shape {tuple(x_t.shape)}.")
         B = x_t.shape[0]
         if t.shape != (B,):
-            raise ValueError(f"t must be [B] = [{B}] integer timesteps; got {tuple(t.shape)}.")
+            raise ValueError(f"t must be [B] = [{B}] timesteps; got {tuple(t.shape)}.")
         if text_emb.ndim != 3 or text_emb.shape[0] != B:
             raise ValueError(
                 f"text_emb must be [B, L, D] with B = {B} (one prompt per video); got "
@@ -216,9 +224,58 @@ class AnimateDiffDenoiser(VideoDenoiser):
         )[0]
 
 
+class WanDenoiser(VideoDenoiser):
+    """Wan2.1: ``WanTransformer3DModel`` on latents [B, C, F, h, w] (F = 1 + (frames - 1) / 4
+    for Wan's causal VAE), text embeddings [B, L, D] from UMT5, output v = eps - x0.
+
+    The transformer sees t truncated to an integer, as in a stock ``WanPipeline`` with
+    ``UniPCMultistepScheduler`` (whose timesteps are int64 while its sigmas stay exact).
+    """
+
+    family = "wan"
+
+    def _unet_forward(self, x_t, t, text_emb, timestep_cond):
+        if timestep_cond is not None:
+            raise ValueError("Wan has no guidance embedding: pass timestep_cond=None.")
+        t = t.long() if t.is_floating_point() else t
+        return self.unet(x_t, timestep=t, encoder_hidden_states=text_emb, return_dict=False)[0]
+
+    def encoder_features(self, x_t: Tensor, t: Tensor, text_emb: Tensor) -> list[Tensor]:
+        """Token features after each of the first ``num_feature_blocks`` transformer blocks,
+        each [B, C', F', h', w'] (C' the model width, F' h' w' the patch grid). Gradients
+        flow to x_t. Run it under :func:`mcm.models.disable_adapters` for the teacher."""
+        self._check(x_t, t, text_emb)
+        net = self.unet
+        blocks = list(net.blocks)[: self.num_feature_blocks]
+        p_t, p_h, p_w = net.config.patch_size
+        B, _, F, H, W = x_t.shape
+        grid = (F // p_t, H // p_h, W // p_w)
+        feats: list[Tensor] = []
+
+        def keep(module, args, output):
+            tokens = output[0] if isinstance(output, tuple) else output  # [B, N, C']
+            feats.append(tokens.transpose(1, 2).reshape(B, -1, *grid))
+            if module is blocks[-1]:
+                raise _StopForward
+
+        handles = [b.register_forward_hook(keep) for b in blocks]
+        try:
+            self._unet_forward(x_t.to(self.dtype), t, text_emb.to(self.dtype), None)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return [f.to(x_t.dtype) for f in feats]
+
+    # How many of the transformer's first blocks the latent discriminator reads.
+    num_feature_blocks: int = 2
+
+
 DENOISERS: dict[str, type[VideoDenoiser]] = {
     "modelscope": ModelScopeDenoiser,
     "animatediff": AnimateDiffDenoiser,
+    "wan": WanDenoiser,
 }
 
 

@@ -1,8 +1,9 @@
 """Load a teacher (a diffusers text-to-video pipeline) as the pieces the library uses.
 
 The family is read from ``model_index.json``: ``TextToVideoSDPipeline`` -> ModelScope,
-``AnimateDiffPipeline`` -> AnimateDiff. An SD1.5 ``StableDiffusionPipeline`` becomes an
-AnimateDiff teacher when a ``motion_adapter`` is given. Anything else is a clear error.
+``AnimateDiffPipeline`` -> AnimateDiff, ``WanPipeline`` -> Wan (a flow-matching
+transformer). An SD1.5 ``StableDiffusionPipeline`` becomes an AnimateDiff teacher when a
+``motion_adapter`` is given. Anything else is a clear error.
 
 A model folder is data, not code: the ``[library, class]`` pairs of its ``model_index.json``
 are looked up only in the allow-listed libraries (``ALLOWED_LIBRARIES``; no other module is
@@ -28,19 +29,22 @@ from diffusers import (
     UNet2DConditionModel,
     UNet3DConditionModel,
     UNetMotionModel,
+    WanPipeline,
+    WanTransformer3DModel,
 )
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mcm.errors import InputError
 from mcm.models.denoiser import VideoDenoiser, make_denoiser
 from mcm.models.precision import default_device, resolve_dtype
-from mcm.models.text import TextEncoder
-from mcm.models.vae import VideoVAE
+from mcm.models.text import TextEncoder, UMT5TextEncoder
+from mcm.models.vae import VideoVAE, WanVideoVAE
 from mcm.paths import resolve_teacher
 
 PIPELINE_FAMILIES = {
     "TextToVideoSDPipeline": "modelscope",
     "AnimateDiffPipeline": "animatediff",
+    "WanPipeline": "wan",
 }
 _IMAGE_PIPELINES = ("StableDiffusionPipeline",)
 
@@ -54,6 +58,7 @@ ALLOWED_LIBRARIES = ("diffusers", "transformers", "mcm")
 _MODELS = (ModelMixin, PreTrainedModel)
 _COMPONENT_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "unet": ("model", _MODELS),
+    "transformer": ("model", _MODELS),
     "vae": ("model", _MODELS),
     "text_encoder": ("model", _MODELS),
     "tokenizer": ("tokenizer", (PreTrainedTokenizerBase,)),
@@ -69,7 +74,7 @@ class TeacherBundle:
         denoiser: the UNet behind :class:`VideoDenoiser` (the student once LoRA is attached).
         vae: :class:`VideoVAE`; text_encoder: :class:`TextEncoder` (tokenizer inside).
         scheduler_config: the teacher's scheduler config (dict, with ``_class_name``).
-        family: "modelscope" | "animatediff"; path: where it was loaded from;
+        family: "modelscope" | "animatediff" | "wan"; path: where it was loaded from;
         motion_adapter: the MotionAdapter path used for an SD1.5 base (else None).
     """
 
@@ -117,7 +122,7 @@ def read_model_index(name_or_path: str) -> dict[str, Any]:
 
 
 def detect_family(model_index: dict[str, Any], motion_adapter: str | None = None) -> str:
-    """ "modelscope" or "animatediff" from a pipeline's model_index.json.
+    """ "modelscope", "animatediff" or "wan" from a pipeline's model_index.json.
 
     Raises:
         ValueError: the pipeline is not a supported text-to-video pipeline.
@@ -134,7 +139,7 @@ def detect_family(model_index: dict[str, Any], motion_adapter: str | None = None
         )
     raise InputError(
         f"Unsupported pipeline {name!r}: mcm knows text-to-video pipelines of the types "
-        f"{', '.join(PIPELINE_FAMILIES)} (ModelScopeT2V, AnimateDiff)."
+        f"{', '.join(PIPELINE_FAMILIES)} (ModelScopeT2V, AnimateDiff, Wan2.1)."
     )
 
 
@@ -187,6 +192,7 @@ def component_class(index: dict[str, Any], component: str, index_file: str) -> t
 def _example(component: str) -> str:
     library, name = {
         "unet": ("diffusers", "UNet3DConditionModel"),
+        "transformer": ("diffusers", "WanTransformer3DModel"),
         "vae": ("diffusers", "AutoencoderKL"),
         "text_encoder": ("transformers", "CLIPTextModel"),
         "tokenizer": ("transformers", "CLIPTokenizer"),
@@ -220,12 +226,26 @@ def _load_unet(path: str, family: str, index: dict, motion_adapter: str | None, 
     return unet if dtype == torch.float32 else unet.to(dtype)
 
 
+def _network_component(family: str) -> str:
+    return "transformer" if family == "wan" else "unet"
+
+
+def _load_network(path: str, family: str, index: dict, motion_adapter: str | None, dtype):
+    if family != "wan":
+        return _load_unet(path, family, index, motion_adapter, dtype)
+    name = index.get("transformer", [None, None])[1]
+    if name != "WanTransformer3DModel":
+        raise InputError(f"A WanPipeline needs a WanTransformer3DModel; got {name}.")
+    return WanTransformer3DModel.from_pretrained(path, subfolder="transformer", dtype=dtype)
+
+
 def load_teacher(
     name_or_path: str,
     device: torch.device | str | None = None,
     dtype_policy: str = "auto",
     motion_adapter: str | None = None,
     vae_chunk_size: int = 16,
+    max_sequence_length: int = 512,
 ) -> TeacherBundle:
     """Load a teacher pipeline as a :class:`TeacherBundle` (all parts frozen).
 
@@ -236,7 +256,8 @@ def load_teacher(
         dtype_policy: see :mod:`mcm.models.precision` ("auto": bf16/fp16 on GPU, fp32 on CPU).
         motion_adapter: a MotionAdapter (dir or hub id) to turn an SD1.5 pipeline, or an
             AnimateDiff pipeline saved with a UNet2DConditionModel, into AnimateDiff.
-        vae_chunk_size: frames per VAE call.
+        vae_chunk_size: frames per VAE call (Wan: videos per call).
+        max_sequence_length: Wan's prompt length in tokens (train and sample with one).
 
     Raises:
         FileNotFoundError: no such directory / not a pipeline directory.
@@ -251,8 +272,14 @@ def load_teacher(
     dtype = resolve_dtype(dtype_policy, device)
 
     # every class is checked before any weights are read
-    classes = {name: component_class(index, name, _index_file(path)) for name in _COMPONENT_KINDS}
-    unet = _load_unet(path, family, index, motion_adapter, dtype)
+    network = _network_component(family)
+    names = [
+        n
+        for n in _COMPONENT_KINDS
+        if n in ("vae", "text_encoder", "tokenizer", "scheduler", network)
+    ]
+    classes = {name: component_class(index, name, _index_file(path)) for name in names}
+    unet = _load_network(path, family, index, motion_adapter, dtype)
     vae = classes["vae"].from_pretrained(path, subfolder="vae", dtype=dtype)
     text_model = classes["text_encoder"].from_pretrained(
         path, subfolder="text_encoder", dtype=dtype
@@ -261,10 +288,16 @@ def load_teacher(
     scheduler_config = dict(classes["scheduler"].load_config(path, subfolder="scheduler"))
 
     denoiser = make_denoiser(family, unet.requires_grad_(False), scheduler_config).to(device)
+    if family == "wan":
+        text_encoder = UMT5TextEncoder(tokenizer, text_model, max_sequence_length)
+        video_vae = WanVideoVAE(vae, chunk_size=vae_chunk_size)
+    else:
+        text_encoder = TextEncoder(tokenizer, text_model)
+        video_vae = VideoVAE(vae, chunk_size=vae_chunk_size)
     return TeacherBundle(
         denoiser=denoiser,
-        vae=VideoVAE(vae, chunk_size=vae_chunk_size).to(device),
-        text_encoder=TextEncoder(tokenizer, text_model).to(device),
+        vae=video_vae.to(device),
+        text_encoder=text_encoder.to(device),
         scheduler_config=scheduler_config,
         family=family,
         path=str(path),
@@ -276,7 +309,9 @@ def load_teacher(
 def load_pipeline(
     path: str, family: str, motion_adapter: str | None = None, dtype=torch.float32
 ) -> DiffusionPipeline:
-    """The teacher as a stock diffusers pipeline (TextToVideoSD / AnimateDiff), on CPU."""
+    """The teacher as a stock diffusers pipeline (TextToVideoSD / AnimateDiff / Wan), on CPU."""
+    if family == "wan":
+        return WanPipeline.from_pretrained(path, dtype=dtype)
     if family == "modelscope":
         return TextToVideoSDPipeline.from_pretrained(path, dtype=dtype)
     if motion_adapter is not None:

@@ -45,6 +45,11 @@ DEFAULT_TARGET_MODULES = (
     "upsamplers.0.conv",
     "time_emb_proj",
 )
+# Wan2.1's transformer: self- and cross-attention q/k/v/out and the feed-forward (the
+# modules of the public Wan LoRAs; stock WanPipeline.load_lora_weights loads them).
+FAMILY_TARGET_MODULES = {
+    "wan": ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"),
+}
 # Never targeted, per family (regexes searched in the module name):
 # * ModelScope: the temporal 3-D convs (as the reference).
 # * AnimateDiff: the motion modules' proj_in/proj_out. diffusers 0.42 calls them as
@@ -64,11 +69,11 @@ def lora_target_modules(
     """Full names of the Linear/Conv2d modules that get LoRA.
 
     A module is a target if its name equals a suffix in ``target_modules`` (default
-    :data:`DEFAULT_TARGET_MODULES`) or ends with "." + suffix, and it is not excluded for
+    :data:`DEFAULT_TARGET_MODULES`; Wan: :data:`FAMILY_TARGET_MODULES`) or ends with "." + suffix, and it is not excluded for
     ``family`` (:data:`EXCLUDED_MODULES`). AnimateDiff's motion modules match through their attention,
     projection and feed-forward layers.
     """
-    suffixes = tuple(target_modules or DEFAULT_TARGET_MODULES)
+    suffixes = tuple(target_modules or FAMILY_TARGET_MODULES.get(family, DEFAULT_TARGET_MODULES))
     excluded = [re.compile(p) for p in EXCLUDED_MODULES.get(family, ())]
     names = []
     for name, module in unet.named_modules():

@@ -1,11 +1,17 @@
-"""Text conditioning: CLIP tokenizer + text encoder, frozen.
+"""Text conditioning: a tokenizer + text encoder, frozen.
 
-Encodes exactly as the stock diffusers text-to-video pipelines do (pad to the tokenizer's
-``model_max_length``, truncate, last hidden state), so embeddings made here can be fed to
-a stock pipeline as ``prompt_embeds`` and give the same video.
+Encodes exactly as the stock diffusers text-to-video pipelines do, so embeddings made here
+can be fed to a stock pipeline as ``prompt_embeds`` and give the same video:
+
+* :class:`TextEncoder` (CLIP; ModelScope, AnimateDiff): pad to the tokenizer's
+  ``model_max_length``, truncate, last hidden state.
+* :class:`UMT5TextEncoder` (Wan): pad to ``max_sequence_length`` with an attention mask,
+  last hidden state with the padded positions set to zero (``WanPipeline``'s encoding).
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import Tensor, nn
@@ -70,3 +76,55 @@ class TextEncoder(nn.Module):
         if key not in self._empty_cache:
             self._empty_cache = {key: self([""])}
         return self._empty_cache[key].repeat(batch_size, 1, 1)
+
+
+class UMT5TextEncoder(TextEncoder):
+    """Prompts -> UMT5 embeddings [B, max_sequence_length, D] as ``WanPipeline`` makes them:
+    whitespace collapsed, padded to ``max_sequence_length`` with an attention mask, and the
+    states past each prompt's length zeroed. Wan's cross-attention has no mask, so the
+    length changes the output: train and sample with one ``max_sequence_length`` (stock
+    WanPipeline's default is 512).
+    """
+
+    def __init__(self, tokenizer, text_encoder: nn.Module, max_sequence_length: int = 512):
+        super().__init__(tokenizer, text_encoder)
+        if max_sequence_length < 1:
+            raise ValueError(f"max_sequence_length must be >= 1; got {max_sequence_length}.")
+        self.max_sequence_length = max_sequence_length
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.text_encoder.config.d_model
+
+    @property
+    def max_length(self) -> int:
+        return self.max_sequence_length
+
+    def _states(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Zero-padded states [B, L, D] and the attention mask [B, L]."""
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(
+                "prompts must be a list of strings, e.g. ['a red circle moving left']."
+            )
+        tokens = self.tokenizer(
+            [re.sub(r"\s+", " ", p).strip() for p in prompts],
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        mask = tokens.attention_mask.to(self.device)
+        states = self.text_encoder(tokens.input_ids.to(self.device), mask).last_hidden_state
+        return states * mask.unsqueeze(-1).to(states.dtype), mask
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> Tensor:
+        return self._states(prompts)[0].float()
+
+    @torch.no_grad()
+    def pooled(self, prompts: list[str]) -> Tensor:
+        """The mean of each prompt's token states [B, D] (UMT5 has no pooled output)."""
+        states, mask = self._states(prompts)
+        return (states.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)).float()

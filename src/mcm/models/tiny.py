@@ -1,8 +1,10 @@
 """Tiny, complete text-to-video pipelines built offline from configs (tests, CPU debugging).
 
-Both builders return *stock* diffusers pipeline objects with random weights: a
-``TextToVideoSDPipeline`` (ModelScope layout: UNet3DConditionModel) and an
-``AnimateDiffPipeline`` (UNet2DConditionModel + MotionAdapter -> UNetMotionModel). Each
+The builders return *stock* diffusers pipeline objects with random weights: a
+``TextToVideoSDPipeline`` (ModelScope layout: UNet3DConditionModel), an
+``AnimateDiffPipeline`` (UNet2DConditionModel + MotionAdapter -> UNetMotionModel) and a
+``WanPipeline`` (WanTransformer3DModel, AutoencoderKLWan, UMT5 with the same offline
+tokenizer, a flow UniPC scheduler set up as the released Wan2.1 folders ship it). Each
 builds in well under a second and round-trips through ``save_pretrained`` /
 ``DiffusionPipeline.from_pretrained``.
 
@@ -18,6 +20,7 @@ import torch
 from diffusers import (
     AnimateDiffPipeline,
     AutoencoderKL,
+    AutoencoderKLWan,
     DDIMScheduler,
     MotionAdapter,
     StableDiffusionPipeline,
@@ -25,8 +28,11 @@ from diffusers import (
     UNet2DConditionModel,
     UNet3DConditionModel,
     UNetMotionModel,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, UMT5Config, UMT5EncoderModel
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -232,11 +238,92 @@ def tiny_sd15_pipeline_and_adapter(seed: int = 0):
         return pipe, tiny_motion_adapter()
 
 
-TINY_BUILDERS = {"modelscope": tiny_modelscope_pipeline, "animatediff": tiny_animatediff_pipeline}
+def wan_scheduler(flow_shift: float = 3.0) -> UniPCMultistepScheduler:
+    """The scheduler the released Wan2.1 T2V folders ship: UniPC on flow sigmas
+    (``prediction_type="flow_prediction"``, ``use_flow_sigmas``), flow_shift 3.0 (480p)
+    or 5.0 (720p)."""
+    return UniPCMultistepScheduler(
+        num_train_timesteps=1000,
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=flow_shift,
+        solver_order=2,
+        beta_schedule="linear",
+    )
+
+
+def tiny_wan_transformer(text_dim: int = 32, latent_channels: int = 4) -> WanTransformer3DModel:
+    """A 2-block WanTransformer3DModel (patch (1, 2, 2), 2 heads of 12, ~30k parameters)."""
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        text_dim=text_dim,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+
+
+def tiny_wan_vae(latent_channels: int = 4) -> AutoencoderKLWan:
+    """A tiny AutoencoderKLWan: 8x spatial, 4x causal temporal compression (9 frames of
+    32x32 -> 3 latent frames of 4x4); latents_mean 0, latents_std 1."""
+    return AutoencoderKLWan(
+        base_dim=3,
+        z_dim=latent_channels,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * latent_channels,
+        latents_std=[1.0] * latent_channels,
+    ).eval()
+
+
+def tiny_umt5(tokenizer, d_model: int = 32) -> UMT5EncoderModel:
+    config = UMT5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        num_heads=4,
+        d_ff=2 * d_model,
+        num_layers=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return UMT5EncoderModel(config).eval()
+
+
+def tiny_wan_pipeline(seed: int = 0, flow_shift: float = 3.0) -> WanPipeline:
+    """A stock ``WanPipeline`` with tiny random weights and Wan2.1's scheduler config.
+
+    Sample it with ``max_sequence_length=16`` (its tokenizer's length), 4k + 1 frames and
+    sizes that are multiples of 16.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = build_clip_tokenizer(model_max_length=16)
+        return WanPipeline(
+            tokenizer=tokenizer,
+            text_encoder=tiny_umt5(tokenizer),
+            transformer=tiny_wan_transformer(),
+            vae=tiny_wan_vae(),
+            scheduler=wan_scheduler(flow_shift),
+        )
+
+
+TINY_BUILDERS = {
+    "modelscope": tiny_modelscope_pipeline,
+    "animatediff": tiny_animatediff_pipeline,
+    "wan": tiny_wan_pipeline,
+}
 
 
 def save_tiny_pipeline(family: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Build the tiny pipeline of ``family`` ("modelscope" | "animatediff") and save it.
+    """Build the tiny pipeline of ``family`` ("modelscope" | "animatediff" | "wan") and save it.
 
     Returns the directory, loadable by ``DiffusionPipeline.from_pretrained``.
     """

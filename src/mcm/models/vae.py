@@ -1,8 +1,11 @@
-"""The frozen image VAE applied to videos frame by frame, in chunks.
+"""The frozen VAE of a video model: an image VAE applied frame by frame
+(:class:`VideoVAE`), or Wan's causal video VAE (:class:`WanVideoVAE`).
 
-Pixels are [B, 3, F, H, W] in [-1, 1]; latents are [B, C, F, H/d, W/d] already multiplied
-by the VAE's scaling factor (and shifted by its shift factor where it has one), so the
-diffusion layer never sees unscaled latents.
+Pixels are [B, 3, F, H, W] in [-1, 1]; latents are [B, C, F', H/d, W/d] already normalised
+as the model's pipeline expects (scaling and shift factors; Wan: per-channel mean and
+std), so the diffusion layer never sees raw latents. F' = F for an image VAE; Wan
+compresses time 4x causally: F' = 1 + (F - 1) / 4, the first latent frame encoding the
+first frame alone and each later one four frames.
 """
 
 from __future__ import annotations
@@ -92,3 +95,68 @@ class VideoVAE(nn.Module):
         z = z.to(self.dtype)
         frames = [self.vae.decode(chunk).sample for chunk in z.split(self.chunk_size)]
         return frames_back(torch.cat(frames).float(), latents.shape[0])
+
+
+class WanVideoVAE(VideoVAE):
+    """``AutoencoderKLWan``: whole clips of F = 4k + 1 frames <-> latents [B, z, 1 + k, H/d,
+    W/d], normalised as ``WanPipeline`` does ((z - latents_mean) / latents_std).
+
+    ``chunk_size`` counts videos per VAE call. A single frame (F = 1) encodes to one latent
+    frame: what an image becomes, and what the first latent frame of every video is.
+    """
+
+    temporal_compression = 4
+
+    @property
+    def scaling_factor(self) -> float:
+        return 1.0
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.z_dim)
+
+    @property
+    def downsample(self) -> int:
+        return int(self.vae.config.scale_factor_spatial)
+
+    def _stats(self, ref: Tensor) -> tuple[Tensor, Tensor]:
+        shape = (1, self.latent_channels, 1, 1, 1)
+        mean = torch.tensor(self.vae.config.latents_mean).view(shape)
+        std = torch.tensor(self.vae.config.latents_std).view(shape)
+        return mean.to(ref.device, ref.dtype), std.to(ref.device, ref.dtype)
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a clip of ``num_frames`` = 4k + 1 frames.
+
+        Raises:
+            ValueError: num_frames is not 4k + 1 (Wan's VAE would silently drop frames).
+        """
+        if num_frames < 1 or (num_frames - 1) % self.temporal_compression:
+            raise ValueError(
+                f"Wan's VAE needs clips of 4k + 1 frames (1, 5, 9, ..., 81); got {num_frames}. "
+                "Set data.video.num_frames to one of those."
+            )
+        return 1 + (num_frames - 1) // self.temporal_compression
+
+    @torch.no_grad()
+    def encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"video must be [B, 3, F, H, W]; got shape {tuple(video.shape)}.")
+        self.latent_frames(video.shape[2])
+        latents = []
+        for chunk in video.to(self.vae.device, self.dtype).split(self.chunk_size):
+            dist = self.vae.encode(chunk).latent_dist
+            latents.append(dist.sample(generator) if generator is not None else dist.mode())
+        z = torch.cat(latents).float()
+        mean, std = self._stats(z)
+        return (z - mean) / std
+
+    def decode(self, latents: Tensor) -> Tensor:
+        if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
+            raise ValueError(
+                f"latents must be [B, {self.latent_channels}, F, h, w]; got {tuple(latents.shape)}."
+            )
+        mean, std = self._stats(latents)
+        z = (latents * std + mean).to(self.dtype)
+        videos = [self.vae.decode(chunk).sample for chunk in z.split(self.chunk_size)]
+        return torch.cat(videos).float()
