@@ -98,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-text", action="store_true", help="store latents only (training encodes captions)"
     )
     p.add_argument(
+        "--max-sequence-length",
+        type=count,
+        default=512,
+        help="Wan: prompt tokens (model.max_sequence_length of the training config)",
+    )
+    p.add_argument(
         "--device",
         type=device,
         default=None,
@@ -200,7 +206,9 @@ def _run_cache(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"mcm data cache-latents: mcm.models is not available ({e}).", file=sys.stderr)
         return 2
-    bundle = load_teacher(args.teacher, device=args.device)
+    bundle = load_teacher(
+        args.teacher, device=args.device, max_sequence_length=args.max_sequence_length
+    )
     device = bundle.vae.vae.device
 
     def encode_video(video):

@@ -259,11 +259,15 @@ class WanDenoiser(VideoDenoiser):
                 raise _StopForward
 
         handles = [b.register_forward_hook(keep) for b in blocks]
+        # No activation checkpointing here: the backward would recompute these blocks after
+        # the caller's disable_adapters has ended, i.e. with the LoRA on (another network).
+        checkpointing, net.gradient_checkpointing = net.gradient_checkpointing, False
         try:
             self._unet_forward(x_t.to(self.dtype), t, text_emb.to(self.dtype), None)
         except _StopForward:
             pass
         finally:
+            net.gradient_checkpointing = checkpointing
             for h in handles:
                 h.remove()
         return [f.to(x_t.dtype) for f in feats]

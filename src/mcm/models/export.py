@@ -2,19 +2,24 @@
 
 ``export_student`` writes, under ``out_dir``::
 
-    lora/pytorch_lora_weights.safetensors   diffusers-format LoRA ("unet.<module>.lora_A.weight")
+    lora/pytorch_lora_weights.safetensors   diffusers-format LoRA ("unet.<module>.lora_A.weight";
+                                            Wan: "transformer.<module>...", with peft metadata)
     merged/                                 the full pipeline, LoRA fused, LCMScheduler set up
+                                            (Wan: UniPC on the student's flow grid, order 1)
     mcm_student.json                        what a user needs to sample (scheduler settings,
                                             recommended steps, guidance, LoRA settings)
     aux/<name>.safetensors                  auxiliary modules (e.g. the learnable motion head)
 
 The LoRA scale alpha / rank is folded into the B matrices, so every loader that assumes
 alpha = rank (the diffusers convention when no alphas are stored) gets the right scale.
+A Wan LoRA keeps alpha and carries its adapter config as metadata instead, which stock
+``WanPipeline.load_lora_weights`` reads (without it, it would load at scale 1).
 
 Loading (no mcm code needed for the merged folder)::
 
-    DiffusionPipeline.from_pretrained("out/merged")               # either family
+    DiffusionPipeline.from_pretrained("out/merged")               # any family
     AnimateDiffPipeline(...).load_lora_weights("out/lora")         # AnimateDiff, stock
+    WanPipeline(...).load_lora_weights("out/lora")                 # Wan, stock (+ the scheduler)
     mcm.models.load_student_lora(pipe, "out/lora")                 # ModelScope (and AnimateDiff)
 
 diffusers 0.42 cannot load LoRA into ``UNet3DConditionModel`` (no PEFT mixin), hence
@@ -29,11 +34,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, LCMScheduler, UNet3DConditionModel, UNetMotionModel
+from diffusers import (
+    DiffusionPipeline,
+    LCMScheduler,
+    UNet3DConditionModel,
+    UNetMotionModel,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
+)
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from mcm.diffusion import consistency_timesteps
+from mcm.diffusion import consistency_timesteps, flow_sigmas
 from mcm.errors import InputError
 from mcm.models.loading import detect_family, load_pipeline, read_model_index
 from mcm.models.lora import fuse_lora
@@ -99,6 +112,53 @@ def lcm_scheduler(base_config: dict[str, Any], sampling: dict[str, Any]) -> LCMS
     )
 
 
+def flow_student_scheduler(
+    base_config: dict[str, Any], sampling: dict[str, Any]
+) -> UniPCMultistepScheduler:
+    """The stock scheduler that samples a flow-matching student exactly as it was trained:
+    UniPC on the teacher's shifted flow sigmas (``flow_sigmas``: 2 steps at shift 5 ->
+    [1, .834, 0], no wasted step near sigma 0), order 1 with the corrector off, i.e. the
+    deterministic Euler step, which draws no noise (WanPipeline never passes its generator
+    to ``scheduler.step``)."""
+    n_max = int(sampling["original_inference_steps"])
+    return UniPCMultistepScheduler.from_config(
+        {k: v for k, v in base_config.items() if k != "_class_name"},
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=float(sampling["flow_shift"]),
+        solver_order=1,
+        disable_corrector=list(range(max(n_max, 8) + 1)),
+        final_sigmas_type="zero",
+    )
+
+
+def student_scheduler(family: str, base_config: dict[str, Any], sampling: dict[str, Any]):
+    """The exported student's scheduler: LCM for the UNet families, flow UniPC for Wan."""
+    if family == "wan":
+        return flow_student_scheduler(base_config, sampling)
+    return lcm_scheduler(base_config, sampling)
+
+
+def _save_wan_lora(lora: dict[str, Tensor], alpha: float, lora_dir: Path) -> None:
+    """The LoRA as stock ``WanPipeline.save_lora_weights`` writes it, with the adapter
+    config (rank, alpha, target modules) as metadata so stock loaders apply alpha / rank."""
+    modules = sorted({k.split(".lora_")[0] for k in lora})
+    metadata = {
+        "r": lora_rank(lora),
+        "lora_alpha": float(alpha),
+        "target_modules": modules,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "use_dora": False,
+    }
+    WanPipeline.save_lora_weights(
+        lora_dir,
+        transformer_lora_layers={k: v.float().cpu().contiguous() for k, v in lora.items()},
+        transformer_lora_adapter_metadata=metadata,
+        weight_name=LORA_WEIGHT_NAME,
+    )
+
+
 def diffusers_lora_state_dict(lora: dict[str, Tensor], alpha: float) -> dict[str, Tensor]:
     """Our LoRA weights -> diffusers' format: "unet." prefix, alpha / rank folded into B."""
     scale = float(alpha) / lora_rank(lora)
@@ -109,6 +169,8 @@ def diffusers_lora_state_dict(lora: dict[str, Tensor], alpha: float) -> dict[str
 
 
 def pipeline_family(pipe) -> str:
+    if isinstance(getattr(pipe, "transformer", None), WanTransformer3DModel):
+        return "wan"
     unet = getattr(pipe, "unet", None)
     if isinstance(unet, UNet3DConditionModel):
         return "modelscope"
@@ -116,7 +178,7 @@ def pipeline_family(pipe) -> str:
         return "animatediff"
     raise InputError(
         f"{type(pipe).__name__} with a {type(unet).__name__} is not a supported video "
-        "pipeline (need UNet3DConditionModel or UNetMotionModel)."
+        "pipeline (need UNet3DConditionModel, UNetMotionModel or WanTransformer3DModel)."
     )
 
 
@@ -175,64 +237,99 @@ def export_lora(
         "timestep_scaling": float(settings["timestep_scaling"]),
         "original_inference_steps": int(settings["original_inference_steps"]),
     }
-    save_file(
-        diffusers_lora_state_dict(lora, alpha),
-        str(out_dir / "lora" / LORA_WEIGHT_NAME),
-        metadata={
-            "format": "pt",
-            "mcm_family": family,
-            "lora_rank": str(rank),
-            "lora_alpha": str(rank),  # alpha / rank is folded into lora_B
-            "mcm_scheduler": json.dumps(scheduler_meta),
-        },
-    )
+    if family == "wan":
+        _save_wan_lora(lora, alpha, out_dir / "lora")
+    else:
+        save_file(
+            diffusers_lora_state_dict(lora, alpha),
+            str(out_dir / "lora" / LORA_WEIGHT_NAME),
+            metadata={
+                "format": "pt",
+                "mcm_family": family,
+                "lora_rank": str(rank),
+                "lora_alpha": str(rank),  # alpha / rank is folded into lora_B
+                "mcm_scheduler": json.dumps(scheduler_meta),
+            },
+        )
 
-    # 2. The merged pipeline: teacher in fp32 + LoRA fused + LCMScheduler.
+    # 2. The merged pipeline: teacher in fp32 + LoRA fused + the student's scheduler.
     pipe = load_pipeline(path, family, motion_adapter, dtype=torch.float32)
-    attach_lora_from_state_dict(pipe.unet, lora, alpha=alpha)
-    fuse_lora(pipe.unet)
+    network = pipe.transformer if family == "wan" else pipe.unet
+    attach_lora_from_state_dict(network, lora, alpha=alpha)
+    fuse_lora(network)
     if family == "animatediff" and getattr(pipe, "motion_adapter", None) is not None:
         # Keep the saved motion adapter consistent with the fused UNet's motion modules.
         motion = {k: v for k, v in pipe.unet.state_dict().items() if "motion_modules" in k}
         pipe.motion_adapter.load_state_dict(motion)
     base_scheduler_config = dict(pipe.scheduler.config)
-    pipe.scheduler = lcm_scheduler(base_scheduler_config, settings)
+    pipe.scheduler = student_scheduler(family, base_scheduler_config, settings)
     pipe.save_pretrained(out_dir / "merged", safe_serialization=True)
 
     # 3. Auxiliary modules and the sampling card.
     aux = _save_aux(extra_modules or {}, out_dir / "aux") if extra_modules else []
     n_train = int(base_scheduler_config.get("num_train_timesteps", 1000))
+    if family == "wan":  # the grid's t = sigma T (the network sees them truncated)
+        scheduler_card = {
+            "_class_name": "UniPCMultistepScheduler",
+            "flow_shift": float(settings["flow_shift"]),
+            "solver_order": 1,
+            "corrector": False,
+        }
+        shift = float(settings["flow_shift"])
+        grids = {
+            str(n): flow_sigmas(int(n), shift, n_train).tolist()
+            for n in settings["recommended_steps"]
+        }
+    else:
+        scheduler_card = {"_class_name": "LCMScheduler", **scheduler_meta}
+        n_orig = int(settings["original_inference_steps"])
+        grids = {
+            str(n): consistency_timesteps(int(n), n_train, n_orig).tolist()
+            for n in settings["recommended_steps"]
+        }
     card = {
         "family": family,
         "pipeline_class": type(pipe).__name__,
         "teacher": str(teacher),
         "motion_adapter": motion_adapter,
-        "scheduler": {"_class_name": "LCMScheduler", **scheduler_meta},
+        "scheduler": scheduler_card,
         "sampling": settings,
-        "timesteps": {
-            str(n): consistency_timesteps(
-                int(n), n_train, int(settings["original_inference_steps"])
-            ).tolist()
-            for n in settings["recommended_steps"]
-        },
+        "timesteps": grids,
         "lora": {
             "file": f"lora/{LORA_WEIGHT_NAME}",
             "rank": rank,
             "alpha": alpha,
-            "alpha_folded_into_lora_B": True,
+            "alpha_folded_into_lora_B": family != "wan",
             "modules": len({k.split(".lora_")[0] for k in lora}),
         },
         "merged": "merged",
         "aux_modules": {name: f"aux/{name}.safetensors" for name in aux},
-        "usage": {
-            "merged": "DiffusionPipeline.from_pretrained('<out>/merged')(prompt, "
-            "num_inference_steps=4, guidance_scale=1.0)",
-            "lora": "mcm.models.load_student_lora(pipe, '<out>/lora')"
-            + (" or pipe.load_lora_weights('<out>/lora')" if family == "animatediff" else ""),
-        },
+        "usage": _usage(family, settings),
     }
     (out_dir / STUDENT_JSON).write_text(json.dumps(card, indent=2) + "\n")
     return out_dir
+
+
+def _usage(family: str, settings: dict[str, Any]) -> dict[str, str]:
+    call = "num_inference_steps=4, guidance_scale=1.0"
+    if family == "wan":
+        call += (
+            f", height={settings['height']}, width={settings['width']}, "
+            f"num_frames={settings['num_frames']}, "
+            f"max_sequence_length={settings['max_sequence_length']}"
+        )
+    lora = "mcm.models.load_student_lora(pipe, '<out>/lora')"
+    if family == "animatediff":
+        lora += " or pipe.load_lora_weights('<out>/lora')"
+    if family == "wan":
+        lora = (
+            "pipe.load_lora_weights('<out>/lora'); pipe.scheduler = "
+            "UniPCMultistepScheduler.from_pretrained('<out>/merged', subfolder='scheduler')"
+        )
+    return {
+        "merged": f"DiffusionPipeline.from_pretrained('<out>/merged')(prompt, {call})",
+        "lora": lora,
+    }
 
 
 def export_student(
@@ -279,8 +376,13 @@ def load_student_lora(pipe, lora: str | Path, fuse: bool = False, set_scheduler:
     Raises:
         ValueError: the LoRA was made for the other family or does not fit the UNet.
     """
-    weights, meta = read_lora(lora)
     family = pipeline_family(pipe)
+    if family == "wan":  # a stock LoRA file: its adapter metadata gives the scale
+        raise InputError(
+            "Load a Wan student's LoRA with stock diffusers: pipe.load_lora_weights('<out>/lora') "
+            "and the scheduler of '<out>/merged' (see mcm_student.json's usage)."
+        )
+    weights, meta = read_lora(lora)
     check_lora_family(meta, weights, family)
     modules = dict(pipe.unet.named_modules())
     absent = sorted({k.split(".lora_")[0] for k in weights} - set(modules))

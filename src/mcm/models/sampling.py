@@ -1,5 +1,8 @@
 """Sampling videos from a teacher (guided DDIM) or a distilled student (multistep
-consistency), with the same arithmetic and noise draws as stock diffusers.
+consistency), with the same arithmetic and noise draws as stock diffusers. On a
+flow-matching teacher (Wan) both samplers step deterministically over the shifted sigma
+grid (:func:`~mcm.diffusion.sample_flow`; the student as stock ``WanPipeline`` samples it
+with the exported UniPC scheduler).
 
 Both samplers take a loaded bundle (:func:`mcm.models.load_teacher`) and prompts and return
 pixels ``[B, 3, F, H, W]`` in ``[-1, 1]`` (or the latents, ``output_type="latent"``). The
@@ -19,8 +22,10 @@ from mcm.diffusion import (
     cfg_guidance,
     consistency_timesteps,
     ddim_timesteps,
+    flow_sigmas,
     sample_consistency,
     sample_ddim,
+    sample_flow,
 )
 from mcm.models.denoiser import VideoDenoiser
 
@@ -30,17 +35,23 @@ OUTPUT_TYPES = ("pt", "latent")
 def latent_shape(
     bundle, batch_size: int, num_frames: int | None, height: int | None, width: int | None
 ):
-    """[B, C, F, h, w] of the initial noise for the teacher in ``bundle``."""
+    """[B, C, F', h, w] of the initial noise for the teacher in ``bundle`` (F' = F, or
+    Wan's 1 + (F - 1) / 4 latent frames; Wan's defaults are its 480x832x81)."""
     vae, unet = bundle.vae, bundle.denoiser.unet
     d = vae.downsample
-    sample = unet.config.sample_size
-    sample = sample[0] if isinstance(sample, list | tuple) else sample
-    height, width = height or sample * d, width or sample * d
+    if bundle.family == "wan":
+        height, width, num_frames = height or 480, width or 832, num_frames or 81
+    else:
+        sample = unet.config.sample_size
+        sample = sample[0] if isinstance(sample, list | tuple) else sample
+        height, width = height or sample * d, width or sample * d
     if height % d or width % d:
         raise ValueError(
             f"height and width must be multiples of the VAE downsampling ({d}); got {height}x{width}."
         )
     frames = num_frames or getattr(bundle, "num_frames", None) or 16
+    if hasattr(vae, "latent_frames"):
+        frames = vae.latent_frames(frames)
     return (batch_size, unet.config.in_channels, frames, height // d, width // d)
 
 
@@ -83,16 +94,14 @@ def sample_teacher(
     width: int | None = None,
     output_type: str = "pt",
 ) -> Tensor:
-    """Guided DDIM sampling (eta = 0, Imagen-form CFG with scale g; 2 NFE per step when g > 1)."""
+    """Guided DDIM sampling (eta = 0, Imagen-form CFG with scale g; 2 NFE per step when
+    g > 1); on a flow-matching teacher the Euler steps of :func:`flow_sigmas`'s grid."""
     den, text = bundle.denoiser, bundle.text_encoder
     T = den.schedule.num_train_timesteps
     _check(prompts, steps, T, output_type)
     noise, _ = _noise(bundle, len(prompts), seed, num_frames, height, width)
     cond = text(prompts)
     uncond = text.empty(len(prompts))
-    spacing = bundle.scheduler_config.get("timestep_spacing", "leading")
-    offset = bundle.scheduler_config.get("steps_offset", 0)
-    timesteps = ddim_timesteps(steps, T, spacing, offset)
 
     def denoiser(x, t):
         if guidance_scale <= 1.0:
@@ -103,7 +112,14 @@ def sample_teacher(
         (x0_c, x0_u), (eps_c, eps_u) = x0.chunk(2), eps.chunk(2)
         return cfg_guidance(x0_c, x0_u, guidance_scale), cfg_guidance(eps_c, eps_u, guidance_scale)
 
-    latents = sample_ddim(denoiser, noise, den.schedule, timesteps, T)
+    if den.schedule.kind == "flow":
+        timesteps = flow_sigmas(steps, den.schedule.shift, T)
+        latents = sample_flow(denoiser, noise, den.schedule, timesteps)
+    else:
+        spacing = bundle.scheduler_config.get("timestep_spacing", "leading")
+        offset = bundle.scheduler_config.get("steps_offset", 0)
+        timesteps = ddim_timesteps(steps, T, spacing, offset)
+        latents = sample_ddim(denoiser, noise, den.schedule, timesteps, T)
     return _output(bundle, latents, output_type)
 
 
@@ -121,6 +137,10 @@ def student_latents(
 ) -> Tensor:
     """n-step consistency sample [B, C, F, h, w] of a (distilled) denoiser, no CFG.
 
+    On a flow-matching schedule the steps are deterministic Euler steps over
+    ``flow_sigmas(n, shift)`` (stock: UniPC, order 1, no corrector) and ``generator``,
+    ``timestep_scaling``, ``sigma_data`` are unused.
+
     Args:
         denoiser: the student; text_emb: [B, L, D]; noise: x_T [B, C, F, h, w].
         num_inference_steps: n (timesteps as LCMScheduler on the original grid).
@@ -130,6 +150,15 @@ def student_latents(
         timestep_cond: optional [B, d] (e.g. a guidance-scale embedding).
     """
     B = noise.shape[0]
+    schedule = denoiser.schedule
+    if schedule.kind == "flow":
+        timesteps = flow_sigmas(num_inference_steps, schedule.shift, schedule.num_train_timesteps)
+        return sample_flow(
+            lambda x, t: denoiser.predict_x0_eps(x, t, text_emb, timestep_cond),
+            noise,
+            schedule,
+            timesteps,
+        )
     timesteps = consistency_timesteps(
         num_inference_steps, denoiser.schedule.num_train_timesteps, original_inference_steps
     )

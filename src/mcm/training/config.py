@@ -58,7 +58,8 @@ class ModelConfig:
     frozen_dtype: Literal[FROZEN_DTYPES] = (
         "auto"  # dtype of frozen parts: auto (bf16 on GPU, fp32 on CPU), fp32, fp16, bf16
     )
-    vae_chunk_size: PositiveInt = 8  # frames per VAE encode/decode call
+    vae_chunk_size: PositiveInt = 8  # frames per VAE encode/decode call (Wan: videos per call)
+    max_sequence_length: PositiveInt = 512  # Wan: prompt tokens (its cross-attention has no mask)
 
 
 @config_dataclass
@@ -333,9 +334,15 @@ def check_train_inputs(cfg: TrainConfig, resume: str | None = None) -> None:
     if resume and (resume != "latest" or ckpt.list_checkpoints(cfg.output_dir)):
         check_resume_config(cfg, ckpt.resume_candidates(cfg.output_dir, resume)[0])
     try:
-        detect_family(read_model_index(resolve_teacher(cfg.model.teacher)))
+        family = detect_family(read_model_index(resolve_teacher(cfg.model.teacher)))
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"model.teacher: {e}") from None
+    frames = cfg.data.video.num_frames
+    if family == "wan" and (frames - 1) % 4:
+        raise ConfigError(
+            f"data.video.num_frames: {frames} frames do not fit Wan's causal VAE, which takes "
+            "4k + 1 frames; use 9, 17, ..., 81 (Wan2.1's default)."
+        )
     cache = cfg.data.video.latent_cache
     if cache is not None and not Path(cache).is_dir():
         raise ConfigError(

@@ -28,9 +28,9 @@ from torch import Tensor
 from mcm.adversarial import LatentUNetBackbone, hinge_d_loss, hinge_g_loss
 from mcm.diffusion import (
     add_noise,
-    consistency_output,
-    consistency_scalings,
+    consistency_function,
     ddim_step,
+    flow_grid,
     guidance_scale_embedding,
     lcm_guidance,
     skipping_step_grid,
@@ -52,7 +52,9 @@ class MCMConfig:
     """Hyperparameters of the method (defaults: the paper's reference recipe). Validated when
     made (mcm.schema): each annotation is the field's range or choices."""
 
-    num_ode_steps: PositiveInt = 50  # N: skipping-step DDIM grid over the teacher's T timesteps
+    # N: skipping-step DDIM grid over the teacher's T timesteps; on a flow-matching teacher
+    # the N-step shifted sigma grid, which holds the n-step sampling grids for n dividing N
+    num_ode_steps: PositiveInt = 50
     w_min: NonNegativeFloat = 5.0  # guidance scale w ~ U[w_min, w_max], LCM form
     w_max: NonNegativeFloat = 15.0
     w_embedding_dim: NonNegativeInt = (
@@ -71,6 +73,10 @@ class MCMConfig:
     )
     mixed_trajectories: bool = True  # only meaningful with a discriminator
     frames_per_video: PositiveInt = 2  # fake frames per generated video for the discriminator
+    # which latent frames the discriminator sees: "random" ones, or only the "first" (Wan:
+    # the frame its causal VAE encodes alone, as it encodes an image); "auto": first for
+    # a causal video VAE, else random
+    fake_frames: Literal["auto", "random", "first"] = "auto"
     target: Literal["online", "ema"] = (
         "online"  # "online" (student under no_grad) or "ema" (EMA of the LoRA)
     )
@@ -164,21 +170,31 @@ class MCMDistiller:
         self.target_ema = target_ema
         self.schedule = student.schedule
         T = self.schedule.num_train_timesteps
-        self.grid, self.grid_prev = skipping_step_grid(T, cfg.num_ode_steps)
+        if self.schedule.kind == "flow":
+            self.grid, self.grid_prev = flow_grid(cfg.num_ode_steps, self.schedule.shift, T)
+            self.top = float(self.grid[-1])  # the student samples from pure noise here
+        else:
+            self.grid, self.grid_prev = skipping_step_grid(T, cfg.num_ode_steps)
+            self.top = T - 1
+        self.first_frame_only = cfg.fake_frames == "first" or (
+            cfg.fake_frames == "auto" and getattr(student, "family", "") == "wan"
+        )
 
     # -- randomness ---------------------------------------------------------------------
     def sample_draws(self, latents: Tensor, generator: torch.Generator) -> Draws:
         """Draw everything random for one step from ``generator`` (on the CPU)."""
         B, C, Fr = latents.shape[:3]
         cfg = self.cfg
-        k = min(cfg.frames_per_video, Fr)
+        k = 1 if self.first_frame_only else min(cfg.frames_per_video, Fr)
         return Draws(
             index=torch.randint(0, cfg.num_ode_steps, (B,), generator=generator),
             noise=torch.randn(latents.shape, generator=generator),
             w=cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(B, generator=generator),
             use_real=bool(torch.rand((), generator=generator) < cfg.lambda_real),
             start_noise=torch.randn(latents.shape, generator=generator),
-            frame_index=torch.randperm(Fr, generator=generator)[:k].sort().values,
+            frame_index=torch.randperm(1 if self.first_frame_only else Fr, generator=generator)[:k]
+            .sort()
+            .values,
             seed=int(torch.randint(0, 2**31 - 1, (), generator=generator)),
         )
 
@@ -194,23 +210,27 @@ class MCMDistiller:
         return contextlib.nullcontext(self.student)
 
     def _consistency(self, net, x: Tensor, t: Tensor, emb: Tensor, tcond: Tensor | None) -> Tensor:
-        """f(x, t) = c_skip(t) x + c_out(t) x0(x, t) for one network. [B, C, F, h, w]."""
+        """f(x, t) = c_skip(t) x + c_out(t) x0(x, t) for one network (flow: x0(x, t)).
+        [B, C, F, h, w]."""
         x0, _ = net.predict_x0_eps(x, t, emb, timestep_cond=tcond)
-        c_skip, c_out = consistency_scalings(t, self.cfg.sigma_data, self.cfg.timestep_scaling)
-        return consistency_output(x, x0, c_skip.to(x.device), c_out.to(x.device))
+        cfg = self.cfg
+        return consistency_function(x, x0, t, self.schedule, cfg.sigma_data, cfg.timestep_scaling)
 
     @torch.no_grad()
     def student_sample(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:
-        """The student's one-step sample f(x_T, T-1) (no grad, no CFG): [B, C, F, h, w]."""
-        T = self.schedule.num_train_timesteps
-        t = torch.full((start_noise.shape[0],), T - 1, dtype=torch.long, device=start_noise.device)
+        """The student's one-step sample f(x_T, T-1) (flow: at the grid's top; no grad, no
+        CFG): [B, C, F, h, w]."""
+        t = torch.full((start_noise.shape[0],), self.top, dtype=self.grid.dtype)
+        t = t.to(start_noise.device)
         return self._consistency(self.student, start_noise, t, text_emb, tcond)
 
     @torch.no_grad()
     def teacher_ddim_step(
         self, x: Tensor, t: Tensor, t_prev: Tensor, batch: DistillBatch, w: Tensor
     ) -> Tensor:
-        """One guided DDIM step of the teacher from t_{n+k} to t_n (LCM-form CFG on x0 and eps).
+        """One guided DDIM step of the teacher from t_{n+k} to t_n (LCM-form CFG on x0 and eps;
+        on a flow schedule the Euler step with v_u + (1 + w)(v_c - v_u): the guidance is
+        baked into the target, and the student samples with guidance 1).
 
         Conditional and unconditional predictions come from one batched call.
         """
@@ -249,7 +269,7 @@ class MCMDistiller:
         noise = draws.noise.to(dev, z0.dtype)
         x_t = add_noise(self.schedule, z0, noise, t)
         if cfg.pure_noise_at_top:
-            top = (t == self.schedule.num_train_timesteps - 1).view(-1, *[1] * (z0.ndim - 1))
+            top = (t == self.top).view(-1, *[1] * (z0.ndim - 1))
             x_t = torch.where(top, noise, x_t)
 
         # 7. teacher DDIM step to t_n;  8. target y = f_target(x_{t_n}, t_n) (no grad). Before

@@ -91,7 +91,11 @@ class DistillRecipe(Trainer):
         # 1. The teacher, and the student: the teacher with LoRA (adapters off = teacher).
         device, m = acc.device, cfg.model
         self.bundle = load_teacher(
-            m.teacher, device=device, dtype_policy=m.frozen_dtype, vae_chunk_size=m.vae_chunk_size
+            m.teacher,
+            device=device,
+            dtype_policy=m.frozen_dtype,
+            vae_chunk_size=m.vae_chunk_size,
+            max_sequence_length=m.max_sequence_length,
         )
         student = self.bundle.denoiser
         attach_lora(
@@ -112,7 +116,9 @@ class DistillRecipe(Trainer):
             log.info("FSDP: %d UNet units sharded over %d ranks.", n, acc.num_processes)
         teacher_model = None
         if m.separate_teacher:
-            teacher_model = load_teacher(m.teacher, device=device, dtype_policy=m.frozen_dtype)
+            teacher_model = load_teacher(
+                m.teacher, device, m.frozen_dtype, max_sequence_length=m.max_sequence_length
+            )
             teacher_model = teacher_model.denoiser.requires_grad_(False).eval()
             if self.fsdp is not None:
                 self.fsdp_units += shard_unet(teacher_model.unet, self.fsdp, device)
@@ -185,7 +191,7 @@ class DistillRecipe(Trainer):
                 student,
                 (d.latent_t_min, d.latent_t_max),
                 self.bundle.text_encoder.empty(1).to(self.accelerator.device),
-                student.unet.config.sample_size,
+                min(self._clip_size()) // self.bundle.vae.downsample,
             )
         else:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
@@ -197,6 +203,11 @@ class DistillRecipe(Trainer):
             conditional=d.conditional,
         )
         return disc.to(self.accelerator.device)
+
+    def _clip_size(self) -> tuple[int, int]:
+        """(height, width) of the training clips in pixels."""
+        r = self.cfg.data.video.resolution
+        return (r, r) if isinstance(r, int) else tuple(r)
 
     def _decode_frames(self, frames):
         """Latent frames [N, C, h, w] -> what the discriminator sees (decoded with gradient
@@ -217,9 +228,10 @@ class DistillRecipe(Trainer):
         )
         self.image_loader = None
         if cfg.data.images is not None and self.discriminator is not None:
+            per_video = 1 if self.distiller.first_frame_only else cfg.method.frames_per_video
             self.image_loader = build_image_loader(
                 cfg.data.images,
-                batch_size=cfg.train.batch_size * cfg.method.frames_per_video,
+                batch_size=cfg.train.batch_size * per_video,
                 seed=cfg.train.seed,
                 rank=acc.process_index,
                 world_size=acc.num_processes,
@@ -259,6 +271,10 @@ class DistillRecipe(Trainer):
             real, real_captions = images["image"].to(dev), list(images["caption"])
             if self.cfg.discriminator.backbone == "latent":
                 real = vae.encode(real[:, :, None])[:, :, 0]
+        elif self.distiller.first_frame_only:  # Wan: the first frame of each clip
+            real = latents[:, :, 0]
+            if self.cfg.discriminator.backbone != "latent":
+                real = raw["video"][:, :, 0].to(dev)
         else:  # one frame from each half of every clip
             clips = latents if self.cfg.discriminator.backbone == "latent" else raw["video"].to(dev)
             real = real_frames_from_clips(clips, self.generator)
@@ -381,6 +397,10 @@ class DistillRecipe(Trainer):
             return
         t = cfg.train
         sample = {"seed": t.validation_seed, "num_frames": t.validation_frames}
+        if self.bundle.family == "wan":  # no default size in a transformer's config
+            height, width = self._clip_size()
+            frames = t.validation_frames or cfg.data.video.num_frames
+            sample.update(num_frames=frames, height=height, width=width)
         for steps in t.validation_steps:
             videos = sample_student(
                 self.bundle,
@@ -434,6 +454,14 @@ class DistillRecipe(Trainer):
             "guidance_scale": 1.0,
             "num_frames": self.cfg.data.video.num_frames,
         }
+        if self.bundle.family == "wan":
+            height, width = self._clip_size()
+            sampling.update(
+                height=height,
+                width=width,
+                max_sequence_length=self.cfg.model.max_sequence_length,
+                flow_shift=self.bundle.denoiser.schedule.shift,
+            )
         return ckpt.write_directory(
             self.out / "export",
             lambda tmp: export_student(

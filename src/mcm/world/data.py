@@ -14,6 +14,7 @@ from pathlib import Path
 from mcm.errors import InputError
 from mcm.world.domains import DOMAINS
 from mcm.world.render import render_domain
+from mcm.world.scenes import DEFAULT_FRAMES
 
 WORLD_PREFIX = "world:"
 DEFAULT_COUNTS = {"lowq_video": 2000, "clean_video": 500, "hq_image": 2000, "style_image": 2000}
@@ -37,19 +38,23 @@ def parse_world_source(spec: str) -> tuple[str, int]:
     return domain, int(parts[1])
 
 
-def world_source(spec: str, seed: int = 0) -> str:
-    """``world:<domain>[:<count>]`` -> a folder holding that many rendered samples."""
+def world_source(spec: str, seed: int = 0, num_frames: int = DEFAULT_FRAMES) -> str:
+    """``world:<domain>[:<count>]`` -> a folder holding that many rendered samples, clips of
+    ``num_frames`` frames (the world's 8 by default; Wan teachers take 4k + 1, e.g. 9)."""
     domain, count = parse_world_source(spec)
-    out = cache_dir() / "world-data" / f"{domain}-n{count}-seed{seed}"
+    frames = "" if num_frames == DEFAULT_FRAMES else f"-f{num_frames}"
+    out = cache_dir() / "world-data" / f"{domain}-n{count}-seed{seed}{frames}"
     done = out / ".complete"
     if not done.exists():
-        render_domain(domain, out, count=count, seed=seed)
+        render_domain(domain, out, count=count, seed=seed, num_frames=num_frames)
         done.write_text("ok\n")
     return str(out)
 
 
 def resolve_world_sources(cfg) -> None:
-    """Replace ``world:...`` sources of a TrainConfig's data section by rendered folders."""
+    """Replace ``world:...`` sources of a TrainConfig's data section by rendered folders
+    (clips with more frames than the world's 8 when ``data.video.num_frames`` asks for them)."""
     for section in (cfg.data.video, cfg.data.images):
         if section is not None and section.source.startswith(WORLD_PREFIX):
-            section.source = world_source(section.source)
+            frames = getattr(section, "num_frames", DEFAULT_FRAMES)
+            section.source = world_source(section.source, num_frames=max(frames, DEFAULT_FRAMES))
