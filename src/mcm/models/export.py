@@ -46,7 +46,7 @@ from diffusers import (
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from mcm.diffusion import consistency_timesteps, flow_sigmas
+from mcm.diffusion import consistency_timesteps, flow_sigmas, schedule_from_config
 from mcm.errors import InputError
 from mcm.models.loading import detect_family, load_pipeline, read_model_index
 from mcm.models.lora import fuse_lora
@@ -262,6 +262,10 @@ def export_lora(
         motion = {k: v for k, v in pipe.unet.state_dict().items() if "motion_modules" in k}
         pipe.motion_adapter.load_state_dict(motion)
     base_scheduler_config = dict(pipe.scheduler.config)
+    if family == "wan":  # the teacher's shift, and Wan's default call where not given
+        shift = schedule_from_config(pipe.scheduler).shift
+        settings = {"height": 480, "width": 832, "max_sequence_length": 512, **settings}
+        settings.setdefault("flow_shift", shift)
     pipe.scheduler = student_scheduler(family, base_scheduler_config, settings)
     pipe.save_pretrained(out_dir / "merged", safe_serialization=True)
 
