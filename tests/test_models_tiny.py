@@ -81,4 +81,4 @@ def test_tiny_builders_are_seeded_and_leave_global_rng_alone():
 
 def test_save_tiny_pipeline_rejects_unknown_family(tmp_path):
     with pytest.raises(ValueError, match="modelscope"):
-        save_tiny_pipeline("wan", tmp_path)
+        save_tiny_pipeline("cogvideox", tmp_path)

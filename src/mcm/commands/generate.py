@@ -44,6 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--frames", type=count, default=None, help="frames per video (default: the model's)"
     )
+    p.add_argument(
+        "--size",
+        type=count,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        default=None,
+        help="video size in pixels (default: the model's; Wan: what the student was trained at)",
+    )
     p.add_argument("--seed", type=non_negative, default=0)
     p.add_argument("--fps", type=count, default=8)
     p.add_argument(
@@ -119,6 +127,10 @@ def generate(args, prompts: list[str]):
         grid = info.get("original_inference_steps", 50)
         if not 1 <= steps <= grid:
             raise InputError(f"--steps must be in 1..{grid} for this student; got {steps}.")
+        # Wan: the size and prompt length the student was trained at (mcm_student.json)
+        call = {k: info[k] for k in ("height", "width", "max_sequence_length") if k in info}
+        if args.size:
+            call.update(height=args.size[0], width=args.size[1])
         out = pipe(
             prompts,
             num_inference_steps=steps,
@@ -126,6 +138,7 @@ def generate(args, prompts: list[str]):
             num_frames=info.get("num_frames", 16) if args.frames is None else args.frames,
             generator=torch.Generator().manual_seed(args.seed),
             output_type="pt",
+            **call,
         )
         return pipeline_video(out)
     from mcm.models import load_teacher
@@ -140,4 +153,6 @@ def generate(args, prompts: list[str]):
         guidance_scale=args.guidance if args.guidance is not None else 9.0,
         seed=args.seed,
         num_frames=args.frames,
+        height=args.size[0] if args.size else None,
+        width=args.size[1] if args.size else None,
     )

@@ -3,7 +3,8 @@
 * :class:`VideoDenoiser` (+ ModelScope and AnimateDiff adapters), :class:`TextEncoder`,
   :class:`VideoVAE`, :func:`load_teacher` -> :class:`TeacherBundle`.
 * LoRA: :func:`attach_lora`, :func:`disable_adapters` (the teacher), :func:`lora_parameters`, :func:`lora_state_dict`, :func:`save_lora`, :func:`read_lora`.
-* Export: :func:`export_student`, :func:`load_student_lora`, :func:`load_student_pipeline`.
+* Export: :func:`export_student`; loading an export: :func:`load_student_lora`,
+  :func:`load_student_pipeline`.
 * :mod:`mcm.models.tiny`: tiny offline pipelines for tests.
 """
 
@@ -14,15 +15,7 @@ from mcm.models.denoiser import (
     VideoDenoiser,
     make_denoiser,
 )
-from mcm.models.export import (
-    DEFAULT_SAMPLING,
-    export_lora,
-    export_student,
-    lcm_scheduler,
-    load_student_lora,
-    load_student_pipeline,
-    pipeline_video,
-)
+from mcm.models.export import DEFAULT_SAMPLING, export_lora, export_student, lcm_scheduler
 from mcm.models.loading import TeacherBundle, detect_family, load_pipeline, load_teacher
 from mcm.models.lora import (
     DEFAULT_TARGET_MODULES,
@@ -43,6 +36,7 @@ from mcm.models.lora_weights import (
 )
 from mcm.models.precision import DTYPE_POLICIES, resolve_dtype
 from mcm.models.sampling import latent_shape, sample_student, sample_teacher, student_latents
+from mcm.models.student import load_student_lora, load_student_pipeline, pipeline_video
 from mcm.models.text import TextEncoder
 from mcm.models.vae import VideoVAE
 

@@ -139,6 +139,10 @@ class MCMDistiller:
         decode_frames: maps latent frames [N, C, h, w] to what the discriminator sees
             (identity for a latent discriminator; VAE decode, with gradient, for a pixel one).
         target_ema: an :class:`~mcm.training.ema.EMA` of the LoRA when cfg.target == "ema".
+        target_model: a separate frozen denoiser used as the target network in place of
+            the student (e.g. a copy of the student that the caller keeps as an EMA, as
+            implementations with a separate target network do); it overrides cfg.target
+            and costs a second copy of the UNet. Default None: the student itself.
     """
 
     def __init__(
@@ -152,12 +156,15 @@ class MCMDistiller:
         discriminator: nn.Module | None = None,
         decode_frames: Callable[[Tensor], Tensor] | None = None,
         target_ema=None,
+        target_model: nn.Module | None = None,
     ):
         if teacher_model is None and disable_adapters is None:
             raise ValueError(
                 "Give either teacher_model or disable_adapters (teacher = student without LoRA)."
             )
-        if cfg.target == "ema" and target_ema is None:
+        if target_model is not None and target_ema is not None:
+            raise ValueError("Give target_model or target_ema, not both: one target network.")
+        if cfg.target == "ema" and target_ema is None and target_model is None:
             raise ValueError("cfg.target == 'ema' needs target_ema (an EMA of the student's LoRA).")
         self.cfg = cfg
         self.student = student
@@ -168,6 +175,7 @@ class MCMDistiller:
         self.discriminator = discriminator
         self.decode_frames = decode_frames or (lambda z: z)
         self.target_ema = target_ema
+        self.target_model = target_model
         self.schedule = student.schedule
         T = self.schedule.num_train_timesteps
         if self.schedule.kind == "flow":
@@ -205,6 +213,8 @@ class MCMDistiller:
         return _yielding(self.disable_adapters(self.student), self.student)
 
     def _target(self):
+        if self.target_model is not None:
+            return contextlib.nullcontext(self.target_model)
         if self.cfg.target == "ema":
             return _yielding(self.target_ema.swapped_in(), self.student)
         return contextlib.nullcontext(self.student)
