@@ -117,3 +117,22 @@ def test_direction_finetune_runs_and_reports(tmp_path, layout, prediction, run_s
         assert config["rescale_betas_zero_snr"] and config["timestep_spacing"] == "trailing"
     else:
         assert (tmp_path / "saved" / "unet" / "config.json").is_file()
+
+
+def test_wan_latent_frames_first_frame_is_the_image_encoding(tmp_path, run_script):
+    out = tmp_path / "frames.json"
+    run_script("wan_latent_frames", "--clips", "32", "--out", out)
+    result = json.loads(out.read_text())
+    assert result["latent_frames"] == 3
+    assert result["frame0_vs_image_max_abs_diff"] == 0.0
+    probe = result["probe_accuracy_image_vs_latent_frame"]
+    assert probe["0"] == 0.5 and probe["1"] > 0.9, probe
+
+
+def test_linear_probe_tells_shifted_from_unshifted(load_script):
+    import torch
+
+    probe = load_script("wan_latent_frames")["linear_probe_accuracy"]
+    a = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    assert probe(a, a + 3.0) == 1.0
+    assert probe(a, a.clone()) == 0.5

@@ -10,6 +10,13 @@ say what "motion" means:
 * corr_local / corr_global: per consecutive frame pair, dot products of each position's
   channel vector with the next frame's vectors, / sqrt(C); a window of a radius around
   the position, or all positions.
+
+On Wan latents (causal VAE, 4x in time) F is 1 + (frames - 1) / 4 and the latent frames
+are not alike: frame 0 encodes video frame 0 alone (exactly as an image), each later one
+four frames. raw, learnable and the Butterworth filters treat all latent frames alike (the
+filters over a short time axis: 3 latent frames for 9 video frames, 21 for 81); diff and
+corr_* compare consecutive latent frames, so their first pair mixes the one-frame and the
+four-frame encodings and each later pair spans four video frames of motion.
 """
 
 from __future__ import annotations
