@@ -269,3 +269,49 @@ def test_mcm_train_and_resume_on_a_tiny_wan_teacher(wan_dir, tmp_path, monkeypat
     card = json.loads((run / "export" / "mcm_student.json").read_text())
     assert card["family"] == "wan" and card["sampling"]["num_frames"] == 9
     assert (run / "export" / "merged" / "model_index.json").is_file()
+
+
+def test_full_fine_tuning_trains_every_weight_and_exports_a_merged_pipeline(
+    wan_dir, tmp_path, monkeypatch
+):
+    """model.finetune=full: the whole transformer trains against a frozen copy, a resume
+    continues it, and the merged export samples in stock diffusers as the student does."""
+    from mcm.training.config import load_train_config
+    from mcm.training.recipe import run_training
+    from mcm.world.data import resolve_world_sources
+
+    def config(max_steps: int):
+        cfg = load_train_config(str(path), [*overrides, f"train.max_steps={max_steps}"])
+        resolve_world_sources(cfg)  # as `mcm train` does
+        return cfg
+
+    monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
+    sets = {
+        "model.teacher": wan_dir, "model.max_sequence_length": 16, "model.finetune": "full",
+        "data.video.num_frames": 9, "data.video.resolution": 32, "data.images.resolution": 32,
+        "data.video.source": "world:lowq_video:8", "data.images.source": "world:hq_image:8",
+        "data.video.fps": "null", "data.video.frame_stride": 1, "data.video.num_workers": 0,
+        "data.images.num_workers": 0, "train.batch_size": 2, "train.mixed_precision": "no",
+        "train.validate_every": 0, "train.checkpoint_every": 1, "train.lr": 1e-3,
+        "discriminator.warmup_steps": 1, "output_dir": tmp_path / "run",
+    }  # fmt: skip
+    overrides = [f"{k}={v}" for k, v in sets.items()]
+    path = ROOT / "configs" / "wan2.1-t2v-1.3b.yaml"
+    run_training(config(1))
+    recipe = run_training(config(2), resume="latest")
+    assert (
+        recipe.step == 2 and (tmp_path / "run" / "checkpoint-2" / "network.safetensors").is_file()
+    )
+    student, teacher = recipe.bundle.denoiser.unet, recipe.teacher_model.unet
+    assert all(p.requires_grad for p in student.parameters())
+    changed = [not torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters())]
+    assert sum(changed) > len(changed) // 2
+    export = tmp_path / "run" / "export"
+    assert not (export / "lora").exists()
+    pipe = DiffusionPipeline.from_pretrained(export / "merged")
+    pipe.set_progress_bar_config(disable=True)
+    stock = pipe(PROMPTS[0], num_inference_steps=2, guidance_scale=1.0, max_sequence_length=16,
+                 generator=torch.Generator().manual_seed(3), output_type="latent", **SIZE).frames  # fmt: skip
+    ours = sample_student(recipe.bundle, PROMPTS[:1], 2, seed=3, original_inference_steps=40,
+                          output_type="latent", **SIZE)  # fmt: skip
+    assert (ours - stock).abs().max() <= 1e-5

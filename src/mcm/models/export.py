@@ -234,11 +234,61 @@ def export_lora(
             },
         )
 
-    # 2. The merged pipeline: teacher in fp32 + LoRA fused + the student's scheduler.
+    # 2. The merged pipeline (teacher in fp32 + LoRA fused) and 3. the sampling card.
+    def fuse(network: nn.Module) -> None:
+        attach_lora_from_state_dict(network, lora, alpha=alpha)
+        fuse_lora(network)
+
+    lora_card = {
+        "file": f"lora/{LORA_WEIGHT_NAME}",
+        "rank": rank,
+        "alpha": alpha,
+        "alpha_folded_into_lora_B": family != "wan",
+        "modules": len({k.split(".lora_")[0] for k in lora}),
+    }
+    return _export_merged(
+        teacher, out_dir, settings, fuse, extra_modules, motion_adapter, {"lora": lora_card}
+    )
+
+
+def export_full(
+    teacher: str,
+    weights: dict[str, Tensor],
+    out_dir: str | Path,
+    sampling: dict[str, Any] | None = None,
+    extra_modules: dict[str, nn.Module | dict[str, Tensor]] | None = None,
+    motion_adapter: str | None = None,
+) -> Path:
+    """Export a fully fine-tuned student: ``weights`` (the whole network's state dict, a
+    UNet's or Wan's transformer's) in the teacher's pipeline, as ``merged/`` with the
+    student's scheduler, ``mcm_student.json`` and ``aux/`` (no ``lora/``).
+
+    Raises:
+        ValueError: the weights do not fit the teacher's network (names the keys).
+    """
+
+    def load(network: nn.Module) -> None:
+        result = network.load_state_dict(weights, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise InputError(
+                f"The fine-tuned weights do not fit {type(network).__name__}: missing "
+                f"{result.missing_keys[:2]}, unexpected {result.unexpected_keys[:2]}; export "
+                "them with the teacher they were trained from."
+            )
+
+    return _export_merged(
+        teacher, Path(out_dir), sampling_settings(sampling), load, extra_modules, motion_adapter, {}
+    )
+
+
+def _export_merged(teacher, out_dir: Path, settings, update_network, extra_modules,
+                   motion_adapter, card_extra: dict) -> Path:  # fmt: skip
+    """The teacher's pipeline in fp32 with ``update_network(network)`` applied and the
+    student's scheduler, saved as ``merged/``; the auxiliary modules; ``mcm_student.json``."""
+    path = resolve_teacher(teacher)
+    family = detect_family(read_model_index(path), motion_adapter)
     pipe = load_pipeline(path, family, motion_adapter, dtype=torch.float32)
-    network = pipe.transformer if family == "wan" else pipe.unet
-    attach_lora_from_state_dict(network, lora, alpha=alpha)
-    fuse_lora(network)
+    update_network(pipe.transformer if family == "wan" else pipe.unet)
     if family == "animatediff" and getattr(pipe, "motion_adapter", None) is not None:
         # Keep the saved motion adapter consistent with the fused UNet's motion modules.
         motion = {k: v for k, v in pipe.unet.state_dict().items() if "motion_modules" in k}
@@ -251,24 +301,27 @@ def export_lora(
     pipe.scheduler = student_scheduler(family, base_scheduler_config, settings)
     pipe.save_pretrained(out_dir / "merged", safe_serialization=True)
 
-    # 3. Auxiliary modules and the sampling card.
     aux = _save_aux(extra_modules or {}, out_dir / "aux") if extra_modules else []
     n_train = int(base_scheduler_config.get("num_train_timesteps", 1000))
     if family == "wan":  # the grid's t = sigma T (the network sees them truncated)
+        shift = float(settings["flow_shift"])
         scheduler_card = {
             "_class_name": "UniPCMultistepScheduler",
-            "flow_shift": float(settings["flow_shift"]),
+            "flow_shift": shift,
             "solver_order": 1,
             "corrector": False,
         }
-        shift = float(settings["flow_shift"])
         grids = {
             str(n): flow_sigmas(int(n), shift, n_train).tolist()
             for n in settings["recommended_steps"]
         }
     else:
-        scheduler_card = {"_class_name": "LCMScheduler", **scheduler_meta}
         n_orig = int(settings["original_inference_steps"])
+        scheduler_card = {
+            "_class_name": "LCMScheduler",
+            "timestep_scaling": float(settings["timestep_scaling"]),
+            "original_inference_steps": n_orig,
+        }
         grids = {
             str(n): consistency_timesteps(int(n), n_train, n_orig).tolist()
             for n in settings["recommended_steps"]
@@ -281,22 +334,16 @@ def export_lora(
         "scheduler": scheduler_card,
         "sampling": settings,
         "timesteps": grids,
-        "lora": {
-            "file": f"lora/{LORA_WEIGHT_NAME}",
-            "rank": rank,
-            "alpha": alpha,
-            "alpha_folded_into_lora_B": family != "wan",
-            "modules": len({k.split(".lora_")[0] for k in lora}),
-        },
+        **card_extra,
         "merged": "merged",
         "aux_modules": {name: f"aux/{name}.safetensors" for name in aux},
-        "usage": _usage(family, settings),
+        "usage": _usage(family, settings, "lora" in card_extra),
     }
     (out_dir / STUDENT_JSON).write_text(json.dumps(card, indent=2) + "\n")
     return out_dir
 
 
-def _usage(family: str, settings: dict[str, Any]) -> dict[str, str]:
+def _usage(family: str, settings: dict[str, Any], has_lora: bool) -> dict[str, str]:
     call = "num_inference_steps=4, guidance_scale=1.0"
     if family == "wan":
         call += (
@@ -312,10 +359,8 @@ def _usage(family: str, settings: dict[str, Any]) -> dict[str, str]:
             "pipe.load_lora_weights('<out>/lora'); pipe.scheduler = "
             "UniPCMultistepScheduler.from_pretrained('<out>/merged', subfolder='scheduler')"
         )
-    return {
-        "merged": f"DiffusionPipeline.from_pretrained('<out>/merged')(prompt, {call})",
-        "lora": lora,
-    }
+    merged = f"DiffusionPipeline.from_pretrained('<out>/merged')(prompt, {call})"
+    return {"merged": merged, "lora": lora} if has_lora else {"merged": merged}
 
 
 def export_student(
@@ -324,12 +369,21 @@ def export_student(
     sampling: dict[str, Any] | None = None,
     extra_modules: dict[str, nn.Module] | None = None,
     lora: dict[str, Tensor] | None = None,
+    full: bool = False,
 ) -> Path:
-    """Export the student of a :class:`TeacherBundle` whose denoiser has LoRA attached.
+    """Export the student of a :class:`TeacherBundle`: its LoRA (:func:`export_lora`), or,
+    with ``full=True``, its whole network (:func:`export_full`).
 
     ``lora``: its weights when already gathered (FSDP: every rank gathers, one exports);
     default :func:`lora_state_dict` of the denoiser.
     """
+    if full:
+        weights = {
+            k: v.detach().float().cpu() for k, v in bundle.denoiser.unet.state_dict().items()
+        }
+        return export_full(
+            bundle.path, weights, out_dir, sampling, extra_modules, bundle.motion_adapter
+        )
     config = getattr(bundle.denoiser, "lora_config", None)
     if config is None:
         raise ValueError("The bundle's denoiser has no LoRA; call attach_lora and train first.")

@@ -48,6 +48,10 @@ class ModelConfig:
     separate_teacher: bool = (
         False  # keep a frozen teacher copy instead of disabling the LoRA (2x UNet memory)
     )
+    # "lora": train LoRA adapters (the teacher = the student with them disabled); "full":
+    # train every weight of the network (fp32) against a frozen teacher copy (2x memory,
+    # plus optimizer state for all weights); the lora_* keys are then unused
+    finetune: Literal["lora", "full"] = "lora"
     lora_rank: PositiveInt = 64  # LoRA rank r
     lora_alpha: PositiveInt = 64  # LoRA alpha (scale = alpha / r)
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
@@ -251,6 +255,7 @@ class TrainConfig:
 # discriminator).
 CHECKPOINT_KEYS: dict[str, tuple[str, object] | None] = {
     "model.teacher": None,
+    "model.finetune": None,
     "model.lora_rank": None,
     "model.lora_alpha": None,
     "model.lora_target_modules": None,

@@ -6,18 +6,21 @@ signal handling are the shared :class:`~mcm.training.trainer.Trainer`'s.
 
 Multi-process (accelerate/torchrun): the trainable parameters are the LoRA, the motion head
 and the discriminator heads - a few MB - so instead of wrapping the UNet in DDP the loop
-all-reduces their gradients once per optimiser step. Every rank then takes the same step
+all-reduces their gradients once per optimiser step (with ``model.finetune=full``, every
+weight of the network: the same code, more bytes). Every rank then takes the same step
 and ends with identical weights. With an FSDP accelerate config the UNet's blocks are
 sharded instead (:mod:`mcm.training.sharding`): FSDP averages their LoRA gradients and
 the loop all-reduces only the rest; checkpoints and the export gather the full weights.
 
-(About 500 lines, on purpose: the whole recipe - its six components, data, the two-loss
+(About 550 lines, on purpose: the whole recipe - its six components, data, the two-loss
 step, the discriminator's warm-up, validation, export and what a checkpoint holds - reads
 top to bottom in one file; the loop it shares with the other recipes is in trainer.py.)
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import re
 from collections.abc import Callable
@@ -98,13 +101,18 @@ class DistillRecipe(Trainer):
             max_sequence_length=m.max_sequence_length,
         )
         student = self.bundle.denoiser
-        attach_lora(
-            student,
-            rank=m.lora_rank,
-            alpha=m.lora_alpha,
-            dropout=m.lora_dropout,
-            target_modules=m.lora_target_modules,
-        )
+        self.teacher_model = None  # a separate frozen teacher, when there is one
+        if m.finetune == "full":  # every weight trains (fp32) against a frozen copy
+            self.teacher_model = copy.deepcopy(student).requires_grad_(False).eval()
+            student.unet.float().requires_grad_(True)
+        else:
+            attach_lora(
+                student,
+                rank=m.lora_rank,
+                alpha=m.lora_alpha,
+                dropout=m.lora_dropout,
+                target_modules=m.lora_target_modules,
+            )
         self.fsdp = fsdp_plugin(acc)  # None unless the accelerate config asks for FSDP
         if self.fsdp is not None:
             check_fsdp_config(cfg)
@@ -114,14 +122,13 @@ class DistillRecipe(Trainer):
             self.fsdp_units = shard_unet(student.unet, self.fsdp, device)
             n = len(self.fsdp_units)
             log.info("FSDP: %d UNet units sharded over %d ranks.", n, acc.num_processes)
-        teacher_model = None
-        if m.separate_teacher:
-            teacher_model = load_teacher(
+        if m.separate_teacher and self.teacher_model is None:
+            teacher = load_teacher(
                 m.teacher, device, m.frozen_dtype, max_sequence_length=m.max_sequence_length
             )
-            teacher_model = teacher_model.denoiser.requires_grad_(False).eval()
+            self.teacher_model = teacher.denoiser.requires_grad_(False).eval()
             if self.fsdp is not None:
-                self.fsdp_units += shard_unet(teacher_model.unet, self.fsdp, device)
+                self.fsdp_units += shard_unet(self.teacher_model.unet, self.fsdp, device)
 
         # 2. The motion representation (its EMA on the target side) and the LoRA's EMA.
         channels = self.bundle.vae.latent_channels
@@ -133,7 +140,7 @@ class DistillRecipe(Trainer):
             )
         self.target_ema = None
         if cfg.method.target == "ema":
-            self.target_ema = EMA(lora_parameters(student), cfg.method.target_ema_decay)
+            self.target_ema = EMA(self._trainable(), cfg.method.target_ema_decay)
         emas = {"motion_head_ema": self.motion_ema, "lora_ema": self.target_ema}
         self.emas = {stem: ema for stem, ema in emas.items() if ema is not None}
 
@@ -144,7 +151,7 @@ class DistillRecipe(Trainer):
             student,
             motion=self.motion,
             motion_target=self.motion_target,
-            teacher_model=teacher_model,
+            teacher_model=self.teacher_model,
             disable_adapters=disable_adapters,
             discriminator=self.discriminator,
             decode_frames=self._decode_frames,
@@ -154,7 +161,7 @@ class DistillRecipe(Trainer):
 
         # 4. Optimisers: the student (LoRA + motion head), the discriminator's heads.
         t = cfg.train
-        lora = lora_parameters(student)
+        lora = self._trainable()
         head = [p for p in self.motion.parameters() if p.requires_grad]
         groups = [{"params": lora}]
         if head:
@@ -184,11 +191,17 @@ class DistillRecipe(Trainer):
         set_seed(cfg.train.seed + acc.process_index)  # anything drawn later differs per rank
         super().setup()
 
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        """The student's trainable weights: its LoRA, or every weight when fully fine-tuned."""
+        if self.cfg.model.finetune == "full":
+            return list(self.bundle.denoiser.unet.parameters())
+        return lora_parameters(self.bundle.denoiser)
+
     def _build_discriminator(self) -> FrameDiscriminator:
         d, student = self.cfg.discriminator, self.bundle.denoiser
         if d.backbone == "latent":
             backbone = teacher_latent_backbone(
-                student,
+                student if self.cfg.model.finetune == "lora" else self.teacher_model,
                 (d.latent_t_min, d.latent_t_max),
                 self.bundle.text_encoder.empty(1).to(self.accelerator.device),
                 min(self._clip_size()) // self.bundle.vae.downsample,
@@ -412,9 +425,12 @@ class DistillRecipe(Trainer):
             )
             self._log_videos(f"student-{steps}step", videos, f"step-{self.step}")
         if not self._teacher_validated:
-            with disable_adapters(self.bundle.denoiser):
+            teacher = self.bundle
+            if self.cfg.model.finetune == "full":
+                teacher = dataclasses.replace(self.bundle, denoiser=self.teacher_model)
+            with disable_adapters(teacher.denoiser):
                 steps, scale = t.validation_teacher_steps, t.validation_teacher_guidance
-                videos = sample_teacher(self.bundle, t.validation_prompts, steps, scale, **sample)
+                videos = sample_teacher(teacher, t.validation_prompts, steps, scale, **sample)
             self._log_videos(f"teacher-{steps}step", videos, "teacher")
             self._teacher_validated = True
 
@@ -441,7 +457,9 @@ class DistillRecipe(Trainer):
         """The LoRA, the merged pipeline and the sampling card in output_dir/export (written
         to a temporary folder and renamed into place: never half an export)."""
         self._reshard()
-        lora = lora_state_dict(self.bundle.denoiser)  # every rank: FSDP gathers the shards
+        full = self.cfg.model.finetune == "full"
+        # every rank: FSDP gathers the shards
+        lora = None if full else lora_state_dict(self.bundle.denoiser)
         if not self.accelerator.is_main_process:
             return None
         extra = {}
@@ -465,22 +483,21 @@ class DistillRecipe(Trainer):
         return ckpt.write_directory(
             self.out / "export",
             lambda tmp: export_student(
-                self.bundle, tmp, sampling=sampling, extra_modules=extra, lora=lora
+                self.bundle, tmp, sampling=sampling, extra_modules=extra, lora=lora, full=full
             ),
         )
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The LoRA (peft keys, and diffusers keys for stock loaders), the motion head and
-        the discriminator's heads (the trainer adds the EMAs)."""
+        """The LoRA (peft keys, and diffusers keys for stock loaders) or the fully fine-tuned
+        network, the motion head and the discriminator's heads (the trainer adds the EMAs)."""
         self._reshard()
-        lora = lora_state_dict(self.bundle.denoiser)
-        weights = {
-            "pytorch_lora_weights": diffusers_lora_state_dict(
-                lora, self.bundle.denoiser.lora_config["alpha"]
-            ),
-            "lora": lora,
-        }
+        if self.cfg.model.finetune == "full":
+            weights = {"network": self.bundle.denoiser.unet.state_dict()}
+        else:
+            lora = lora_state_dict(self.bundle.denoiser)
+            alpha = self.bundle.denoiser.lora_config["alpha"]
+            weights = {"pytorch_lora_weights": diffusers_lora_state_dict(lora, alpha), "lora": lora}
         if self.motion_target is not None:
             weights["motion_head"] = self.motion.state_dict()
         if self.discriminator is not None:
@@ -494,7 +511,11 @@ class DistillRecipe(Trainer):
             super()._save_weights(tensors, path)
 
     def _load_weights(self, path: Path) -> None:
-        load_lora_state_dict(self.bundle.denoiser, read_lora(path / "lora.safetensors")[0])
+        if self.cfg.model.finetune == "full":
+            network = ckpt.load_weights(path / "network.safetensors")
+            self.bundle.denoiser.unet.load_state_dict(network)
+        else:
+            load_lora_state_dict(self.bundle.denoiser, read_lora(path / "lora.safetensors")[0])
         if self.motion_target is not None:
             self.motion.load_state_dict(ckpt.load_weights(path / "motion_head.safetensors"))
         if self.discriminator is not None:

@@ -198,6 +198,11 @@ def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
 
 def check_fsdp_config(cfg) -> None:
     """Settings the sharded path does not support, with the fix."""
+    if cfg.model.finetune == "full":
+        raise ValueError(
+            "model.finetune=full is not supported with FSDP yet (it shards LoRA students); "
+            "use model.finetune=lora, or train on one process / with DDP."
+        )
     if cfg.train.mixed_precision == "fp16":
         raise ValueError(
             "train.mixed_precision=fp16 with FSDP: the loss scaler would check only each "
