@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DiffusionPipeline, UniPCMultistepScheduler, WanPipeline
+from diffusers import (
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+    WanPipeline,
+)
 
 from mcm.cli import main
 from mcm.diffusion import (
@@ -23,7 +28,11 @@ from mcm.models import attach_lora, disable_adapters, export_student, load_teach
 from mcm.models.export import flow_student_scheduler
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.motion import build_motion_representation
+from mcm.training.config import load_train_config
 from mcm.training.distiller import DistillBatch, MCMConfig, MCMDistiller
+from mcm.training.recipe import run_training
+from mcm.world.data import resolve_world_sources
+from test_evaluation_clip import save_tiny_dinov2
 
 ROOT = Path(__file__).resolve().parents[1]
 # scheduler/scheduler_config.json of the released Wan-AI/Wan2.1-T2V-1.3B-Diffusers folder
@@ -57,6 +66,28 @@ WAN21_SCHEDULER = {
 }
 PROMPTS = ["a red circle moving left", "a blue square moving up"]
 SIZE = {"num_frames": 9, "height": 32, "width": 32}
+
+
+def _world_run(wan_dir, tmp_path, **sets) -> list[str]:
+    """--set overrides that train configs/wan2.1-t2v-1.3b.yaml's recipe on the tiny teacher
+    with 8 world clips of 9 frames at 32x32 (and 8 images), in seconds."""
+    base = {
+        "model.teacher": wan_dir, "model.max_sequence_length": 16, "model.lora_rank": 4,
+        "model.lora_alpha": 4, "data.video.num_frames": 9, "data.video.resolution": 32,
+        "data.images.resolution": 32, "data.video.source": "world:lowq_video:8",
+        "data.images.source": "world:hq_image:8", "data.video.fps": "null",
+        "data.video.frame_stride": 1, "data.video.num_workers": 0, "data.images.num_workers": 0,
+        "train.batch_size": 2, "train.mixed_precision": "no", "train.validate_every": 0,
+        "train.checkpoint_every": 1, "discriminator.warmup_steps": 1,
+        "output_dir": tmp_path / "run",
+    }  # fmt: skip
+    return [f"{k}={v}" for k, v in {**base, **sets}.items()]
+
+
+def _train_config(overrides: list[str]):
+    cfg = load_train_config(str(ROOT / "configs" / "wan2.1-t2v-1.3b.yaml"), overrides)
+    resolve_world_sources(cfg)  # as `mcm train` does
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -244,24 +275,9 @@ def test_wan_config_rejects_clips_that_are_not_4k_plus_1(wan_dir, tmp_path, caps
 def test_mcm_train_and_resume_on_a_tiny_wan_teacher(wan_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    sets = {
-        "model.teacher": wan_dir, "model.max_sequence_length": 16, "model.lora_rank": 4,
-        "model.lora_alpha": 4, "data.video.num_frames": 9, "data.video.resolution": 32,
-        "data.images.resolution": 32, "data.video.source": "world:lowq_video:8",
-        "data.images.source": "world:hq_image:8", "data.video.fps": "null",
-        "data.video.frame_stride": 1, "data.video.num_workers": 0, "data.images.num_workers": 0,
-        "train.batch_size": 2, "train.mixed_precision": "no", "train.validate_every": 0,
-        "train.checkpoint_every": 1, "discriminator.warmup_steps": 1,
-    }  # fmt: skip
-    args = [
-        "train",
-        "--config",
-        str(ROOT / "configs" / "wan2.1-t2v-1.3b.yaml"),
-        "--output-dir",
-        str(run),
-    ]
-    for k, v in sets.items():
-        args += ["--set", f"{k}={v}"]
+    args = ["train", "--config", str(ROOT / "configs" / "wan2.1-t2v-1.3b.yaml")]
+    for item in _world_run(wan_dir, tmp_path):
+        args += ["--set", item]
     assert main([*args, "--set", "train.max_steps=1"]) == 0
     assert (run / "checkpoint-1").is_dir()
     assert main([*args, "--set", "train.max_steps=2", "--resume", "latest"]) == 0
@@ -276,29 +292,10 @@ def test_full_fine_tuning_trains_every_weight_and_exports_a_merged_pipeline(
 ):
     """model.finetune=full: the whole transformer trains against a frozen copy, a resume
     continues it, and the merged export samples in stock diffusers as the student does."""
-    from mcm.training.config import load_train_config
-    from mcm.training.recipe import run_training
-    from mcm.world.data import resolve_world_sources
-
-    def config(max_steps: int):
-        cfg = load_train_config(str(path), [*overrides, f"train.max_steps={max_steps}"])
-        resolve_world_sources(cfg)  # as `mcm train` does
-        return cfg
-
     monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
-    sets = {
-        "model.teacher": wan_dir, "model.max_sequence_length": 16, "model.finetune": "full",
-        "data.video.num_frames": 9, "data.video.resolution": 32, "data.images.resolution": 32,
-        "data.video.source": "world:lowq_video:8", "data.images.source": "world:hq_image:8",
-        "data.video.fps": "null", "data.video.frame_stride": 1, "data.video.num_workers": 0,
-        "data.images.num_workers": 0, "train.batch_size": 2, "train.mixed_precision": "no",
-        "train.validate_every": 0, "train.checkpoint_every": 1, "train.lr": 1e-3,
-        "discriminator.warmup_steps": 1, "output_dir": tmp_path / "run",
-    }  # fmt: skip
-    overrides = [f"{k}={v}" for k, v in sets.items()]
-    path = ROOT / "configs" / "wan2.1-t2v-1.3b.yaml"
-    run_training(config(1))
-    recipe = run_training(config(2), resume="latest")
+    overrides = _world_run(wan_dir, tmp_path, **{"model.finetune": "full", "train.lr": 1e-3})
+    run_training(_train_config([*overrides, "train.max_steps=1"]))
+    recipe = run_training(_train_config([*overrides, "train.max_steps=2"]), resume="latest")
     assert (
         recipe.step == 2 and (tmp_path / "run" / "checkpoint-2" / "network.safetensors").is_file()
     )
@@ -315,3 +312,36 @@ def test_full_fine_tuning_trains_every_weight_and_exports_a_merged_pipeline(
     ours = sample_student(recipe.bundle, PROMPTS[:1], 2, seed=3, original_inference_steps=40,
                           output_type="latent", **SIZE)  # fmt: skip
     assert (ours - stock).abs().max() <= 1e-5
+
+
+def test_sample_flow_equals_flow_match_euler_on_its_own_grid():
+    """FlowMatchEulerDiscreteScheduler's shift is read, and its steps are sample_flow's."""
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    schedule = schedule_from_config(sched)
+    assert isinstance(schedule, FlowMatchingSchedule) and schedule.shift == 3.0
+    sched.set_timesteps(4)
+    x, v = torch.randn(1, 4, 3, 4, 4), torch.randn(1, 4, 3, 4, 4)
+    y = x.clone()
+    for t in sched.timesteps:
+        y = sched.step(v + y * float(t) / 1000, t, y).prev_sample
+
+    def x0_eps(z, t):
+        out = v + z * t.float().view(-1, 1, 1, 1, 1) / 1000
+        s = (t / 1000).float().view(-1, 1, 1, 1, 1)
+        return z - s * out, z + (1 - s) * out
+
+    timesteps = sched.sigmas.double() * 1000
+    torch.testing.assert_close(sample_flow(x0_eps, x, schedule, timesteps), y, atol=2e-6, rtol=0)
+
+
+def test_pixel_dinov2_discriminator_trains_on_a_wan_teacher(wan_dir, tmp_path, monkeypatch):
+    """The DINOv2 option on Wan: first latent frames decoded (with gradient) to one frame."""
+    monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
+    save_tiny_dinov2(tmp_path / "dino")
+    dino = {"discriminator.backbone": "dinov2", "discriminator.dinov2": tmp_path / "dino",
+            "discriminator.taps": "[1]", "train.max_steps": 1}  # fmt: skip
+    cfg = _train_config(_world_run(wan_dir, tmp_path, **dino))
+    recipe = run_training(cfg)
+    assert recipe.step == 1
+    fake = recipe.bundle.vae.decode(torch.zeros(2, 4, 1, 4, 4))
+    assert fake.shape == (2, 3, 1, 32, 32)
