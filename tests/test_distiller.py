@@ -3,6 +3,7 @@ computation, gradient flow, mixed trajectories, and a loss that goes down."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -182,6 +183,50 @@ def test_mcm_step_gradients_flow_where_intended(teacher_dir):
     assert any(not torch.equal(a, b) for a, b in zip(lora_before, lora_parameters(den)))
     assert any(not torch.equal(a, b) for a, b in zip(head_before, distiller.motion.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, D.head_parameters()))
+
+
+def test_separate_target_model_is_the_target_network(teacher_dir):
+    bundle, distiller, batch = _setup(
+        teacher_dir, motion="raw", discriminator=False, mixed_trajectories=False
+    )
+    student = bundle.denoiser
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(6))
+    online = distiller.generator_step(batch, draws).terms["loss_mcd"]
+
+    # A frozen copy of the student as the target network: the same loss as the online target.
+    target = copy.deepcopy(student).requires_grad_(False)
+    seen = []
+    target.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+    with_copy = MCMDistiller(
+        distiller.cfg,
+        student,
+        motion=distiller.motion,
+        disable_adapters=disable_adapters,
+        target_model=target,
+    )
+    out = with_copy.generator_step(batch, draws)
+    torch.testing.assert_close(out.terms["loss_mcd"], online, rtol=1e-5, atol=1e-7)
+    # called once per step, at t_n, and it gets no gradient
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], with_copy.grid_prev[draws.index])
+    out.loss.backward()
+    assert all(p.grad is None for p in target.parameters())
+
+    # the copy, not the student, makes y: moving the copy's LoRA moves the loss
+    with torch.no_grad():
+        for p in lora_parameters(target):
+            p.add_(0.05)
+    moved = with_copy.generator_step(batch, draws).terms["loss_mcd"]
+    assert not torch.allclose(moved, online)
+    with pytest.raises(ValueError, match="not both"):
+        MCMDistiller(
+            distiller.cfg,
+            student,
+            motion=distiller.motion,
+            disable_adapters=disable_adapters,
+            target_model=target,
+            target_ema=EMA(lora_parameters(student), 0.9),
+        )
 
 
 @pytest.mark.slow
