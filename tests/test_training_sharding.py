@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 from accelerate.utils import FullyShardedDataParallelPlugin
 
-from mcm.models.tiny import tiny_unet3d, tiny_unet_motion
+from mcm.models.tiny import tiny_unet3d, tiny_unet_motion, tiny_wan_transformer
 from mcm.training.sharding import wrapped_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _blocks(unet) -> set[int]:
+    if not hasattr(unet, "down_blocks"):  # Wan's transformer
+        return {id(b) for b in unet.blocks}
     return {id(b) for b in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]}
 
 
@@ -38,7 +40,7 @@ def _plugin_from_config(name: str, monkeypatch) -> FullyShardedDataParallelPlugi
 def test_shipped_configs_shard_every_block_of_both_families(name, monkeypatch):
     plugin = _plugin_from_config(name, monkeypatch)
     assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
-    for unet in (tiny_unet3d(), tiny_unet_motion()[0]):
+    for unet in (tiny_unet3d(), tiny_unet_motion()[0], tiny_wan_transformer()):
         units = wrapped_blocks(unet, plugin)
         assert {id(m) for m in units} == _blocks(unet), type(unet).__name__
 
@@ -47,6 +49,8 @@ def test_default_units_are_the_blocks_and_unknown_classes_are_an_error():
     unet = tiny_unet3d()
     default = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="no_wrap")
     assert {id(m) for m in wrapped_blocks(unet, default)} == _blocks(unet)
+    wan = tiny_wan_transformer()
+    assert {id(m) for m in wrapped_blocks(wan, default)} == _blocks(wan)
     wrong = FullyShardedDataParallelPlugin(
         fsdp_version=2,
         auto_wrap_policy="transformer_based_wrap",

@@ -59,8 +59,8 @@ def wrapped_blocks(unet: nn.Module, plugin) -> list[nn.Module]:
 
     TRANSFORMER_BASED_WRAP: modules whose class name is in
     ``fsdp_transformer_layer_cls_to_wrap`` (names absent from this UNet are ignored, so one
-    config can list the blocks of both families); without names, or with NO_WRAP, the
-    UNet's down/mid/up blocks. SIZE_BASED_WRAP: submodules with more than
+    config can list the blocks of every family); without names, or with NO_WRAP, the
+    UNet's down/mid/up blocks (a transformer's: its ``blocks``). SIZE_BASED_WRAP: submodules with more than
     ``fsdp_min_num_params`` parameters. The UNet itself is never wrapped (see module doc).
 
     Raises:
@@ -71,7 +71,10 @@ def wrapped_blocks(unet: nn.Module, plugin) -> list[nn.Module]:
     names = getattr(plugin, "transformer_cls_names_to_wrap", None)
     policy = getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy)
     named = [(n, m) for n, m in unet.named_modules() if n]
-    blocks = [b for b in [*unet.down_blocks, unet.mid_block, *unet.up_blocks] if b is not None]
+    if hasattr(unet, "down_blocks"):
+        blocks = [b for b in [*unet.down_blocks, unet.mid_block, *unet.up_blocks] if b is not None]
+    else:  # a transformer (Wan): its blocks
+        blocks = list(unet.blocks)
     if policy is size_based_auto_wrap_policy:
         threshold = plugin.min_num_params or 0
         chosen = [(n, m) for n, m in named if sum(p.numel() for p in m.parameters()) > threshold]
