@@ -1,0 +1,44 @@
+"""The flow-matching world teacher's components: a stock WanPipeline on the world's
+tokenizer, 9-frame clips and latents [4, 3, 8, 8], loadable by stock diffusers and by
+mcm's load_teacher."""
+
+import torch
+from diffusers import DiffusionPipeline, WanPipeline
+
+from mcm.models import load_teacher, sample_teacher
+from mcm.world.wan_pipeline import (
+    WorldWanConfig,
+    call_costs,
+    world_wan_components,
+    world_wan_pipeline,
+)
+
+
+def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
+    config = WorldWanConfig()
+    components = world_wan_components(config, seed=0)
+    again = world_wan_components(config, seed=0)
+    for a, b in zip(components["transformer"].parameters(), again["transformer"].parameters()):
+        assert torch.equal(a, b)
+    clip = torch.rand(2, 3, 9, 32, 32) * 2 - 1
+    latents = components["vae"].encode(clip).latent_dist.mode()
+    assert latents.shape == (2, *config.latent_shape) == (2, 4, 3, 8, 8)
+
+    world_wan_pipeline(components).save_pretrained(tmp_path / "teacher")
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "teacher")
+    assert isinstance(pipe, WanPipeline)
+    bundle = load_teacher(str(tmp_path / "teacher"), device="cpu", max_sequence_length=16)
+    assert bundle.family == "wan" and bundle.denoiser.schedule.shift == config.flow_shift
+    # every world word is one token
+    assert bundle.tokenizer("a red circle moving left").input_ids[1:6] == [
+        bundle.tokenizer.convert_tokens_to_ids(w + "</w>")
+        for w in ("a", "red", "circle", "moving", "left")
+    ]
+    video = sample_teacher(bundle, ["a red circle moving left"], steps=2, guidance_scale=2.0,
+                           num_frames=9, height=32, width=32)  # fmt: skip
+    assert video.shape == (1, 3, 9, 32, 32) and torch.isfinite(video).all()
+
+
+def test_call_costs_are_measured_per_clip():
+    costs = call_costs(world_wan_components(), repeats=1)
+    assert costs["transformer_call_s"] > 0 and costs["vae_decode_s"] > 0
