@@ -2,9 +2,12 @@
 tokenizer, 9-frame clips and latents [4, 3, 8, 8], loadable by stock diffusers and by
 mcm's load_teacher."""
 
+import json
+
 import torch
 from diffusers import DiffusionPipeline, WanPipeline
 
+from mcm.cli import main
 from mcm.models import load_teacher, sample_teacher
 from mcm.world.wan_pipeline import (
     WorldWanConfig,
@@ -42,3 +45,25 @@ def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
 def test_call_costs_are_measured_per_clip():
     costs = call_costs(world_wan_components(), repeats=1)
     assert costs["transformer_call_s"] > 0 and costs["vae_decode_s"] > 0
+
+
+def test_mcm_world_build_family_wan_trains_resumes_and_saves_a_stock_pipeline(tmp_path):
+    out = tmp_path / "teacher"
+    args = ["world", "build", "--family", "wan", "--out", str(out), "--vae-batch-size", "36",
+            "--batch-size", "8", "--pool-size", "16", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
+    assert main([*args, "--vae-steps", "1", "--unet-steps", "1"]) == 0
+    assert main([*args, "--vae-steps", "1", "--unet-steps", "2", "--resume"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["vae"]["trained"] is False  # the finished VAE stage is kept
+    assert manifest["stages"]["transformer"]["steps"] == 2
+    assert manifest["stages"]["transformer"]["steps_run"] == 1
+    assert manifest["asset_bytes"] <= 25e6
+    pipe = DiffusionPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe, WanPipeline)
+    assert len(pipe.vae.config.latents_mean) == 4  # the pool's statistics
+    call = dict(num_inference_steps=2, guidance_scale=2.5, num_frames=9, height=32, width=32,
+                max_sequence_length=16, output_type="latent")  # fmt: skip
+    runs = [pipe("a red circle moving left", generator=torch.Generator().manual_seed(0), **call)
+            for _ in range(2)]  # fmt: skip
+    assert torch.equal(runs[0].frames, runs[1].frames)

@@ -1,7 +1,7 @@
 """`mcm world ...`: render the built-in world's domains, build its teacher and probes.
 
 mcm world render --out DIR [--n-videos N --n-images M --seed S]
-mcm world build  --out DIR [--vae-steps ... --unet-steps ... --device cuda --resume]
+mcm world build  --out DIR [--family unet|wan --vae-steps ... --unet-steps ... --device cuda --resume]
 mcm world build-probes --out DIR [--steps ... --device ... --seed ...]
 mcm world teacher-metrics [--teacher DIR] [--videos N] [--write]
 """
@@ -15,6 +15,7 @@ import sys
 from dataclasses import fields
 
 from mcm.commands.arguments import count, device, integer, non_negative, number
+from mcm.errors import InputError
 
 HELP = "render the built-in world's data domains, build its teacher and probes"
 WORLD_DOMAINS = ("lowq_video", "hq_image", "style_image", "clean_video")  # mcm.world.domains
@@ -58,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default="world_teacher",
         help="pipeline folder to write; checkpoints go to <out>.checkpoints (default world_teacher)",
+    )
+    p.add_argument(
+        "--family",
+        choices=["unet", "wan"],
+        default="unet",
+        help="unet: the shipped TextToVideoSDPipeline teacher; wan: a flow-matching WanPipeline "
+        "on 9-frame clips (its transformer stage takes the --unet-* settings)",
     )
     p.add_argument("--vae-steps", type=non_negative, default=d.vae_steps)
     p.add_argument("--unet-steps", type=non_negative, default=d.unet_steps)
@@ -218,6 +226,16 @@ def _build(args: argparse.Namespace) -> int:
     # Every BuildConfig field has a same-name flag (its default is the field's).
     settings = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
     BuildConfig(**settings)  # an impossible combination is refused before anything is written
+    command = shlex.join(["mcm", *sys.argv[1:]]) if sys.argv[1:] else None
+    if args.family == "wan":
+        if args.init_from is not None:
+            raise InputError("--init-from applies to the UNet teacher; drop it with --family wan.")
+        from mcm.world.wan_teacher_training import build_world_wan_teacher
+
+        cfg = BuildConfig(**{**settings, "progress": not args.no_progress})
+        out = build_world_wan_teacher(args.out, cfg, resume=args.resume, command=command)
+        print(f"flow-matching world teacher written to {out}")
+        return 0
     init_from = None if args.init_from is None else resolve_teacher(args.init_from)
     if init_from is not None:
         read_manifest(init_from)  # FileNotFoundError naming the folder: not a world teacher
@@ -225,7 +243,7 @@ def _build(args: argparse.Namespace) -> int:
         args.out,
         resume=args.resume,
         evaluate_videos=args.eval_videos,
-        command=shlex.join(["mcm", *sys.argv[1:]]) if sys.argv[1:] else None,
+        command=command,
         note=args.note,
         init_from=init_from,
         **{**settings, "progress": not args.no_progress},
