@@ -118,14 +118,45 @@ class VAERecipe(_StageRecipe):
         self.vae.load_state_dict(ckpt.load_weights(path / "vae.safetensors"))
 
 
-class UNetRecipe(_StageRecipe):
-    """Stage 2 (see the module docstring). Leaves the EMA weights in the models."""
-
-    name = "unet"
+class LatentStage(_StageRecipe):
+    """What the denoiser stages of both world teachers share: a pool of encoded clips and
+    their prompts, batches drawn from it with prompt dropout, and an EMA of the trained
+    weights that :meth:`run` leaves in the models."""
 
     def __init__(self, components, pool: tuple, cfg, steps, max_seconds, ckpt_dir, resume):
         super().__init__(components, cfg, steps, max_seconds, ckpt_dir, resume)
-        self.latents, self.prompt_index = pool  # [n, C, F, h, w] scaled, [n]
+        self.latents, self.prompt_index = pool  # [n, C, F, h, w], [n]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latents [B, C, F, h, w], prompt tokens [B, L] with dropout, prompt index [B])."""
+        cfg, g, device = self.cfg, self.generator, self.device
+        idx = torch.randint(self.latents.shape[0], (cfg.batch_size,), generator=g, device=device)
+        drop = torch.rand(cfg.batch_size, generator=g, device=device) < cfg.prompt_dropout
+        empty = self.tokens.shape[0] - 1
+        prompt = torch.where(drop, torch.full_like(idx, empty), self.prompt_index[idx])
+        return self.latents[idx], self.tokens[prompt], self.prompt_index[idx]
+
+    def _setup_training(self, models: tuple[torch.nn.Module, ...]) -> None:
+        """AdamW and the EMA over ``models``' weights, the models in train mode."""
+        params = [p for m in models for p in m.parameters()]
+        self._setup_optimizer(params, self.cfg.lr, weight_decay=0.01)
+        self.emas["ema"] = EMA(params, self.cfg.ema_decay, warmup=True)
+        self.trained_models = models
+        for m in models:
+            m.train()
+
+    def run(self) -> dict:
+        stats = super().run()
+        self.emas["ema"].copy_to()
+        for m in self.trained_models:
+            m.eval()
+        return stats
+
+
+class UNetRecipe(LatentStage):
+    """Stage 2 (see the module docstring). Leaves the EMA weights in the models."""
+
+    name = "unet"
 
     def setup(self) -> None:
         cfg, device = self.cfg, self.device
@@ -143,26 +174,13 @@ class UNetRecipe(_StageRecipe):
         )
         self.generator = torch.Generator(device).manual_seed(cfg.seed + 1)
         self.batch_size = cfg.batch_size
-        params = [p for m in (self.unet, self.text_encoder) for p in m.parameters()]
-        self._setup_optimizer(params, cfg.lr, weight_decay=0.01)
-        self.emas["ema"] = EMA(params, cfg.ema_decay, warmup=True)
-        self.unet.train()
-        self.text_encoder.train()
+        self._setup_training((self.unet, self.text_encoder))
         # UNet3D's temporal convolutions hard-code dropout 0.1, drawn from the global RNG. With
         # fresh data every step it is not needed, and without it every draw is from `generator`.
         for m in (*self.unet.modules(), *self.text_encoder.modules()):
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
         super().setup()
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(latents [B, C, F, h, w], prompt tokens [B, L] with dropout, prompt index [B])."""
-        cfg, g, device = self.cfg, self.generator, self.device
-        idx = torch.randint(self.latents.shape[0], (cfg.batch_size,), generator=g, device=device)
-        drop = torch.rand(cfg.batch_size, generator=g, device=device) < cfg.prompt_dropout
-        empty = self.tokens.shape[0] - 1
-        prompt = torch.where(drop, torch.full_like(idx, empty), self.prompt_index[idx])
-        return self.latents[idx], self.tokens[prompt], self.prompt_index[idx]
 
     def _loss_step(self, batch) -> dict | None:
         z0, tokens, prompt_index = batch
@@ -201,9 +219,6 @@ class UNetRecipe(_StageRecipe):
         stats["attention"] = self.attention
         if self.attention_timing:
             stats["attention_seconds_per_step"] = self.attention_timing
-        self.emas["ema"].copy_to()
-        self.unet.eval()
-        self.text_encoder.eval()
         return stats
 
 

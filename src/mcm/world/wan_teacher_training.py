@@ -29,9 +29,14 @@ import torch.nn.functional as F
 
 from mcm.diffusion.schedules import shift_sigmas
 from mcm.training import checkpoint as ckpt
-from mcm.training.ema import EMA
 from mcm.world.teacher import _asset_bytes, _device_name, _git_revision, write_manifest
-from mcm.world.teacher_training import _StageRecipe, direction_hinge, prompt_tokens, vae_loss
+from mcm.world.teacher_training import (
+    LatentStage,
+    _StageRecipe,
+    direction_hinge,
+    prompt_tokens,
+    vae_loss,
+)
 from mcm.world.train_config import TEACHER_GUIDANCE, TEACHER_STEPS, BuildConfig
 from mcm.world.train_data import lowq_video_batch, vae_frame_batch
 from mcm.world.wan_pipeline import (
@@ -113,41 +118,26 @@ def flow_matching_loss(
 _TIED = "encoder.embed_tokens.weight"
 
 
-class FlowRecipe(_StageRecipe):
-    """Stage 2: the transformer and UMT5 on a pool of normalised clip latents. Leaves the
-    EMA weights in the models."""
+class FlowRecipe(LatentStage):
+    """Stage 2: the transformer and UMT5 on a pool of normalised clip latents [n, C, F', h,
+    w]. Leaves the EMA weights in the models."""
 
     name = "transformer"
-
-    def __init__(self, components, pool: tuple, cfg, steps, max_seconds, ckpt_dir, resume):
-        super().__init__(components, cfg, steps, max_seconds, ckpt_dir, resume)
-        self.latents, self.prompt_index = pool  # [n, C, F', h, w] normalised, [n]
 
     def setup(self) -> None:
         cfg, device = self.cfg, self.device
         self.make_accelerator(cpu=device.type == "cpu")
-        self.transformer = self.components["transformer"].train()
-        self.text_encoder = self.components["text_encoder"].train()
+        self.transformer = self.components["transformer"]
+        self.text_encoder = self.components["text_encoder"]
         self.shift = float(self.components["scheduler"].config.flow_shift)
         self.tokens = prompt_tokens(self.components["tokenizer"], device)
         self.generator = torch.Generator(device).manual_seed(cfg.seed + 1)
         self.batch_size = cfg.batch_size
-        params = [p for m in (self.transformer, self.text_encoder) for p in m.parameters()]
-        self._setup_optimizer(params, cfg.lr, weight_decay=0.01)
-        self.emas["ema"] = EMA(params, cfg.ema_decay, warmup=True)
+        self._setup_training((self.transformer, self.text_encoder))
         for m in self.text_encoder.modules():  # every draw from `generator`
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
         super().setup()
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(latents [B, C, F', h, w], prompt tokens [B, L] with dropout, prompt index [B])."""
-        cfg, g, device = self.cfg, self.generator, self.device
-        idx = torch.randint(self.latents.shape[0], (cfg.batch_size,), generator=g, device=device)
-        drop = torch.rand(cfg.batch_size, generator=g, device=device) < cfg.prompt_dropout
-        empty = self.tokens.shape[0] - 1
-        prompt = torch.where(drop, torch.full_like(idx, empty), self.prompt_index[idx])
-        return self.latents[idx], self.tokens[prompt], self.prompt_index[idx]
 
     def _loss_step(self, batch) -> dict | None:
         z0, tokens, prompt_index = batch
@@ -184,13 +174,6 @@ class FlowRecipe(_StageRecipe):
         missing = self.text_encoder.load_state_dict(text, strict=False).missing_keys
         if missing not in ([], [_TIED]):
             raise ValueError(f"{path}: text encoder weights missing {missing[:3]}.")
-
-    def run(self) -> dict:
-        stats = super().run()
-        self.emas["ema"].copy_to()
-        self.transformer.eval()
-        self.text_encoder.eval()
-        return stats
 
 
 @torch.no_grad()
