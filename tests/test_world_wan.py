@@ -9,6 +9,7 @@ from diffusers import DiffusionPipeline, WanPipeline
 
 from mcm.cli import main
 from mcm.models import load_teacher, sample_teacher
+from mcm.world.teacher import teacher_metrics
 from mcm.world.wan_pipeline import (
     WorldWanConfig,
     call_costs,
@@ -67,3 +68,7 @@ def test_mcm_world_build_family_wan_trains_resumes_and_saves_a_stock_pipeline(tm
     runs = [pipe("a red circle moving left", generator=torch.Generator().manual_seed(0), **call)
             for _ in range(2)]  # fmt: skip
     assert torch.equal(runs[0].frames, runs[1].frames)
+    # the world metrics of its samples (frames 0-7 of 9, the probes' 8)
+    metrics = teacher_metrics(out, num_videos=2, steps=(2,))
+    assert metrics["scored_frames"] == "0-7 of 9"
+    assert {"prompt_accuracy", "motion_accuracy", "watermark_score"} <= set(metrics["euler_2"])

@@ -233,7 +233,9 @@ def _build(args: argparse.Namespace) -> int:
         from mcm.world.wan_teacher_training import build_world_wan_teacher
 
         cfg = BuildConfig(**{**settings, "progress": not args.no_progress})
-        out = build_world_wan_teacher(args.out, cfg, resume=args.resume, command=command)
+        out = build_world_wan_teacher(
+            args.out, cfg, resume=args.resume, command=command, evaluate_videos=args.eval_videos
+        )
         print(f"flow-matching world teacher written to {out}")
         return 0
     init_from = None if args.init_from is None else resolve_teacher(args.init_from)

@@ -39,6 +39,7 @@ from mcm.world.probes import load_probes
 from mcm.world.teacher_training import UNetRecipe, VAERecipe, latent_pool, loop_config
 from mcm.world.train_config import TEACHER_GUIDANCE, TEACHER_STEPS, BuildConfig
 from mcm.world.train_data import world_prompts
+from mcm.world.wan_pipeline import WorldWanConfig
 
 MANIFEST = "manifest.json"
 __all__ = [
@@ -297,26 +298,35 @@ def teacher_metrics(
     guidance_scale: float = TEACHER_GUIDANCE,
     probes_dir: str | Path | None = None,
 ) -> dict:
-    """World metrics of the teacher's samples at each DDIM step count (probes from
-    ``probes_dir``, default the shipped ones), or {"skipped": reason} without probes."""
+    """World metrics of the teacher's samples at each DDIM step count (a flow-matching
+    teacher: Euler steps, frames 0-7 of its 9 scored) with probes from ``probes_dir``
+    (default the shipped ones), or {"skipped": reason} without probes."""
     try:
         probes = load_probes() if probes_dir is None else load_probes(probes_dir)
     except (ImportError, FileNotFoundError, OSError) as e:
         return {"skipped": f"world probes not available ({e}); run `mcm world build-probes` first"}
 
-    bundle = load_teacher(str(teacher_dir), device=device)
+    wan = WorldWanConfig()
+    bundle = load_teacher(str(teacher_dir), device=device, max_sequence_length=wan.max_tokens)
     prompts = world_prompts()
     prompts = [prompts[i % len(prompts)] for i in range(num_videos)]
     result = {"num_videos": num_videos, "guidance_scale": guidance_scale}
+    if bundle.family == "wan":  # 9-frame clips; frames 0-7 are scored, as the probes know 8
+        size, sampler = (
+            {"num_frames": wan.num_frames, "height": wan.size, "width": wan.size},
+            "euler",
+        )
+        result["scored_frames"] = "0-7 of 9"
+    else:
+        size, sampler = {"num_frames": WorldTeacherConfig.num_frames}, "ddim"
     for n in steps:
         t0 = time.perf_counter()
-        videos = sample_teacher(
-            bundle, prompts, n, guidance_scale, seed, num_frames=WorldTeacherConfig.num_frames
-        ).cpu()
+        videos = sample_teacher(bundle, prompts, n, guidance_scale, seed, **size).cpu()
+        videos = videos[:, :, : WorldTeacherConfig.num_frames]
         wall = time.perf_counter() - t0
         m = world_metrics(videos, prompts, probes)
         m = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
         m["wall_s_per_video"] = round(wall / num_videos, 4)
         m["nfe"] = 2 * n
-        result[f"ddim_{n}"] = m
+        result[f"{sampler}_{n}"] = m
     return result

@@ -29,7 +29,13 @@ import torch.nn.functional as F
 
 from mcm.diffusion.schedules import shift_sigmas
 from mcm.training import checkpoint as ckpt
-from mcm.world.teacher import _asset_bytes, _device_name, _git_revision, write_manifest
+from mcm.world.teacher import (
+    _asset_bytes,
+    _device_name,
+    _git_revision,
+    teacher_metrics,
+    write_manifest,
+)
 from mcm.world.teacher_training import (
     LatentStage,
     _StageRecipe,
@@ -204,11 +210,13 @@ def build_world_wan_teacher(
     model_config: WorldWanConfig | None = None,
     resume: bool = False,
     command: str | None = None,
+    evaluate_videos: int = 0,
 ) -> Path:
     """Train the flow-matching world teacher (the VAE, then the transformer and UMT5) and
     save it to ``out_dir`` as a stock ``WanPipeline`` with a manifest; checkpoints go to
     ``<out_dir>.checkpoints/`` and ``resume`` continues from them (``cfg.vae_max_seconds``
-    / ``unet_max_seconds`` cap each part's time)."""
+    / ``unet_max_seconds`` cap each part's time). ``evaluate_videos`` > 0: the world
+    metrics of that many samples at 50 and 4 Euler steps go into the manifest."""
     model_config = model_config or WorldWanConfig()
     dev = torch.device(cfg.device)
     out_dir = Path(out_dir)
@@ -277,6 +285,10 @@ def build_world_wan_teacher(
         },
     }
     write_manifest(out_dir, manifest)
+    if evaluate_videos > 0:
+        manifest["metrics"] = teacher_metrics(
+            out_dir, evaluate_videos, device=cfg.device, seed=cfg.seed
+        )
     manifest["asset_bytes"] = _asset_bytes(out_dir)
     write_manifest(out_dir, manifest)
     return out_dir
