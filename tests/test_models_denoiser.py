@@ -13,6 +13,7 @@ from mcm.models import (
     TeacherBundle,
     attach_lora,
     detect_family,
+    disable_adapters,
     load_teacher,
     lora_parameters,
     resolve_dtype,
@@ -159,6 +160,33 @@ def test_gradient_checkpointing_gives_the_same_gradients(family, tiny_dirs):
         grads.append([p.grad.clone() for p in lora_parameters(den)])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "wan"])
+def test_teacher_features_backpropagate_through_a_checkpointed_lora_student(
+    family, tiny_dirs, tmp_path
+):
+    """The latent discriminator's teacher features (adapters off) with gradient
+    checkpointing on: the backward must not recompute the blocks with the LoRA back on."""
+    from mcm.models.tiny import save_tiny_pipeline
+
+    path = tiny_dirs.get(family) or save_tiny_pipeline(family, tmp_path / family)
+    bundle = load_teacher(str(path), device="cpu", max_sequence_length=16)
+    den = bundle.denoiser
+    attach_lora(den, rank=2, alpha=2)
+    with torch.no_grad():
+        for p in lora_parameters(den):
+            p.add_(0.01)
+    den.enable_gradient_checkpointing()
+    x = torch.randn(2, 4, 1, 8, 8 if family != "wan" else 8, requires_grad=True)
+    t = torch.tensor([30, 60])
+    with disable_adapters(den):
+        feats = den.encoder_features(x, t, bundle.text_encoder(["a", "b"]))
+    with torch.no_grad():
+        again = den.encoder_features(x, t, bundle.text_encoder(["a", "b"]))  # LoRA on
+    assert any(not torch.equal(a, b) for a, b in zip(feats, again))
+    sum(f.square().mean() for f in feats).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_bad_inputs_name_the_problem(tiny_dirs):

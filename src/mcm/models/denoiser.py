@@ -17,6 +17,7 @@ Adapters:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -158,7 +159,8 @@ class VideoDenoiser(nn.Module):
 
         handles = [b.register_forward_hook(keep) for b in blocks]
         try:
-            self._unet_forward(x_t.to(self.dtype), t, text_emb.to(self.dtype), None)
+            with _without_checkpointing(self.unet):
+                self._unet_forward(x_t.to(self.dtype), t, text_emb.to(self.dtype), None)
         except _StopForward:
             pass
         finally:
@@ -180,10 +182,33 @@ class VideoDenoiser(nn.Module):
                 block.__class__ = _checkpointed_class(type(block))
 
 
+@contextlib.contextmanager
+def _without_checkpointing(net: nn.Module):
+    """Activation checkpointing off inside (diffusers' flags and mcm's checkpointed blocks).
+
+    For the latent discriminator's teacher features: their backward would recompute the
+    checkpointed blocks after the caller's ``disable_adapters`` has ended, i.e. with the
+    LoRA on - another network (torch raises a CheckpointError on the changed shapes).
+    """
+    flagged = [m for m in net.modules() if getattr(m, "gradient_checkpointing", False)]
+    mcm_blocks = [m for m in net.modules() if getattr(m, "_mcm_checkpointed", False)]
+    for m in flagged:
+        m.gradient_checkpointing = False
+    for m in mcm_blocks:
+        m._mcm_checkpoint_off = True
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m.gradient_checkpointing = True
+        for m in mcm_blocks:
+            m._mcm_checkpoint_off = False
+
+
 @functools.cache
 def _checkpointed_class(cls: type) -> type:
     def forward(self, *args, **kwargs):
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not getattr(self, "_mcm_checkpoint_off", False):
             return checkpoint(super(sub, self).forward, *args, use_reentrant=False, **kwargs)
         return super(sub, self).forward(*args, **kwargs)
 
@@ -233,6 +258,7 @@ class WanDenoiser(VideoDenoiser):
     """
 
     family = "wan"
+    num_feature_blocks: int = 2  # the transformer's first blocks the latent discriminator reads
 
     def _unet_forward(self, x_t, t, text_emb, timestep_cond):
         if timestep_cond is not None:
@@ -259,21 +285,15 @@ class WanDenoiser(VideoDenoiser):
                 raise _StopForward
 
         handles = [b.register_forward_hook(keep) for b in blocks]
-        # No activation checkpointing here: the backward would recompute these blocks after
-        # the caller's disable_adapters has ended, i.e. with the LoRA on (another network).
-        checkpointing, net.gradient_checkpointing = net.gradient_checkpointing, False
         try:
-            self._unet_forward(x_t.to(self.dtype), t, text_emb.to(self.dtype), None)
+            with _without_checkpointing(net):
+                self._unet_forward(x_t.to(self.dtype), t, text_emb.to(self.dtype), None)
         except _StopForward:
             pass
         finally:
-            net.gradient_checkpointing = checkpointing
             for h in handles:
                 h.remove()
         return [f.to(x_t.dtype) for f in feats]
-
-    # How many of the transformer's first blocks the latent discriminator reads.
-    num_feature_blocks: int = 2
 
 
 DENOISERS: dict[str, type[VideoDenoiser]] = {
