@@ -1,7 +1,9 @@
 """`mcm demo`: the whole method on the built-in world, offline, on a CPU, in minutes.
 
 1. distil an MCM student (learnable motion head, latent discriminator on high-quality
-   images, mixed trajectories) and a plain LCM student from the shipped world teacher;
+   images, mixed trajectories) and a plain LCM student from the shipped world teacher
+   (``family="wan"``: from a flow-matching world teacher, a stock WanPipeline on 9-frame
+   clips, of which frames 0-7 are scored);
 2. sample the teacher (guided DDIM-50 and DDIM-4) and both students at 1/2/4 steps on a
    fixed set of evaluation prompts;
 3. score every set with the world metrics, and write metrics.json and report.html.
@@ -25,9 +27,11 @@ import torch
 
 from mcm.cpus import usable_cpus
 from mcm.data.cache import write_latent_cache
+from mcm.errors import InputError
 from mcm.models import load_teacher
+from mcm.models.loading import detect_family, read_model_index
 from mcm.models.sampling import sample_student, sample_teacher
-from mcm.paths import CONFIGS
+from mcm.paths import CONFIGS, resolve_teacher
 from mcm.report import write_report
 from mcm.schema import read_yaml
 from mcm.training.config import TrainConfig
@@ -46,15 +50,23 @@ STUDENT_STEPS = (1, 2, 4)
 # The demo's recipes: YAML files shipped inside the package (configs/world.yaml and
 # configs/world-lcm.yaml in the repository are symlinks to them), so that
 # `mcm train --config configs/world.yaml` trains exactly the demo's MCM student.
-RECIPES = {"mcm": "world.yaml", "lcm": "world-lcm.yaml"}
+RECIPES = {
+    "unet": {"mcm": "world.yaml", "lcm": "world-lcm.yaml"},
+    "wan": {"mcm": "world-wan.yaml", "lcm": "world-wan-lcm.yaml"},
+}
+SCORED_FRAMES = 8  # the world probes score 8 frames (a Wan clip's frames 0-7 of 9)
 
 
-def demo_recipe(kind: str) -> dict:
-    """The packaged YAML recipe of ``kind`` ("mcm" or "lcm") as a nested dict (read as
-    ``mcm train`` reads a config: its scalars are typed by the config schema later)."""
-    if kind not in RECIPES:
-        raise ValueError(f"Unknown demo student {kind!r}; choose one of {sorted(RECIPES)}.")
-    return read_yaml(CONFIGS / RECIPES[kind])
+def demo_recipe(kind: str, family: str = "unet") -> dict:
+    """The packaged YAML recipe of ``kind`` ("mcm" or "lcm") for the teacher ``family``
+    ("unet": the shipped world teacher, "wan": a flow-matching one) as a nested dict (read
+    as ``mcm train`` reads a config: its scalars are typed by the config schema later)."""
+    if family not in RECIPES or kind not in RECIPES[family]:
+        raise ValueError(
+            f"Unknown demo student {family}/{kind}; families {sorted(RECIPES)}, students "
+            "mcm and lcm."
+        )
+    return read_yaml(CONFIGS / RECIPES[family][kind])
 
 
 MCM_STEPS = from_dict(TrainConfig, demo_recipe("mcm")).train.max_steps  # after D's warm-up
@@ -75,9 +87,12 @@ def demo_config(
     images: str | None = None,
     clips: int | None = None,
     overrides: dict | None = None,
+    family: str = "unet",
+    teacher: str | None = None,
 ) -> TrainConfig:
     """The demo's training config for ``kind`` ("mcm" or "lcm"): the packaged recipe
-    (:func:`demo_recipe`) with this run's settings.
+    (:func:`demo_recipe` of ``family``) with this run's settings; ``teacher`` replaces the
+    recipe's teacher unless None.
 
     ``out_dir / kind`` is the output_dir; ``steps`` (training steps), ``clips`` (the number
     of rendered world clips) and, for "mcm", ``images`` (the discriminator's real images)
@@ -85,8 +100,10 @@ def demo_config(
     ``{"method": {"lambda_real": 0.0}}``) is merged last; its ``output_dir`` replaces
     ``out_dir / kind``.
     """
-    data = demo_recipe(kind)
+    data = demo_recipe(kind, family)
     data["output_dir"] = str(Path(out_dir) / kind)
+    if teacher is not None:
+        data["model"]["teacher"] = teacher
     train = data["train"]
     if steps is not None:
         train["max_steps"] = steps
@@ -106,10 +123,12 @@ def demo_configs(
     lcm_steps: int | None = None,
     images: str | None = None,
     clips: int | None = None,
+    family: str = "unet",
+    teacher: str | None = None,
 ) -> dict[str, TrainConfig]:
     """{"mcm": config, "lcm": config}: the two students :func:`run_demo` trains."""
     return {
-        kind: demo_config(kind, Path(out_dir), steps, images, clips)
+        kind: demo_config(kind, Path(out_dir), steps, images, clips, None, family, teacher)
         for kind, steps in (("mcm", mcm_steps), ("lcm", lcm_steps))
     }
 
@@ -132,13 +151,14 @@ def _timed(fn):
 def sample_and_score(
     sample, prompts: list[str], nfe: int, probes=None
 ) -> tuple[torch.Tensor, dict]:
-    """Time ``sample()`` (-> videos [N, 3, F, H, W] for the N ``prompts``) and score them.
+    """Time ``sample()`` (-> videos [N, 3, F, H, W] for the N ``prompts``) and score their
+    first :data:`SCORED_FRAMES` frames.
 
     Returns the videos and the world metrics dict plus ``"nfe"`` (per video) and
     ``"seconds_per_video"`` (the batched sampling time over N).
     """
     videos, seconds = _timed(sample)
-    metrics = world_metrics(videos, prompts, probes=probes)
+    metrics = world_metrics(videos[:, :, :SCORED_FRAMES], prompts, probes=probes)
     metrics.update(nfe=nfe, seconds_per_video=seconds / len(prompts))
     return videos, metrics
 
@@ -281,8 +301,13 @@ def run_demo(
     clips: int | None = None,
     parallel: bool | None = None,
     threads: int | None = None,
+    family: str = "unet",
+    teacher: str | None = None,
 ) -> dict:
     """Run the demo; returns the metrics dict written to out_dir/metrics.json.
+
+    ``family`` "wan" runs it on a flow-matching world teacher (``teacher``: its folder;
+    default the shipped one, when there is one).
 
     The students' recipes are the packaged configs (:func:`demo_config`); the steps,
     ``images`` and ``clips`` (None: the recipe's) replace the training steps, the
@@ -301,6 +326,13 @@ def run_demo(
     then :class:`~mcm.training.signals.Interrupted` is raised. A new run starts over.
     """
     out = Path(out_dir)
+    cfgs = demo_configs(out, mcm_steps, lcm_steps, images, clips, family, teacher)
+    found = detect_family(read_model_index(resolve_teacher(cfgs["mcm"].model.teacher)))
+    if (found == "wan") != (family == "wan"):
+        raise InputError(
+            f"The teacher {cfgs['mcm'].model.teacher!r} is a {found} pipeline; use --family "
+            f"{'wan' if found == 'wan' else 'unet'} for it."
+        )
     out.mkdir(parents=True, exist_ok=True)
     cpus = usable_cpus()
     if parallel is None:
@@ -308,7 +340,6 @@ def run_demo(
     threads = threads or max(1, cpus // 2 if parallel else cpus)  # per training process
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
-    cfgs = demo_configs(out, mcm_steps, lcm_steps, images, clips)
     students = _Students(cfgs, parallel)
     with StopSignals(on_signal=students.pass_on) as signals:
         for kind, cfg in cfgs.items():
@@ -332,9 +363,13 @@ def run_demo(
     timings = {**students.timings, "total_s": time.perf_counter() - t_start}
     settings = {
         "prompts": evaluation_prompts(num_prompts),
-        "teacher": "world (shipped)",
-        "teacher_sampling": f"DDIM, guidance {TEACHER_GUIDANCE} (2 NFE per step)",
-        "student_sampling": "multistep consistency (LCM), timestep scaling 4, no CFG (1 NFE per step)",
+        "teacher": cfgs["mcm"].model.teacher,
+        "teacher_sampling": f"{'Euler (flow)' if family == 'wan' else 'DDIM'}, guidance "
+        f"{TEACHER_GUIDANCE} (2 NFE per step)",
+        "student_sampling": "deterministic Euler steps on the flow grid, no CFG (1 NFE per step)"
+        if family == "wan"
+        else "multistep consistency (LCM), timestep scaling 4, no CFG (1 NFE per step)",
+        "scored_frames": f"0-{SCORED_FRAMES - 1}",
         "seed": seed,
         "torch_threads": {"training": threads, "sampling": torch.get_num_threads()},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -353,17 +388,24 @@ def _sample_and_score(cfgs: dict, num_prompts: int, seed: int, signals: StopSign
     """Sample what a user deploys - the stock teacher (guided DDIM-50 and DDIM-4) and each
     student's merged export (the same weights as its LoRA; no adapter layers to slow its
     timing down) at 1/2/4 steps - and score every set. Returns (videos, metrics) by key."""
-    bundle = load_teacher(cfgs["mcm"].model.teacher)
+    m, video = cfgs["mcm"].model, cfgs["mcm"].data.video
+    bundle = load_teacher(m.teacher, max_sequence_length=m.max_sequence_length)
     students = {
-        kind: load_teacher(str(Path(c.output_dir) / "export" / "merged"))
+        kind: load_teacher(
+            str(Path(c.output_dir) / "export" / "merged"), max_sequence_length=m.max_sequence_length
+        )
         for kind, c in cfgs.items()
     }
+    size = {"num_frames": video.num_frames}
+    if bundle.family == "wan":  # a transformer's config has no default size
+        r = video.resolution
+        size.update(zip(("height", "width"), (r, r) if isinstance(r, int) else r))
     prompts = evaluation_prompts(num_prompts)
     probes = load_probes()
     runs = {
         f"teacher@{steps}": (
             functools.partial(
-                sample_teacher, bundle, prompts, steps, TEACHER_GUIDANCE, seed=seed, num_frames=8
+                sample_teacher, bundle, prompts, steps, TEACHER_GUIDANCE, seed=seed, **size
             ),
             2 * steps,
         )
@@ -371,10 +413,11 @@ def _sample_and_score(cfgs: dict, num_prompts: int, seed: int, signals: StopSign
     }
     for kind, student in students.items():
         for steps in STUDENT_STEPS:
-            scaling = cfgs[kind].method.timestep_scaling
+            method = cfgs[kind].method
             sample = functools.partial(
-                sample_student, student, prompts, steps, seed=seed, num_frames=8,
-                timestep_scaling=scaling,
+                sample_student, student, prompts, steps, seed=seed,
+                timestep_scaling=method.timestep_scaling,
+                original_inference_steps=method.num_ode_steps, **size,
             )  # fmt: skip
             runs[f"{kind}@{steps}"] = (sample, steps)
     print(f"[demo] sampling and scoring {len(prompts)} prompts ...", flush=True)

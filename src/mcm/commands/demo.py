@@ -69,6 +69,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "CPUs: in a second process at the same time)",
     )
     p.add_argument(
+        "--family",
+        choices=["unet", "wan"],
+        default="unet",
+        help="unet: the shipped world teacher (a TextToVideoSDPipeline); wan: a flow-matching "
+        "world teacher (a WanPipeline on 9-frame clips; see --teacher)",
+    )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="the teacher's folder (default: the family's shipped world teacher; with --family "
+        "wan, one built by `mcm world build --family wan`)",
+    )
+    p.add_argument(
         "--images",
         type=_images,
         default=None,
@@ -95,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             args.clips,
             parallel=False if args.sequential else None,
             threads=args.threads,
+            family=args.family,
+            teacher=args.teacher,
         )
     except Interrupted as e:
         print(f"mcm demo: {e}; each student saved a checkpoint in {args.out}/<kind>.")
