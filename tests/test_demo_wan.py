@@ -13,8 +13,19 @@ from mcm.cli import main
 KEYS = {"teacher@50", "teacher@4", *(f"{k}@{n}" for k in ("mcm", "lcm") for n in (1, 2, 4))}
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The demo sets torch's threads for its own processes: one here (the other xdist
+    worker has the other core), and the count restored after, for the tests that follow."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_demo_family_wan_runs_and_exports_stock_wan_pipelines(tmp_path, monkeypatch):
+def test_demo_family_wan_runs_and_exports_stock_wan_pipelines(
+    tmp_path, monkeypatch, one_torch_thread
+):
     monkeypatch.setenv("MCM_CACHE", str(tmp_path / "cache"))
     teacher = tmp_path / "teacher"
     build = ["world", "build", "--family", "wan", "--out", str(teacher), "--vae-steps", "1",
@@ -24,7 +35,7 @@ def test_demo_family_wan_runs_and_exports_stock_wan_pipelines(tmp_path, monkeypa
     out = tmp_path / "demo"
     demo = ["demo", "--family", "wan", "--teacher", str(teacher), "--mcm-steps", "1",
             "--lcm-steps", "1", "--clips", "4", "--prompts", "2", "--images",
-            "world:hq_image:4", "--sequential", "--out", str(out)]  # fmt: skip
+            "world:hq_image:4", "--sequential", "--threads", "1", "--out", str(out)]  # fmt: skip
     assert main(demo) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == KEYS
