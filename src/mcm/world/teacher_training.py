@@ -145,6 +145,16 @@ class LatentStage(_StageRecipe):
         for m in models:
             m.train()
 
+    def _direction_term(self, prompt_index: torch.Tensor) -> torch.Tensor | float:
+        """0.1 x the direction hinge (0 when ``direction_margin`` is 0)."""
+        if self.cfg.direction_margin <= 0:
+            return 0.0
+        margin = self.cfg.direction_margin
+        hinge = direction_hinge(
+            self.text_encoder, self.tokens, prompt_index, margin, self.generator
+        )
+        return 0.1 * hinge
+
     def run(self) -> dict:
         stats = super().run()
         self.emas["ema"].copy_to()
@@ -196,15 +206,7 @@ class UNetRecipe(LatentStage):
                 cfg.prediction_type,
                 cfg.top_noise_fraction,
             )
-            if cfg.direction_margin > 0:
-                hinge = direction_hinge(
-                    self.text_encoder,
-                    self.tokens,
-                    prompt_index,
-                    cfg.direction_margin,
-                    self.generator,
-                )
-                loss = loss + 0.1 * hinge
+            loss = loss + self._direction_term(prompt_index)
         return {"loss": loss.detach()} if self.backward(loss) else None
 
     def _checkpoint_weights(self) -> dict:

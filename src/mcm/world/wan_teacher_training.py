@@ -39,7 +39,6 @@ from mcm.world.teacher import (
 from mcm.world.teacher_training import (
     LatentStage,
     _StageRecipe,
-    direction_hinge,
     prompt_tokens,
     vae_loss,
 )
@@ -158,15 +157,7 @@ class FlowRecipe(LatentStage):
                 self.shift,
                 cfg.top_noise_fraction,
             )
-            if cfg.direction_margin > 0:
-                hinge = direction_hinge(
-                    self.text_encoder,
-                    self.tokens,
-                    prompt_index,
-                    cfg.direction_margin,
-                    self.generator,
-                )
-                loss = loss + 0.1 * hinge
+            loss = loss + self._direction_term(prompt_index)
         return {"loss": loss.detach()} if self.backward(loss) else None
 
     def _checkpoint_weights(self) -> dict:
