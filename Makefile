@@ -3,6 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
+APP := $(VENV)/.installed-app
 DEV := $(VENV)/.installed-dev
 
 # pip installs without byte-compiling (--no-compile: 23 s instead of 71 s for
@@ -11,7 +12,7 @@ DEV := $(VENV)/.installed-dev
 # unset for every command below (with it set, each process recompiles: ~8 s per start).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast test-experiments lint format venv clean
+.PHONY: demo app browser test test-fast test-experiments lint format venv clean
 
 # The demo needs only the runtime packages; the tests and linters add requirements-dev.txt.
 # pip is upgraded first: the venv's bundled pip 23.2 installed requirements.txt slower here.
@@ -23,9 +24,20 @@ $(RUNTIME): requirements.txt pyproject.toml
 	$(BIN)/pip install -q --no-compile --no-deps --no-build-isolation -e .
 	touch $@
 
-$(DEV): $(RUNTIME) requirements-dev.txt
+$(APP): $(RUNTIME) requirements-app.txt
+	$(BIN)/pip install -q --no-compile -r requirements-app.txt
+	touch $@
+
+$(DEV): $(APP) requirements-dev.txt
 	$(BIN)/pip install -q --no-compile -r requirements-dev.txt
 	touch $@
+
+# The browser test drives Debian's chromium (Playwright's own browser download is not
+# reachable here); installed with apt when missing, as root or through sudo.
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
 venv: $(DEV)
 
@@ -34,6 +46,10 @@ venv: $(DEV)
 demo: $(RUNTIME)
 	HF_HUB_OFFLINE=1 $(BIN)/mcm demo --out demo-out
 
+# The web app on the shipped world teacher and the students `make demo` left in demo-out.
+app: $(APP)
+	HF_HUB_OFFLINE=1 $(BIN)/mcm app --demo-out demo-out
+
 # The test suite on two pytest-xdist workers, one torch thread each. Each worker takes the
 # next test when it finishes one (--maxschedchunk 1), and the tests marked slow come first
 # (tests/conftest.py), so the short ones fill the gaps at the end.
@@ -41,10 +57,10 @@ demo: $(RUNTIME)
 # (.ci/run). `make test-fast` leaves out the tests marked slow, for local iterations.
 PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --maxschedchunk 1
 
-test: $(DEV)
+test: $(DEV) browser
 	$(PYTEST)
 
-test-fast: $(DEV)
+test-fast: $(DEV) browser
 	$(PYTEST) -m "not slow"
 
 # The research scripts' tests (experiments/README.md); not part of `make test`.

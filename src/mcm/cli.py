@@ -17,6 +17,7 @@ import argparse
 import importlib
 import sys
 
+from mcm import __version__
 from mcm.errors import UserError
 
 COMMANDS = {
@@ -27,6 +28,7 @@ COMMANDS = {
     "world": "render the built-in world's data domains, build its teacher and probes",
     "data": "check, pack and cache video/image datasets",
     "export": "export a trained student as a diffusers LoRA and a merged pipeline",
+    "app": "a web app: a teacher and its students side by side on one prompt and seed",
 }
 
 # What a user can fix: our own UserError, and the OS's errors about a path they named.
@@ -61,6 +63,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="mcm",
         description="Motion Consistency Model: distil text-to-video diffusion into 1-8 steps.",
     )
+    parser.add_argument("--version", action="version", version=f"mcm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
