@@ -148,6 +148,25 @@ def test_gradient_penalty_linear_critic_closed_form():
     assert gp.item() == pytest.approx((norm - 1) ** 2, rel=1e-5)
 
 
+def test_gradient_penalty_sum_reduction_scales_the_gradient_by_the_token_count():
+    # the reference's sum over a sample's L logits: the same penalty as the mean form of a
+    # critic L times larger
+    real, fake = [torch.randn(2, 4, 3)], [torch.randn(2, 4, 3)]
+    cond = torch.zeros(2, 1)
+    w = torch.randn(3)
+
+    def critic(feats, c):
+        return feats[0] @ w  # (N, 4)
+
+    def scaled(feats, c):
+        return 4 * critic(feats, c)
+
+    gp_sum = gradient_penalty(critic, real, fake, cond, cond, _gen(), reduction="sum")
+    torch.testing.assert_close(gp_sum, gradient_penalty(scaled, real, fake, cond, cond, _gen()))
+    with pytest.raises(ValueError, match="reduction"):
+        gradient_penalty(critic, real, fake, cond, cond, _gen(), reduction="max")
+
+
 def test_gradient_penalty_interpolates_features_and_condition():
     real, fake = [torch.randn(3, 4, 2)], [torch.randn(3, 4, 2)]
     rc, fc = torch.randn(3, 2), torch.randn(3, 2)
@@ -200,6 +219,22 @@ def test_head_projection_conditioning_formula():
         ]
     )
     torch.testing.assert_close(logits, ref)
+
+
+def test_reference_head_scales_the_residual_and_pads_circularly():
+    torch.manual_seed(0)
+    head = DiscriminatorHead(6, 5, hidden=8, cmap_dim=4, kernel_size=3, style="reference").eval()
+    tokens, text = torch.randn(2, 7, 6), torch.randn(2, 5)
+    captured = {}
+    head.to_cmap.register_forward_hook(lambda m, i, o: captured.update(h=i[0]))
+    head(tokens, text)
+    h = head.stem(tokens.transpose(1, 2))  # (N, 8, L)
+    conv, norm = head.residual[0], head.residual[1]
+    padded = torch.cat([h[..., -1:], h, h[..., :1]], dim=-1)  # circular, one each side
+    r = torch.nn.functional.leaky_relu(norm(torch.conv1d(padded, conv.weight, conv.bias)), 0.2)
+    torch.testing.assert_close(captured["h"], (h + r) / math.sqrt(2))
+    with pytest.raises(ValueError, match="style"):
+        DiscriminatorHead(6, 5, style="stylegan")
 
 
 def test_unconditional_head_ignores_the_caption():

@@ -186,6 +186,14 @@ def test_learnable_head_starts_as_identity_and_learns(name):
     assert not torch.equal(head(x), x)
 
 
+def test_reference_learnable_head_is_two_convs_after_an_input_silu():
+    head = LearnableMotionHead(4, hidden=32, num_layers=2, input_activation=True)
+    kinds = [type(m).__name__ for m in head.residual]
+    assert kinds == ["SiLU", "Conv2d", "GroupNorm", "SiLU", "Conv2d"]
+    x = torch.randn(2, 4, 3, 5, 5)
+    torch.testing.assert_close(head(x), x)  # identity at initialisation, as the default
+
+
 def test_learnable_head_is_per_frame():
     head = LearnableMotionHead(2, hidden=8, num_groups=2, kernel_size=3, num_layers=3)
     for p in head.parameters():

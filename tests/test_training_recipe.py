@@ -153,6 +153,29 @@ def test_motion_head_has_its_own_learning_rate(assets, tmp_path):
     assert {id(p) for p in head["params"]} == {id(p) for p in recipe.motion.parameters()}
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+def test_reference_options_reach_the_motion_head_and_the_discriminator(assets, tmp_path):
+    cfg = make_config(assets, tmp_path / "reference")
+    cfg.method.motion_head = "reference"
+    cfg.discriminator.head_style = "reference"
+    cfg.discriminator.gp_reduction = "sum"
+    cfg.discriminator.lr_schedule = "cosine"
+    cfg.discriminator.warmup_steps = 2
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    assert recipe.motion.config["input_activation"] and recipe.motion.config["num_layers"] == 2
+    D = recipe.discriminator
+    assert D.gp_reduction == "sum"
+    assert all(h.residual_scale == pytest.approx(2**-0.5) for h in D.heads)
+    schedule = recipe.optimizers["d"].scheduler
+    lrs = []
+    for _ in range(2 + 4):  # the cosine runs over the D warm-up and the distillation steps
+        lrs.append(schedule.get_last_lr()[0])
+        schedule.step()
+    assert lrs[1] == pytest.approx(1e-4) and lrs[-1] < lrs[2] < lrs[1]
+    assert schedule.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
 @pytest.mark.parametrize("real", ["images", "clip frames"])
 def test_caption_drop_brings_the_video_captions_to_the_images_form(assets, tmp_path, real):
     cfg = make_config(assets, tmp_path / "drop")

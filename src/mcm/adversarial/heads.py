@@ -28,10 +28,13 @@ from mcm.adversarial.augment import diff_augment, parse_policy
 from mcm.adversarial.backbones import FrameBackbone
 from mcm.adversarial.losses import gradient_penalty
 
+HEAD_STYLES = ("mcm", "reference")
 
-def _conv_block(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
+
+def _conv_block(c_in: int, c_out: int, kernel_size: int, padding_mode: str = "zeros"):
+    conv = nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
     return nn.Sequential(
-        spectral_norm(nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2)),
+        spectral_norm(conv),
         nn.GroupNorm(1, c_out),
         nn.LeakyReLU(0.2),
     )
@@ -48,6 +51,8 @@ class DiscriminatorHead(nn.Module):
         kernel_size (int): odd kernel of the residual conv. Default: 9.
         conditional (bool): projection conditioning on the caption (the paper's); False
             replaces W e_n by a trainable vector and ignores the text. Default: True.
+        style (str): "mcm": h + residual(h) with zero padding; "reference": the reference
+            heads' (h + residual(h)) / sqrt(2) with circular padding. Default: "mcm".
 
     Raises:
         ValueError: non-positive sizes or an even kernel.
@@ -61,9 +66,12 @@ class DiscriminatorHead(nn.Module):
         cmap_dim: int = 64,
         kernel_size: int = 9,
         conditional: bool = True,
+        style: str = "mcm",
     ):
         super().__init__()
         hidden = hidden or in_channels
+        if style not in HEAD_STYLES:
+            raise ValueError(f"style must be one of {HEAD_STYLES}; got {style!r}.")
         if min(in_channels, text_dim, hidden, cmap_dim, kernel_size) < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 "in_channels, text_dim, hidden, cmap_dim must be >= 1 and kernel_size odd; got "
@@ -71,7 +79,11 @@ class DiscriminatorHead(nn.Module):
             )
         self.cmap_dim = cmap_dim
         self.stem = _conv_block(in_channels, hidden, 1)
-        self.residual = _conv_block(hidden, hidden, kernel_size)
+        reference = style == "reference"
+        self.residual_scale = 1 / math.sqrt(2) if reference else 1.0
+        self.residual = _conv_block(
+            hidden, hidden, kernel_size, "circular" if reference else "zeros"
+        )
         self.to_cmap = spectral_norm(nn.Conv1d(hidden, cmap_dim, 1))
         if conditional:
             self.text_proj = nn.Linear(text_dim, cmap_dim)  # W of the projection conditioning
@@ -81,7 +93,7 @@ class DiscriminatorHead(nn.Module):
     def forward(self, tokens: Tensor, text_emb: Tensor) -> Tensor:
         """tokens [N, L, C_i], text_emb [N, D] -> logits [N, L]."""
         h = self.stem(tokens.transpose(1, 2))  # (N, hidden, L)
-        h = h + self.residual(h)
+        h = (h + self.residual(h)) * self.residual_scale
         feat = self.to_cmap(h)  # (N, cmap, L)
         if hasattr(self, "text_proj"):
             cond = self.text_proj(text_emb.to(feat.dtype))  # (N, cmap)
@@ -120,6 +132,8 @@ class FrameDiscriminator(nn.Module):
             Default: "color,translation,cutout".
         conditional (bool): text-conditioned heads (see :class:`DiscriminatorHead`).
             Default: True.
+        head_style (str): see :class:`DiscriminatorHead`. Default: "mcm".
+        gp_reduction (str): see :func:`mcm.adversarial.gradient_penalty`. Default: "mean".
     """
 
     def __init__(
@@ -131,15 +145,18 @@ class FrameDiscriminator(nn.Module):
         kernel_size: int = 9,
         augment_policy: str = "color,translation,cutout",
         conditional: bool = True,
+        head_style: str = "mcm",
+        gp_reduction: str = "mean",
     ):
         super().__init__()
         parse_policy(augment_policy)
         self.backbone = backbone.requires_grad_(False)
         self.heads = nn.ModuleList(
-            DiscriminatorHead(c, text_dim, hidden, cmap_dim, kernel_size, conditional)
+            DiscriminatorHead(c, text_dim, hidden, cmap_dim, kernel_size, conditional, head_style)
             for c in backbone.channels
         )
         self.augment_policy = augment_policy
+        self.gp_reduction = gp_reduction
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """The trainable parameters (give these, and only these, to D's optimiser)."""
@@ -201,5 +218,11 @@ class FrameDiscriminator(nn.Module):
     ) -> Tensor:
         """:func:`mcm.adversarial.gradient_penalty` with this discriminator's heads."""
         return gradient_penalty(
-            self.logits, real_features, fake_features, real_text, fake_text, generator
+            self.logits,
+            real_features,
+            fake_features,
+            real_text,
+            fake_text,
+            generator,
+            self.gp_reduction,
         )

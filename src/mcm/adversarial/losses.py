@@ -32,11 +32,14 @@ def gradient_penalty(
     real_cond: Tensor,
     fake_cond: Tensor,
     generator: torch.Generator,
+    reduction: str = "mean",
 ) -> Tensor:
     """mean_n (||grad_f D(f_hat_n)|| - 1)^2 on real/fake interpolates in feature space.
 
     f_hat = u f_real + (1 - u) f_fake with u ~ U[0, 1) per sample (the conditioning is
-    interpolated with the same u). D(f_hat_n) is sample n's mean logit; the gradient norm
+    interpolated with the same u). D(f_hat_n) is sample n's mean logit, or with
+    ``reduction="sum"`` (the reference's) the sum of its L logits, whose gradient is L
+    times larger, so that the penalty's adaptive weight (x5 above 100) comes into play; the gradient norm
     runs over all tapped feature maps together. The result is differentiable in the
     critic's parameters (create_graph); features are detached first, so nothing flows
     into the backbone or the generator.
@@ -45,6 +48,7 @@ def gradient_penalty(
         critic: (features [[N, L_i, C_i]], cond [N, D]) -> logits [N, ...].
         real_features, fake_features: lists of [N, L_i, C_i] with matching shapes.
         real_cond, fake_cond: [N, D]. generator: source of u.
+        reduction: "mean" or "sum" over each sample's logits.
     Returns:
         scalar penalty.
     """
@@ -53,6 +57,8 @@ def gradient_penalty(
             "Real and fake features differ in shape; give real and fake frames the same size "
             f"({[tuple(f.shape) for f in real_features]} vs {[tuple(f.shape) for f in fake_features]})."
         )
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}.")
     N = real_features[0].shape[0]
     u = torch.rand(N, generator=generator, device=generator.device)
     u = u.to(device=real_features[0].device, dtype=real_features[0].dtype)
@@ -61,7 +67,8 @@ def gradient_penalty(
         for r, f in zip(real_features, fake_features)
     ]
     cond = u.view(N, 1) * real_cond.detach() + (1 - u.view(N, 1)) * fake_cond.detach()
-    score = critic(mixed, cond).reshape(N, -1).mean(dim=1)  # (N,)
+    logits = critic(mixed, cond).reshape(N, -1)
+    score = logits.sum(dim=1) if reduction == "sum" else logits.mean(dim=1)  # (N,)
     grads = torch.autograd.grad(score.sum(), mixed, create_graph=True)
     norm = torch.sqrt(sum(g.reshape(N, -1).pow(2).sum(dim=1) for g in grads))  # (N,)
     return ((norm - 1.0) ** 2).mean()

@@ -2,7 +2,9 @@
 
 g_phi is a small per-frame network (convs, GroupNorm, SiLU) whose last conv is
 zero-initialised, so m is the identity at initialisation. The light variant uses 1x1
-convs (3 layers), the heavy one 3x3 convs (5 layers). The head is trained only through
+convs (3 layers), the heavy one 3x3 convs (5 layers). The reference's head is two layers
+with a SiLU on the input as well (``num_layers=2, input_activation=True``); the default
+three convs without it are ours (docs/RESULTS.md, "Deviations from the reference"). The head is trained only through
 the motion loss with the student's optimiser; the target side uses an EMA copy of it
 (:class:`mcm.training.ema.EMA`, decay 0.95).
 """
@@ -29,6 +31,7 @@ class LearnableMotionHead(nn.Module):
         num_layers (int): number of convs (the last maps back to C). Default: 3.
         kernel_size (int): 1 (light) or an odd size such as 3 (heavy). Default: 1.
         num_groups (int): GroupNorm groups; must divide ``hidden``. Default: 32.
+        input_activation (bool): a SiLU on the input of the first conv. Default: False.
 
     Raises:
         ValueError: non-positive sizes, an even kernel, or groups not dividing hidden.
@@ -41,6 +44,7 @@ class LearnableMotionHead(nn.Module):
         num_layers: int = 3,
         kernel_size: int = 1,
         num_groups: int = 32,
+        input_activation: bool = False,
     ):
         super().__init__()
         if min(channels, hidden, num_layers, kernel_size, num_groups) < 1:
@@ -58,9 +62,10 @@ class LearnableMotionHead(nn.Module):
             "num_layers": num_layers,
             "kernel_size": kernel_size,
             "num_groups": num_groups,
+            "input_activation": input_activation,
         }
         pad = kernel_size // 2
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.SiLU()] if input_activation else []
         width = channels
         for _ in range(num_layers - 1):
             layers += [

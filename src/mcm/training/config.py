@@ -71,6 +71,9 @@ class MethodConfig(MCMConfig):
     motion: Literal[MOTION_REPRESENTATIONS] = (
         "learnable"  # motion representation: raw, diff, lowfreq, highfreq, corr_local, corr_global, learnable, learnable_heavy
     )
+    # the learnable head's layers: "mcm" (three convs) or "reference" (two, with a SiLU on
+    # the input as well)
+    motion_head: Literal["mcm", "reference"] = "mcm"
     motion_ema_decay: Fraction = 0.95  # EMA of the learnable head used on the target side
     motion_head_lr: PositiveFloat | None = (
         None  # lr of the learnable head (None: train.lr, the paper's)
@@ -102,11 +105,20 @@ class DiscriminatorConfig:
     caption_drop: str | None = None
     augment: str = "color,translation,cutout"  # differentiable augmentation policy ("" = none)
     lr: PositiveFloat = 1e-4
+    # "constant" (ours: the demo's D must keep learning the look to the end) or "cosine" over
+    # the D warm-up + distillation steps (the reference decays D's lr with the student's)
+    lr_schedule: Literal["cosine", "constant"] = "constant"
     betas: Betas = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: NonNegativeFloat = 0.0
+    # "mcm": h + residual(h), zero padding; "reference": (h + residual(h)) / sqrt(2),
+    # circular padding (the reference heads')
+    head_style: Literal["mcm", "reference"] = "mcm"
     gp_weight: NonNegativeFloat = (
         1e-5  # initial weight of the feature-space gradient penalty (0 = off)
     )
+    # The penalty's D(f_hat_n): the "mean" of sample n's logits (ours) or their "sum" (the
+    # reference's: a gradient L times larger, so the weight's x5 above 100 comes into play)
+    gp_reduction: Literal["mean", "sum"] = "mean"
     gp_every: PositiveInt = 1  # compute the penalty every n steps
     # D-only steps before distillation: real images against frames of the training clips,
     # which look like the student's first samples (it starts as the teacher). 0: the paper's.

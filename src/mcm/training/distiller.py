@@ -55,6 +55,11 @@ class MCMConfig:
     # N: skipping-step DDIM grid over the teacher's T timesteps; on a flow-matching teacher
     # the N-step shifted sigma grid, which holds the n-step sampling grids for n dividing N
     num_ode_steps: PositiveInt = 50
+    # The timestep proposal: a fraction of each batch drawn at the top of the grid (the
+    # one-step point, where the student maps pure noise to a video), the rest uniformly
+    # over the grid (the reference: uniform, i.e. 0). P(top) = top_fraction + (1 -
+    # top_fraction) / N.
+    top_fraction: Fraction = 0.0
     w_min: NonNegativeFloat = 5.0  # guidance scale w ~ U[w_min, w_max], LCM form
     w_max: NonNegativeFloat = 15.0
     w_embedding_dim: NonNegativeInt = (
@@ -195,7 +200,7 @@ class MCMDistiller:
         cfg = self.cfg
         k = 1 if self.first_frame_only else min(cfg.frames_per_video, Fr)
         return Draws(
-            index=torch.randint(0, cfg.num_ode_steps, (B,), generator=generator),
+            index=grid_index_draws(B, cfg.num_ode_steps, cfg.top_fraction, generator),
             noise=torch.randn(latents.shape, generator=generator),
             w=cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(B, generator=generator),
             use_real=bool(torch.rand((), generator=generator) < cfg.lambda_real),
@@ -375,6 +380,19 @@ class MCMDistiller:
 
     def _d_generator(self, seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
+
+
+def grid_index_draws(
+    n: int, num_ode_steps: int, top_fraction: float, generator: torch.Generator
+) -> Tensor:
+    """Grid indices [n] (long): uniform over ``0..N-1``, each replaced by the top index N - 1
+    with probability ``top_fraction`` (drawn only when it is > 0, so the uniform proposal's
+    draws are the reference's)."""
+    index = torch.randint(0, num_ode_steps, (n,), generator=generator)
+    if top_fraction > 0:
+        top = torch.rand(n, generator=generator) < top_fraction
+        index = torch.where(top, torch.full_like(index, num_ode_steps - 1), index)
+    return index
 
 
 def teacher_latent_backbone(

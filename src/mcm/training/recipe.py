@@ -70,6 +70,13 @@ from mcm.training.trainer import NonFiniteLossError, Trainer
 
 log = logging.getLogger("mcm.train")
 
+# method.motion_head: "reference": the reference's learnable heads (a SiLU on the input; the
+# light head has two layers)
+REFERENCE_MOTION_HEADS = {
+    "learnable": {"num_layers": 2, "input_activation": True},
+    "learnable_heavy": {"input_activation": True},
+}
+
 
 class DistillRecipe(Trainer):
     """Distil an MCM (or plain LCM) student from a teacher, as the config says."""
@@ -132,7 +139,9 @@ class DistillRecipe(Trainer):
 
         # 2. The motion representation (its EMA on the target side) and the LoRA's EMA.
         channels = self.bundle.vae.latent_channels
-        self.motion = build_motion_representation(cfg.method.motion, channels).to(device)
+        head = REFERENCE_MOTION_HEADS.get(cfg.method.motion, {})
+        head = head if cfg.method.motion_head == "reference" else {}
+        self.motion = build_motion_representation(cfg.method.motion, channels, **head).to(device)
         self.motion_ema = self.motion_target = None
         if any(p.requires_grad for p in self.motion.parameters()):
             self.motion_ema, self.motion_target = EMA.of_module(
@@ -177,9 +186,11 @@ class DistillRecipe(Trainer):
             d = cfg.discriminator
             heads = list(self.discriminator.head_parameters())
             optim = make_optimizer(heads, d.lr, d.betas, d.weight_decay, kind=t.optimizer)
+            # the D scheduler also steps in the D-only warm-up
+            d_steps = d.warmup_steps + t.max_steps
             self.optimizers["d"] = Optimization(
                 acc.prepare_optimizer(optim),
-                make_scheduler(optim, "constant", t.warmup_steps, t.max_steps),
+                make_scheduler(optim, d.lr_schedule, t.warmup_steps, d_steps),
                 heads,
             )
             self.gp_weight = AdaptivePenaltyWeight(d.gp_weight)
@@ -214,6 +225,8 @@ class DistillRecipe(Trainer):
             cmap_dim=d.head_channels,
             augment_policy=d.augment,
             conditional=d.conditional,
+            head_style=d.head_style,
+            gp_reduction=d.gp_reduction,
         )
         return disc.to(self.accelerator.device)
 
