@@ -20,6 +20,7 @@ from mcm.diffusion import (
     schedule_from_config,
     skipping_step_grid,
     to_x0_eps,
+    training_timesteps,
 )
 from mcm.diffusion.solvers import TIMESTEP_SPACINGS
 
@@ -348,3 +349,24 @@ def test_consistency_timesteps_lie_on_the_skipping_grid(n, original):
     ours = consistency_timesteps(n, 1000, original)
     assert ours[0] == grid[-1]  # always starts at the top of the grid
     assert (ours.diff() < 0).all() and torch.isin(ours, grid).all()
+
+
+@pytest.mark.parametrize("top_fraction", [0.0, 0.25, 1.0])
+def test_training_timesteps_put_top_fraction_extra_mass_on_the_top(top_fraction):
+    # the world teacher's build (timesteps) and the distiller's proposal (grid indices)
+    N, n = 10, 200_000
+    t = training_timesteps(n, N, torch.Generator().manual_seed(0), "cpu", top_fraction)
+    freq = torch.bincount(t, minlength=N).double() / n
+    expected = torch.full((N,), (1 - top_fraction) / N, dtype=torch.float64)
+    expected[-1] += top_fraction
+    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) < N
+    assert torch.allclose(freq, expected, atol=4e-3)
+
+
+def test_training_timesteps_without_top_fraction_are_a_plain_uniform_draw():
+    t = training_timesteps(4000, 1000, torch.Generator().manual_seed(0), "cpu", 0.0)
+    assert torch.equal(
+        t, torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0))
+    )
+    t = training_timesteps(4000, 1000, torch.Generator().manual_seed(0), "cpu", 0.5, t_min=400)
+    assert t.min() >= 400 and t.max() == 999

@@ -13,7 +13,7 @@ from mcm.adversarial import FrameDiscriminator, LatentUNetBackbone
 from mcm.models import attach_lora, disable_adapters, load_teacher, lora_parameters
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.motion import build_motion_representation
-from mcm.training.distiller import DistillBatch, MCMConfig, MCMDistiller, grid_index_draws
+from mcm.training.distiller import DistillBatch, MCMConfig, MCMDistiller
 from mcm.training.ema import EMA
 
 PROMPTS = ["a red circle moving left", "a blue square moving up"]
@@ -252,21 +252,3 @@ def test_distillation_loss_goes_down(teacher_dir):
         loss.backward()
         opt.step()
     assert eval_loss() < 0.9 * before
-
-
-@pytest.mark.parametrize("top_fraction", [0.0, 0.25, 1.0])
-def test_grid_proposal_puts_top_fraction_extra_mass_on_the_top_index(top_fraction):
-    N, n = 10, 200_000
-    index = grid_index_draws(n, N, top_fraction, torch.Generator().manual_seed(0))
-    freq = torch.bincount(index, minlength=N).double() / n
-    expected = torch.full((N,), (1 - top_fraction) / N, dtype=torch.float64)
-    expected[-1] += top_fraction
-    assert index.dtype == torch.long and int(index.min()) >= 0 and int(index.max()) < N
-    assert torch.allclose(freq, expected, atol=4e-3)
-
-
-def test_uniform_proposal_draws_are_the_reference_randint():
-    # top_fraction 0 draws nothing extra: the default's random stream is unchanged
-    a = grid_index_draws(64, 50, 0.0, torch.Generator().manual_seed(3))
-    b = torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(3))
-    assert torch.equal(a, b)

@@ -14,7 +14,6 @@ from mcm.world.pipeline import (
     world_tokenizer,
 )
 from mcm.world.teacher import BuildConfig, build_world_teacher, read_manifest
-from mcm.world.teacher_training import training_timesteps
 from mcm.world.train_data import world_prompts
 
 # Small enough for CI; the sizes are the shipped ones, only the batches and steps shrink.
@@ -247,14 +246,3 @@ def test_build_schedule_options(tmp_path, one_thread):
         BuildConfig(prediction_type="epsilon")
     with pytest.raises(ValueError, match="top_noise_fraction"):
         BuildConfig(top_noise_fraction=1.5)
-
-
-def test_training_timesteps_top_fraction():
-    g = torch.Generator().manual_seed(0)
-    plain = training_timesteps(4000, 1000, g, "cpu")
-    g = torch.Generator().manual_seed(0)
-    assert torch.equal(training_timesteps(4000, 1000, g, "cpu", top_fraction=0.0), plain)
-    t = training_timesteps(4000, 1000, g, "cpu", top_fraction=0.5, t_min=400)
-    assert t.min() >= 400 and t.max() == 999
-    # Half at the top, the rest uniform over 400..999 (of which 1/600 also land on 999).
-    assert abs(t.eq(999).float().mean().item() - 0.5) < 0.03

@@ -46,6 +46,7 @@ from mcm.diffusion.solvers import (
     flow_grid,
     flow_sigmas,
     skipping_step_grid,
+    training_timesteps,
 )
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "sample_ddim",
     "schedule_from_config",
     "skipping_step_grid",
+    "training_timesteps",
     "to_x0_eps",
     "v_to_eps",
     "v_to_x0",

@@ -141,3 +141,19 @@ def flow_grid(
     (the next one down; 0 = the clean end for the lowest)."""
     t = flow_sigmas(num_ode_steps, shift, num_train_timesteps).flip(0)  # ascending, 0 first
     return t[1:], t[:-1]
+
+
+def training_timesteps(
+    n: int, T: int, generator, device, top_fraction: float = 0.0, t_min: int = 0
+) -> torch.Tensor:
+    """Timesteps (or grid indices) [n] long: uniform in t_min..T-1, each set to T-1 with
+    probability ``top_fraction`` (the top: pure noise). P(T-1) = top_fraction + (1 -
+    top_fraction) / (T - t_min).
+
+    With ``top_fraction`` 0 the draws are exactly those of a plain uniform draw.
+    """
+    t = torch.randint(t_min, T, (n,), generator=generator, device=device)
+    if top_fraction > 0:
+        top = torch.rand(n, generator=generator, device=device) < top_fraction
+        t = torch.where(top, torch.full_like(t, T - 1), t)
+    return t

@@ -34,6 +34,7 @@ from mcm.diffusion import (
     guidance_scale_embedding,
     lcm_guidance,
     skipping_step_grid,
+    training_timesteps,
 )
 from mcm.models import disable_adapters
 from mcm.motion import DISTANCES
@@ -200,7 +201,7 @@ class MCMDistiller:
         cfg = self.cfg
         k = 1 if self.first_frame_only else min(cfg.frames_per_video, Fr)
         return Draws(
-            index=grid_index_draws(B, cfg.num_ode_steps, cfg.top_fraction, generator),
+            index=training_timesteps(B, cfg.num_ode_steps, generator, "cpu", cfg.top_fraction),
             noise=torch.randn(latents.shape, generator=generator),
             w=cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(B, generator=generator),
             use_real=bool(torch.rand((), generator=generator) < cfg.lambda_real),
@@ -380,19 +381,6 @@ class MCMDistiller:
 
     def _d_generator(self, seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
-
-
-def grid_index_draws(
-    n: int, num_ode_steps: int, top_fraction: float, generator: torch.Generator
-) -> Tensor:
-    """Grid indices [n] (long): uniform over ``0..N-1``, each replaced by the top index N - 1
-    with probability ``top_fraction`` (drawn only when it is > 0, so the uniform proposal's
-    draws are the reference's)."""
-    index = torch.randint(0, num_ode_steps, (n,), generator=generator)
-    if top_fraction > 0:
-        top = torch.rand(n, generator=generator) < top_fraction
-        index = torch.where(top, torch.full_like(index, num_ode_steps - 1), index)
-    return index
 
 
 def teacher_latent_backbone(

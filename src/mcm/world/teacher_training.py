@@ -28,6 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mcm.diffusion.parametrization import from_x0_eps
 from mcm.diffusion.schedules import VPSchedule, add_noise
+from mcm.diffusion.solvers import training_timesteps
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
 from mcm.training.ema import EMA
@@ -237,20 +238,6 @@ def vae_loss(
     z = posterior.sample(generator=generator)
     recon = vae.decode(z).sample
     return F.mse_loss(recon.float(), frames) + kl_weight * posterior.kl().float().mean()
-
-
-def training_timesteps(
-    n: int, T: int, generator, device, top_fraction: float = 0.0, t_min: int = 0
-) -> torch.Tensor:
-    """Timesteps [n]: uniform in t_min..T-1, with a ``top_fraction`` of them set to T-1.
-
-    With ``top_fraction`` 0 the draws are exactly those of a plain uniform draw.
-    """
-    t = torch.randint(t_min, T, (n,), generator=generator, device=device)
-    if top_fraction > 0:
-        top = torch.rand(n, generator=generator, device=device) < top_fraction
-        t = torch.where(top, torch.full_like(t, T - 1), t)
-    return t
 
 
 def diffusion_loss(
