@@ -3,8 +3,15 @@
 Each field's comment is its documentation, its type annotation its rule: pydantic checks
 every type, range (``PositiveInt``: >= 1, ...) and choice (``Literal``) when a config is made,
 and the ``model_validator``s below check what one field cannot say alone (mcm.schema says
-why pydantic). YAML sets only what differs from these defaults (the reference recipe at a
-small scale); `--set section.key=value` overrides.
+why pydantic). YAML sets only what differs from these defaults; `--set section.key=value`
+overrides.
+
+Whose defaults: the reference recipe's (docs/RESULTS.md, "Deviations from the reference"),
+except the fields whose comment says "ours": the latent discriminator backbone, the
+discriminator heads' style, the gradient penalty's reduction, the discriminator's constant
+learning rate and the learnable motion head's layers; each has a value that gives the
+reference's behaviour. The heads are conditioned on the teacher's own pooled text
+embedding, where the reference loads OpenCLIP ViT-g-14 (a second text encoder of ~1.4 GB).
 """
 
 from __future__ import annotations
@@ -71,8 +78,8 @@ class MethodConfig(MCMConfig):
     motion: Literal[MOTION_REPRESENTATIONS] = (
         "learnable"  # motion representation: raw, diff, lowfreq, highfreq, corr_local, corr_global, learnable, learnable_heavy
     )
-    # the learnable head's layers: "mcm" (three convs) or "reference" (two, with a SiLU on
-    # the input as well)
+    # the learnable head's layers: ours "mcm" (three convs), or "reference" (two, with a SiLU
+    # on the input as well)
     motion_head: Literal["mcm", "reference"] = "mcm"
     motion_ema_decay: Fraction = 0.95  # EMA of the learnable head used on the target side
     motion_head_lr: PositiveFloat | None = (
@@ -84,9 +91,9 @@ class MethodConfig(MCMConfig):
 @config_dataclass
 class DiscriminatorConfig:
     enabled: bool = True  # off: no adversarial loss (and no mixed trajectories)
-    backbone: Literal["latent", "dinov2"] = (
-        "latent"  # "latent" (frozen teacher UNet encoder, no VAE decode) or "dinov2" (pixel space)
-    )
+    # ours: "latent" (the frozen teacher's UNet encoder on noised latents: no VAE decode with
+    # gradient, no extra weights); the reference's: "dinov2" (pixel space)
+    backbone: Literal["latent", "dinov2"] = "latent"
     dinov2: str = "facebook/dinov2-small"  # local path or hub id of a transformers Dinov2Model (backbone: dinov2)
     taps: Annotated[list[NonNegativeInt], Field(min_length=1)] = field(
         default_factory=lambda: [2, 5, 8, 11]
@@ -105,19 +112,18 @@ class DiscriminatorConfig:
     caption_drop: str | None = None
     augment: str = "color,translation,cutout"  # differentiable augmentation policy ("" = none)
     lr: PositiveFloat = 1e-4
-    # "constant" (ours: the demo's D must keep learning the look to the end) or "cosine" over
-    # the D warm-up + distillation steps (the reference decays D's lr with the student's)
+    # ours: "constant"; the reference's: "cosine" over the D warm-up + distillation steps
     lr_schedule: Literal["cosine", "constant"] = "constant"
     betas: Betas = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: NonNegativeFloat = 0.0
-    # "mcm": h + residual(h), zero padding; "reference": (h + residual(h)) / sqrt(2),
-    # circular padding (the reference heads')
+    # ours: "mcm", h + residual(h) with zero padding; "reference": (h + residual(h)) /
+    # sqrt(2) with circular padding
     head_style: Literal["mcm", "reference"] = "mcm"
     gp_weight: NonNegativeFloat = (
         1e-5  # initial weight of the feature-space gradient penalty (0 = off)
     )
-    # The penalty's D(f_hat_n): the "mean" of sample n's logits (ours) or their "sum" (the
-    # reference's: a gradient L times larger, so the weight's x5 above 100 comes into play)
+    # The penalty's D(f_hat_n): ours "mean" of sample n's logits, or the reference's "sum"
+    # (a gradient L times larger, so that the weight's x5 above 100 comes into play)
     gp_reduction: Literal["mean", "sum"] = "mean"
     gp_every: PositiveInt = 1  # compute the penalty every n steps
     # D-only steps before distillation: real images against frames of the training clips,

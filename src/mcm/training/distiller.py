@@ -50,8 +50,8 @@ from mcm.schema import (
 
 @config_dataclass
 class MCMConfig:
-    """Hyperparameters of the method (defaults: the paper's reference recipe). Validated when
-    made (mcm.schema): each annotation is the field's range or choices."""
+    """Hyperparameters of the method (defaults: the reference recipe's). Validated when made
+    (mcm.schema): each annotation is the field's range or choices."""
 
     # N: skipping-step DDIM grid over the teacher's T timesteps; on a flow-matching teacher
     # the N-step shifted sigma grid, which holds the n-step sampling grids for n dividing N
