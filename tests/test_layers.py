@@ -18,7 +18,7 @@ FLOORS = (
     ("mcm.data", "mcm.media"),
     ("mcm.training",),
     ("mcm.world", "mcm.evaluation", "mcm.evaluate", "mcm.report"),
-    ("mcm.commands", "mcm.demo"),
+    ("mcm.commands", "mcm.demo", "mcm.app"),
     ("mcm.cli", "mcm.__main__", "mcm"),
 )
 # Modules that may import inside functions: the CLI loads each command's module when the
