@@ -5,6 +5,10 @@ suffix picks the video codec: H.264 for ``.mp4`` / ``.mkv`` / ``.mov``, VP9 for 
 PyAV's gif encoder for ``.gif``. H.264 is written in yuv444p at a low CRF by default, so
 that the world's 32x32 colours survive the round trip (yuv420p halves the chroma
 resolution; ``pixel_format="yuv420p"`` gives the most compatible files, odd sizes padded).
+
+A GIF frame holds at most 256 colours. Each frame gets its own palette (a GIF local colour
+table) from Pillow's maximum-coverage quantizer, without dithering: on world clips this keeps
+every pixel within 8 of 255 levels, where ffmpeg's fixed rgb8 palette was up to 111 off.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from mcm.errors import InputError
@@ -28,6 +33,9 @@ IMAGE_FORMATS = {  # suffix -> (codec, pixel format, muxer)
     "jpeg": ("mjpeg", "yuvj444p", "image2pipe"),
     "webp": ("libwebp", "yuv420p", "webp"),
 }
+# Maximum coverage takes ~1 s per 65536 pixels of a photo-like frame: a larger frame's palette
+# is computed from an even subsample of this many of its pixels.
+GIF_PALETTE_PIXELS = 1 << 14
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
@@ -39,6 +47,51 @@ def to_uint8(x: Tensor) -> np.ndarray:
 def from_uint8(a: np.ndarray) -> Tensor:
     """uint8 ``[..., H, W, 3]`` -> ``[3, ..., H, W]`` float in ``[-1, 1]``."""
     return torch.from_numpy(np.array(a, copy=True)).float().movedim(-1, 0) / 127.5 - 1
+
+
+def _nearest(colours: np.ndarray, palette: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """Index of the nearest palette entry (squared RGB distance): ``[U, 3]``, ``[K, 3]`` -> ``[U]``."""
+    # |c - p|^2 = |c|^2 - 2 c.p + |p|^2, and |c|^2 is the same for every p. Integers below 2^24:
+    # exact in float32.
+    p = palette.astype(np.float32)
+    norms = (p**2).sum(1)
+    out = []
+    for c in np.split(colours.astype(np.float32), range(chunk, len(colours), chunk)):
+        dot = sum(c[:, i, None] * p[:, i] for i in range(3))  # a 3-deep matmul is slower
+        out.append((norms - 2 * dot).argmin(1))
+    return np.concatenate(out)
+
+
+def gif_palette_frame(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's GIF colours: uint8 ``[H, W, 3]`` -> (palette indices uint8 ``[H, W]``,
+    palette uint8 ``[256, 3]``).
+
+    A frame of at most 256 colours is kept exactly. Otherwise Pillow's maximum-coverage
+    quantizer picks 256 colours (from an even subsample of ``GIF_PALETTE_PIXELS`` pixels of a
+    larger frame) and each pixel takes the nearest one, without dithering.
+    """
+    pixels = frame.reshape(-1, 3)
+    rgb = pixels.astype(np.uint32)
+    codes = rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]
+    codes, inverse = np.unique(codes, return_inverse=True)
+    colours = ((codes[:, None] >> np.array([16, 8, 0], np.uint32)) & 255).astype(np.uint8)
+    if len(colours) <= 256:
+        palette, lookup = colours, np.arange(len(colours))
+    else:
+        step = -(-len(pixels) // GIF_PALETTE_PIXELS)
+        sample = Image.fromarray(np.ascontiguousarray(pixels[None, ::step]))
+        indexed = sample.quantize(256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
+        palette = np.array(indexed.getpalette(), np.uint8).reshape(-1, 3)[:256]
+        lookup = _nearest(colours, palette)
+    padded = np.zeros((256, 3), np.uint8)
+    padded[: len(palette)] = palette
+    return lookup[inverse].astype(np.uint8).reshape(frame.shape[:2]), padded
+
+
+def _gif_frame(frame: np.ndarray) -> av.VideoFrame:
+    indices, palette = gif_palette_frame(frame)
+    argb = np.concatenate([np.full((256, 1), 255, np.uint8), palette], axis=1)
+    return av.VideoFrame.from_ndarray((indices, argb), format="pal8")
 
 
 def write_video(
@@ -82,7 +135,10 @@ def write_video(
     with av.open(str(path), mode="w", options=options) as container:
         if suffix == ".gif":
             stream = container.add_stream("gif", rate=rate)
-            stream.pix_fmt = "rgb8"
+            stream.pix_fmt = "pal8"
+            # ffmpeg's default transdiff/offsetting reuse the previous frame's pixels by
+            # palette index, which shows wrong colours when the palettes differ.
+            stream.options = {"gifflags": "0"}
         else:
             codec = codec or VIDEO_CODECS[suffix]
             stream = container.add_stream(codec, rate=rate)
@@ -94,7 +150,10 @@ def write_video(
                 stream.options = {"crf": str(crf), "preset": "medium"}
         stream.height, stream.width = frames.shape[1:3]
         for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            if suffix == ".gif":
+                frame = _gif_frame(array)
+            else:
+                frame = av.VideoFrame.from_ndarray(array, format="rgb24")
             frame.pts = i
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
