@@ -2,6 +2,7 @@
 (an untrained LoRA: the teacher's weights behind the student's sampler), sampled side by side
 into real mp4 files; the student folders it accepts; its errors."""
 
+import socket
 import sys
 
 import pytest
@@ -117,3 +118,13 @@ def test_mcm_app_without_gradio_says_how_to_install_it(tmp_path, capsys, monkeyp
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` fails as if not installed
     assert cli.main(["app", "--demo-out", str(tmp_path)]) == 2
     assert "pip install 'mcm[app]'" in capsys.readouterr().err
+
+
+def test_mcm_app_refuses_a_port_in_use_before_loading(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["app", "--demo-out", str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "another --port" in err

@@ -41,30 +41,36 @@ def student(tmp_path):
 
 @pytest.fixture
 def start_app(student, tmp_path):
-    """A function that starts `mcm app --student ...` on a free port and returns its URL once
-    it answers; the app stops after the test."""
+    """A function that starts `mcm app --student ...` on a free port and returns another, which
+    waits until the app answers and returns its URL (the browser starts meanwhile). The app
+    stops after the test."""
     processes = []
     log_path = tmp_path / "app.log"
 
-    def start() -> str:
+    def start():
         port = free_port()
         command = [sys.executable, "-m", "mcm", "app", "--student", str(student)]
         command += ["--port", str(port), "--threads", "1", "--out", str(tmp_path / "videos")]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
         with open(log_path, "w") as log:
-            processes.append(
-                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            )
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        processes.append(process)
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while True:
-            assert processes[0].poll() is None, f"mcm app exited:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, f"mcm app did not serve:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    return url
-            except OSError:
-                time.sleep(0.25)
+
+        def serving() -> str:
+            while True:
+                assert process.poll() is None, f"mcm app exited:\n{log_path.read_text()}"
+                assert time.monotonic() < deadline, (
+                    f"mcm app is not serving:\n{log_path.read_text()}"
+                )
+                try:
+                    with urllib.request.urlopen(url, timeout=2):
+                        return url
+                except OSError:
+                    time.sleep(0.25)
+
+        return serving
 
     yield start
     for process in processes:
@@ -80,17 +86,24 @@ def start_app(student, tmp_path):
 def test_the_app_generates_and_shows_videos_with_timings(start_app, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "chromium is not installed: `make browser` installs Debian's chromium."
-    url = start_app()
+    serving = start_app()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
+            page.goto(serving())
+            page.fill("#prompt textarea", " ")
+            page.click("#generate")
+            page.get_by_text("Empty prompt: type what the video should show.").wait_for()
             page.fill("#prompt textarea", PROMPT)
             steps = page.locator("#teacher-steps input[type=number]")
             steps.fill(str(TEACHER_STEPS))
             steps.press("Enter")
             page.click("#generate")
+            # gradio's progress indicator names the model being sampled
+            page.get_by_text(f"sampling teacher, {TEACHER_STEPS} steps").first.wait_for(
+                timeout=20_000
+            )
             page.wait_for_selector("#timings table", timeout=120_000)
             table = page.inner_text("#timings")
             slots = ["#video-teacher"] + [f"#video-student-{n}" for n in (1, 2, 4)]

@@ -194,6 +194,7 @@ class SideBySide:
         )
         size = {k: settings[k] for k in SIZE_KEYS if k in settings}
         self.teacher = Model("teacher", Path(path), bundle, size)
+        self.teacher_name = teacher  # as given: "world", a folder, a hub id
         self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="mcm-app-"))
         self.runs = 0
         if warm_up:

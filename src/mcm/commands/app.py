@@ -12,6 +12,7 @@ extra ``mcm[app]``.
 from __future__ import annotations
 
 import argparse
+import socket
 
 from mcm.commands.arguments import count, device, integer
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from mcm.errors import UserError
 
     students = [find_export(s) for s in args.student] or demo_students(args.demo_out)
+    check_address(args.host, args.port)
     try:
         import gradio as gr
     except ModuleNotFoundError as e:
@@ -93,6 +95,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_address(host: str, port: int) -> None:
+    """Fail before the models load when ``host:port`` cannot be served on.
+
+    Raises:
+        InputError: the port is taken or the host is not an address of this machine.
+    """
+    from mcm.errors import InputError
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise InputError(
+                f"cannot serve on {host}:{port} ({e.strerror or e}): pass another --port, or "
+                "a --host this machine has (127.0.0.1, or 0.0.0.0 for every address)."
+            ) from None
+
+
 def slot_id(model: str, steps: int | None = None) -> str:
     """The page's element id of a video slot ("video-teacher", "video-mcm-4")."""
     name = "".join(c if c.isalnum() else "-" for c in model)
@@ -112,12 +132,11 @@ def build_page(gr, app):
     from mcm.app import DEFAULT_STUDENT_STEPS, STUDENT_STEPS
     from mcm.errors import UserError
 
-    teacher = app.teacher
     names = ", ".join(f"**{s.name}** (`{s.path}`)" for s in app.students) or "none"
     with gr.Blocks(title="mcm: teacher vs students", analytics_enabled=False) as page:
         gr.Markdown(
             "## mcm: a teacher and its distilled students, side by side\n"
-            f"Teacher: `{teacher.path}`. Students: {names}. Every model samples the same "
+            f"Teacher: `{app.teacher_name}`. Students: {names}. Every model samples the same "
             "prompt from the same seed; the speed-up is the teacher's wall time over the "
             "model's."
         )
