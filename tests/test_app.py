@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mcm import cli
-from mcm.app import SideBySide, demo_students, find_export, teacher_settings
+from mcm.app import SideBySide, demo_students, find_export, teacher_settings, unique_names
 from mcm.errors import InputError
 from mcm.media import read_video
 from mcm.models import attach_lora, export_student, load_teacher
@@ -62,8 +62,9 @@ def test_compare_refuses_bad_input(demo_out, tmp_path):
     app = SideBySide("world", [demo_out / "mcm" / "export"], out_dir=tmp_path, warm_up=False)
     with pytest.raises(InputError, match="Empty prompt"):
         app.compare("  ", student_steps=[1])
-    with pytest.raises(InputError, match="Teacher steps must be in 1..1000"):
-        app.compare(PROMPT, teacher_steps=1001)
+    for steps in (0, 1001):
+        with pytest.raises(InputError, match="Teacher steps must be in 1..1000"):
+            app.compare(PROMPT, teacher_steps=steps)
     with pytest.raises(InputError, match="Student steps must be in 1..50 for mcm"):
         app.compare(PROMPT, teacher_steps=1, student_steps=[51])
     assert not any(tmp_path.iterdir())  # checked before anything is sampled
@@ -81,6 +82,10 @@ def test_the_student_folders_it_accepts(demo_out, tmp_path):
         find_export(demo_out / "lcm")
     with pytest.raises(InputError, match="holds no student"):
         find_export(tmp_path)
+
+
+def test_two_students_of_one_name_get_two_names():
+    assert unique_names(["mcm", "lcm", "mcm", "teacher"]) == ["mcm", "lcm", "mcm-2", "teacher-2"]
 
 
 def test_teacher_settings_come_from_a_world_manifest(tmp_path):

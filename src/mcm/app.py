@@ -121,6 +121,19 @@ def student_name(export: Path) -> str:
     return export.parent.name if export.name == "export" else export.name
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with a repeated one (or "teacher") numbered: [mcm, mcm] -> [mcm, mcm-2]."""
+    taken, out = {"teacher"}, []
+    for name in names:
+        unique, k = name, 1
+        while unique in taken:
+            k += 1
+            unique = f"{name}-{k}"
+        taken.add(unique)
+        out.append(unique)
+    return out
+
+
 def teacher_settings(path: str | Path) -> dict:
     """How a teacher is meant to be sampled, from a world build's manifest.json
     (``num_inference_steps``, ``guidance_scale``, ``num_frames``, ``height``, ``width``, Wan's
@@ -172,9 +185,7 @@ class SideBySide:
         warm_up: bool = True,
     ):
         exports = [find_export(s) for s in students]  # every path checked before any loading
-        names = [student_name(e) for e in exports]
-        if len(set(names)) < len(names):  # two runs' export/ folders: name them by path
-            names = [str(e) for e in exports]
+        names = unique_names([student_name(e) for e in exports])
         path = resolve_teacher(teacher)
         settings = teacher_settings(path)
         self.teacher_steps = int(settings.get("num_inference_steps", TEACHER_STEPS))
@@ -242,7 +253,8 @@ class SideBySide:
         prompt = prompt.strip() if isinstance(prompt, str) else ""
         if not prompt:
             raise InputError("Empty prompt: type what the video should show.")
-        seed, steps = int(seed), int(teacher_steps or self.teacher_steps)
+        seed = int(seed)
+        steps = self.teacher_steps if teacher_steps is None else int(teacher_steps)
         guidance = self.guidance if guidance is None else float(guidance)
         student_steps = sorted({int(n) for n in student_steps})
         T = self.teacher.bundle.denoiser.schedule.num_train_timesteps
@@ -272,7 +284,7 @@ class SideBySide:
             seconds = time.perf_counter() - start
             teacher_seconds = teacher_seconds or seconds
             path = write_video(
-                run / f"{model.name}-{n}.mp4",
+                run / f"{i:02d}-{n}-steps.mp4",
                 enlarge(video[0]),
                 fps=model.fps,
                 pixel_format="yuv420p",  # what every browser decodes (yuv444p is High 4:4:4)
@@ -303,4 +315,5 @@ __all__ = [
     "find_export",
     "student_name",
     "teacher_settings",
+    "unique_names",
 ]

@@ -85,13 +85,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"[app] student {student.name}: {student.path}", flush=True)
     page = build_page(gr, side_by_side)
     page.queue(default_concurrency_limit=1)  # one sampling at a time: the models are shared
-    page.launch(
+    _, local_url, share_url = page.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
         allowed_paths=[str(side_by_side.out_dir)],
         show_error=True,
+        quiet=True,
+        prevent_thread_lock=True,
     )
+    print(f"[app] serving on {local_url}" + (f" and {share_url}" if share_url else ""), flush=True)
+    print("[app] Ctrl+C stops it", flush=True)
+    page.block_thread()
     return 0
 
 
