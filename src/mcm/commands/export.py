@@ -1,13 +1,18 @@
-"""`mcm export`: a trained student LoRA -> diffusers LoRA + merged pipeline + sampling card.
+"""`mcm export`: a trained student LoRA -> diffusers LoRA + merged pipeline + sampling card
++ model cards (README.md), a folder to upload to a model hub as it is.
 
     mcm export --teacher PATH --lora FILE_OR_DIR --out DIR [--timestep-scaling 4 ...]
+               [--config RUN/config.yaml] [--metrics metrics.json]
 
 A thin wrapper over :func:`mcm.models.export_lora`; see that module for the output layout.
+A training checkpoint folder given as ``--lora`` carries its run's config.yaml: the model
+card records its method and training data unless ``--config`` names another.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -75,8 +80,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an auxiliary module's safetensors weights to ship in aux/ (e.g. motion_head=head.safetensors); repeatable",
     )
     parser.add_argument(
+        "--config",
+        default=None,
+        help="the training run's config.yaml, for the model card's method and training data "
+        "(default: the config.yaml of a checkpoint folder given as --lora)",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="a metrics.json written by `mcm evaluate` or `mcm demo`, for the model card",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="allow writing into a non-empty --out"
     )
+
+
+def read_training_config(path: Path) -> dict:
+    """A run's config.yaml as a dict (what the model card reads of it)."""
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--config: no such file {path}.")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"--config {path} is not valid YAML ({e}).") from None
+    if not isinstance(config, dict):
+        raise InputError(f"--config {path} is not a training config (a YAML mapping).")
+    return config
+
+
+def read_metrics(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"--metrics: no such file {path}.")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"--metrics {path} is not valid JSON ({e}).") from None
+    if not isinstance(metrics, dict):
+        raise InputError(f"--metrics {path}: expected the metrics.json of `mcm evaluate`.")
+    return metrics
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
             "(pass --lora-alpha if training used another value).",
             file=sys.stderr,
         )
+    config_path = Path(args.config) if args.config else None
+    checkpoint_config = Path(args.lora) / "config.yaml"
+    if config_path is None and checkpoint_config.is_file():
+        config_path = checkpoint_config
+    training_config = read_training_config(config_path) if config_path else None
+    metrics = read_metrics(Path(args.metrics)) if args.metrics else None
     aux = {}
     for name, path in args.aux:
         aux[name] = load_file(str(path))
@@ -125,6 +174,17 @@ def run(args: argparse.Namespace) -> int:
         extra_modules=aux or None,
         motion_adapter=args.motion_adapter,
         lora_meta=meta,
+        training_config=training_config,
+        metrics=metrics,
     )
-    print(f"exported to {out}: lora/, merged/, mcm_student.json" + (", aux/" if aux else ""))
+    print(
+        f"exported to {out}: lora/, merged/, mcm_student.json, README.md"
+        + (", aux/" if aux else "")
+    )
+    if json.loads((out / "mcm_student.json").read_text())["license"]["license"] is None:
+        print(
+            f"note: the teacher's licence is unknown; set `license` in {out / 'README.md'} "
+            "and merged/README.md before uploading.",
+            file=sys.stderr,
+        )
     return 0

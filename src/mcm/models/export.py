@@ -8,8 +8,13 @@
     merged/                                 the full pipeline, LoRA fused, LCMScheduler set up
                                             (Wan: UniPC on the student's flow grid, order 1)
     mcm_student.json                        what a user needs to sample (scheduler settings,
-                                            recommended steps, guidance, LoRA settings)
+                                            recommended steps, guidance, LoRA settings), the
+                                            teacher by hub id, "world" or a relative path
     aux/<name>.safetensors                  auxiliary modules (e.g. the learnable motion head)
+    README.md, merged/README.md             model cards (:mod:`mcm.models.model_card`)
+
+Nothing in the folder names a path of the machine that wrote it, so it uploads to a model
+hub as it is (the whole export, or ``merged/`` alone).
 
 The LoRA scale alpha / rank is folded into the B matrices, so every loader that assumes
 alpha = rank (the diffusers convention when no alphas are stored) gets the right scale.
@@ -19,7 +24,8 @@ A Wan LoRA keeps alpha and carries its adapter config as metadata instead, which
 Loading (no mcm code needed for the merged folder)::
 
     DiffusionPipeline.from_pretrained("out/merged")               # any family
-    AnimateDiffPipeline(...).load_lora_weights("out/lora")         # AnimateDiff, stock
+    AnimateDiffPipeline(...).load_lora_weights("out/lora")         # AnimateDiff, stock (+ the
+                                                                   #   LCMScheduler, see _usage)
     WanPipeline(...).load_lora_weights("out/lora")                 # Wan, stock (+ the scheduler)
     mcm.models.load_student_lora(pipe, "out/lora")                 # ModelScope (and AnimateDiff)
 
@@ -52,6 +58,14 @@ from mcm.models.lora_weights import (
     check_lora_family,
     lora_rank,
     lora_state_dict,
+)
+from mcm.models.model_card import (
+    lcm_scheduler_line,
+    metrics_table,
+    portable_reference,
+    teacher_licence,
+    training_summary,
+    write_model_cards,
 )
 from mcm.paths import resolve_teacher
 
@@ -190,6 +204,8 @@ def export_lora(
     extra_modules: dict[str, nn.Module | dict[str, Tensor]] | None = None,
     motion_adapter: str | None = None,
     lora_meta: dict[str, str] | None = None,
+    training_config: Any = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Path:
     """Export LoRA weights trained on ``teacher`` (see the module docstring for the layout).
 
@@ -201,6 +217,10 @@ def export_lora(
         extra_modules: auxiliary modules saved to ``aux/<name>.safetensors``.
         motion_adapter: the MotionAdapter used with an SD1.5 AnimateDiff teacher.
         lora_meta: metadata read with the LoRA (its family is checked).
+        training_config: the run's ``TrainConfig`` (or its dict, e.g. its config.yaml): the
+            model card's method and training data (default: "not recorded").
+        metrics: a metrics.json's contents for the model card (`mcm evaluate`'s or
+            `mcm demo`'s).
 
     Raises:
         ValueError: the LoRA was made for another family or does not fit the teacher.
@@ -212,6 +232,7 @@ def export_lora(
     check_lora_family(lora_meta or {}, lora, family)
     rank = lora_rank(lora)
     alpha = float(alpha if alpha is not None else rank)
+    extras = _card_extras(training_config, metrics)
 
     # 1. The LoRA in diffusers format, with the sampling settings in its metadata.
     (out_dir / "lora").mkdir(parents=True, exist_ok=True)
@@ -246,9 +267,8 @@ def export_lora(
         "alpha_folded_into_lora_B": family != "wan",
         "modules": len({k.split(".lora_")[0] for k in lora}),
     }
-    return _export_merged(
-        teacher, out_dir, settings, fuse, extra_modules, motion_adapter, {"lora": lora_card}
-    )
+    card = {"lora": lora_card, **extras}
+    return _export_merged(teacher, out_dir, settings, fuse, extra_modules, motion_adapter, card)
 
 
 def export_full(
@@ -258,10 +278,13 @@ def export_full(
     sampling: dict[str, Any] | None = None,
     extra_modules: dict[str, nn.Module | dict[str, Tensor]] | None = None,
     motion_adapter: str | None = None,
+    training_config: Any = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Path:
     """Export a fully fine-tuned student: ``weights`` (the whole network's state dict, a
     UNet's or Wan's transformer's) in the teacher's pipeline, as ``merged/`` with the
-    student's scheduler, ``mcm_student.json`` and ``aux/`` (no ``lora/``).
+    student's scheduler, ``mcm_student.json``, ``aux/`` and the model cards (no ``lora/``;
+    ``training_config`` and ``metrics`` as in :func:`export_lora`).
 
     Raises:
         ValueError: the weights do not fit the teacher's network (names the keys).
@@ -276,15 +299,41 @@ def export_full(
                 "them with the teacher they were trained from."
             )
 
+    settings = sampling_settings(sampling)
+    card = _card_extras(training_config, metrics)
     return _export_merged(
-        teacher, Path(out_dir), sampling_settings(sampling), load, extra_modules, motion_adapter, {}
+        teacher, Path(out_dir), settings, load, extra_modules, motion_adapter, card
     )
+
+
+def _card_extras(training_config: Any, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """What mcm_student.json records for the model card, checked before anything is written."""
+    extras = {}
+    if training_config is not None:
+        extras["training"] = training_summary(training_config)
+    if metrics is not None:
+        extras["metrics"] = metrics_table(metrics)
+    return extras
+
+
+def _drop_source_paths(folder: Path) -> None:
+    """Remove the ``_name_or_path`` entries save_pretrained copies into the configs: they
+    name the folder the teacher was loaded from (diffusers sets them anew on loading)."""
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            config = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(config, dict) and "_name_or_path" in config:
+            del config["_name_or_path"]
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _export_merged(teacher, out_dir: Path, settings, update_network, extra_modules,
                    motion_adapter, card_extra: dict) -> Path:  # fmt: skip
     """The teacher's pipeline in fp32 with ``update_network(network)`` applied and the
-    student's scheduler, saved as ``merged/``; the auxiliary modules; ``mcm_student.json``."""
+    student's scheduler, saved as ``merged/``; the auxiliary modules; ``mcm_student.json``;
+    the model cards."""
     path = resolve_teacher(teacher)
     family = detect_family(read_model_index(path), motion_adapter)
     pipe = load_pipeline(path, family, motion_adapter, dtype=torch.float32)
@@ -300,6 +349,7 @@ def _export_merged(teacher, out_dir: Path, settings, update_network, extra_modul
         settings.setdefault("flow_shift", shift)
     pipe.scheduler = student_scheduler(family, base_scheduler_config, settings)
     pipe.save_pretrained(out_dir / "merged", safe_serialization=True)
+    _drop_source_paths(out_dir / "merged")
 
     aux = _save_aux(extra_modules or {}, out_dir / "aux") if extra_modules else []
     n_train = int(base_scheduler_config.get("num_train_timesteps", 1000))
@@ -326,11 +376,12 @@ def _export_merged(teacher, out_dir: Path, settings, update_network, extra_modul
             str(n): consistency_timesteps(int(n), n_train, n_orig).tolist()
             for n in settings["recommended_steps"]
         }
+    teacher_ref = portable_reference(str(teacher), out_dir)
     card = {
         "family": family,
         "pipeline_class": type(pipe).__name__,
-        "teacher": str(teacher),
-        "motion_adapter": motion_adapter,
+        "teacher": teacher_ref,
+        "motion_adapter": motion_adapter and portable_reference(motion_adapter, out_dir),
         "scheduler": scheduler_card,
         "sampling": settings,
         "timesteps": grids,
@@ -338,8 +389,10 @@ def _export_merged(teacher, out_dir: Path, settings, update_network, extra_modul
         "merged": "merged",
         "aux_modules": {name: f"aux/{name}.safetensors" for name in aux},
         "usage": _usage(family, settings, "lora" in card_extra),
+        "license": teacher_licence(path, teacher_ref),
     }
     (out_dir / STUDENT_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    write_model_cards(out_dir)
     return out_dir
 
 
@@ -352,8 +405,8 @@ def _usage(family: str, settings: dict[str, Any], has_lora: bool) -> dict[str, s
             f"max_sequence_length={settings['max_sequence_length']}"
         )
     lora = "mcm.models.load_student_lora(pipe, '<out>/lora')"
-    if family == "animatediff":
-        lora += " or pipe.load_lora_weights('<out>/lora')"
+    if family == "animatediff":  # stock: the student's scheduler, not the teacher's
+        lora += f" or pipe.load_lora_weights('<out>/lora'); {lcm_scheduler_line(settings)}"
     if family == "wan":
         lora = (
             "pipe.load_lora_weights('<out>/lora'); pipe.scheduler = "
@@ -370,20 +423,24 @@ def export_student(
     extra_modules: dict[str, nn.Module] | None = None,
     lora: dict[str, Tensor] | None = None,
     full: bool = False,
+    training_config: Any = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Path:
     """Export the student of a :class:`TeacherBundle`: its LoRA (:func:`export_lora`), or,
     with ``full=True``, its whole network (:func:`export_full`).
 
     ``lora``: its weights when already gathered (FSDP: every rank gathers, one exports);
-    default :func:`lora_state_dict` of the denoiser.
+    default :func:`lora_state_dict` of the denoiser. ``training_config`` (the run's
+    ``TrainConfig``) and ``metrics`` go into the model card (see :func:`export_lora`).
     """
     if full:
         weights = {
             k: v.detach().float().cpu() for k, v in bundle.denoiser.unet.state_dict().items()
         }
         return export_full(
-            bundle.path, weights, out_dir, sampling, extra_modules, bundle.motion_adapter
-        )
+            bundle.path, weights, out_dir, sampling, extra_modules, bundle.motion_adapter,
+            training_config=training_config, metrics=metrics,
+        )  # fmt: skip
     config = getattr(bundle.denoiser, "lora_config", None)
     if config is None:
         raise ValueError("The bundle's denoiser has no LoRA; call attach_lora and train first.")
@@ -396,4 +453,6 @@ def export_student(
         extra_modules=extra_modules,
         motion_adapter=bundle.motion_adapter,
         lora_meta={"mcm_family": bundle.family},
+        training_config=training_config,
+        metrics=metrics,
     )

@@ -2,6 +2,8 @@
 :func:`mcm.models.export.export_student` writes).
 
 * :func:`load_student_pipeline` - the merged pipeline and its sampling card.
+* :func:`student_teacher` - the teacher an export was distilled from, loadable
+  (``mcm_student.json`` names it by hub id, "world" or a path relative to the export).
 * :func:`load_student_lora` - a UNet student's LoRA into a stock ModelScope or AnimateDiff
   pipeline, with its LCMScheduler (diffusers 0.42 cannot load LoRA into
   ``UNet3DConditionModel``). A Wan student's LoRA loads with stock
@@ -32,6 +34,7 @@ from mcm.models.export import (
 )
 from mcm.models.lora import fuse_lora
 from mcm.models.lora_weights import attach_lora_from_state_dict, check_lora_family, read_lora
+from mcm.models.model_card import resolve_reference
 
 
 def pipeline_family(pipe) -> str:
@@ -46,6 +49,22 @@ def pipeline_family(pipe) -> str:
         f"{type(pipe).__name__} with a {type(unet).__name__} is not a supported video "
         "pipeline (need UNet3DConditionModel, UNetMotionModel or WanTransformer3DModel)."
     )
+
+
+def student_teacher(export_dir: str | Path) -> str:
+    """The teacher of an export as ``from_pretrained`` loads it: a hub id, the shipped world
+    teacher's folder, or the local folder its relative path in ``mcm_student.json`` names
+    (seen from ``export_dir``; an absolute path an older mcm wrote is returned as it is).
+
+    Raises:
+        FileNotFoundError: no mcm_student.json in ``export_dir``.
+    """
+    card = Path(export_dir) / STUDENT_JSON
+    if not card.is_file():
+        raise FileNotFoundError(
+            f"No {STUDENT_JSON} in {export_dir}: pass the folder written by `mcm export`."
+        )
+    return resolve_reference(json.loads(card.read_text())["teacher"], card.parent)
 
 
 def load_student_lora(pipe, lora: str | Path, fuse: bool = False, set_scheduler: bool = True):
@@ -106,7 +125,7 @@ def load_student_pipeline(path: str | Path, device=None, dtype=torch.float32):
     Returns:
         (pipeline with its LCMScheduler, info) where info holds the card's ``sampling``
         settings (``timestep_scaling``, ``original_inference_steps``, ``num_frames``, ...)
-        plus ``family``.
+        plus ``family`` and, with the card, ``teacher`` (:func:`student_teacher`).
 
     Raises:
         FileNotFoundError: no merged pipeline at ``path``.
@@ -125,6 +144,7 @@ def load_student_pipeline(path: str | Path, device=None, dtype=torch.float32):
     if card_path.is_file():
         card = json.loads(card_path.read_text())
         info = {**card["sampling"], "family": card["family"]}
+        info["teacher"] = resolve_reference(card.get("teacher"), merged.parent)
     else:  # a merged folder on its own: what its scheduler says
         config = pipe.scheduler.config
         info = {
