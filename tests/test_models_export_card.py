@@ -22,14 +22,8 @@ from mcm.models import (
     sample_student,
     save_lora,
 )
-from mcm.models.model_card import (
-    FOLDER_PLACEHOLDER,
-    LICENCE_PLACEHOLDER,
-    describe_source,
-    portable_reference,
-    resolve_reference,
-    write_model_cards,
-)
+from mcm.models.model_card import FOLDER_PLACEHOLDER, LICENCE_PLACEHOLDER, write_model_cards
+from mcm.models.provenance import describe_source, portable_reference, resolve_reference
 from mcm.models.student import student_teacher
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.paths import CONFIGS, WORLD_TEACHER

@@ -13,8 +13,9 @@
     aux/<name>.safetensors                  auxiliary modules (e.g. the learnable motion head)
     README.md, merged/README.md             model cards (:mod:`mcm.models.model_card`)
 
-Nothing in the folder names a path of the machine that wrote it, so it uploads to a model
-hub as it is (the whole export, or ``merged/`` alone).
+Nothing in the folder names a path of the machine that wrote it (the teacher's reference,
+licence, training summary: :mod:`mcm.models.provenance`), so it uploads to a model hub as
+it is (the whole export, or ``merged/`` alone).
 
 The LoRA scale alpha / rank is folded into the B matrices, so every loader that assumes
 alpha = rank (the diffusers convention when no alphas are stored) gets the right scale.
@@ -59,13 +60,12 @@ from mcm.models.lora_weights import (
     lora_rank,
     lora_state_dict,
 )
-from mcm.models.model_card import (
-    lcm_scheduler_line,
+from mcm.models.model_card import lcm_scheduler_line, write_model_cards
+from mcm.models.provenance import (
     metrics_table,
     portable_reference,
     teacher_licence,
     training_summary,
-    write_model_cards,
 )
 from mcm.paths import resolve_teacher
 

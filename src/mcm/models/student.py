@@ -34,7 +34,7 @@ from mcm.models.export import (
 )
 from mcm.models.lora import fuse_lora
 from mcm.models.lora_weights import attach_lora_from_state_dict, check_lora_family, read_lora
-from mcm.models.model_card import resolve_reference
+from mcm.models.provenance import resolve_reference
 
 
 def pipeline_family(pipe) -> str:
