@@ -1,12 +1,13 @@
-"""GIFs written by `mcm.media`: one adaptive palette per frame keeps world clips within a few
-levels of 255, and the file keeps every frame and the frame rate."""
+"""GIFs written by `mcm.media`: adaptive palettes (one per clip, or per frame where one per clip
+is too coarse) keep world clips within a few levels of 255, and the file keeps every frame and
+the frame rate."""
 
 import av
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from mcm.media import gif_palette_frame, read_video, to_uint8, write_video
+from mcm.media import GIF_MAX_ERROR, gif_palette, gif_palettes, read_video, to_uint8, write_video
 from mcm.world.render import FPS, render_domain_sample
 
 
@@ -47,10 +48,24 @@ def test_a_large_frame_takes_its_palette_from_a_subsample_and_maps_to_the_neares
     """A 136x136 frame (18496 pixels, above GIF_PALETTE_PIXELS) of many colours: every pixel
     gets the palette entry nearest to it."""
     frame = to_uint8(render_domain_sample("lowq_video", 0, size=136, num_frames=1)[0][:, 0])
-    indices, palette = gif_palette_frame(frame)
+    indices, palette = gif_palette(frame)
     assert indices.shape == (136, 136) and palette.shape == (256, 3)
     pixels = frame.reshape(-1, 1, 3).astype(np.int32)
     distance = ((pixels - palette.astype(np.int32)) ** 2).sum(-1)  # [pixels, 256]
     chosen = np.take_along_axis(distance, indices.reshape(-1, 1).astype(np.int64), 1)[:, 0]
     np.testing.assert_array_equal(chosen, distance.min(1))
     assert np.abs(palette[indices].astype(int) - frame).max() <= 32
+
+
+def test_a_clip_shares_one_palette_unless_that_is_too_coarse():
+    """A clean clip (under 256 colours) shares one exact palette; a low-quality one (noise:
+    a clip palette ~13 levels off) gets one palette per frame."""
+    clean = to_uint8(render_domain_sample("clean_video", 1)[0])
+    palettes = [p for _, p in gif_palettes(clean)]
+    assert all(p is palettes[0] for p in palettes)
+    lowq = to_uint8(render_domain_sample("lowq_video", 1)[0])
+    colours = gif_palettes(lowq)
+    assert len({p.tobytes() for _, p in colours}) == len(lowq)
+    assert (
+        max(np.abs(p[i].astype(int) - f).max() for (i, p), f in zip(colours, lowq)) <= GIF_MAX_ERROR
+    )

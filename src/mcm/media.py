@@ -6,9 +6,10 @@ PyAV's gif encoder for ``.gif``. H.264 is written in yuv444p at a low CRF by def
 that the world's 32x32 colours survive the round trip (yuv420p halves the chroma
 resolution; ``pixel_format="yuv420p"`` gives the most compatible files, odd sizes padded).
 
-A GIF frame holds at most 256 colours. Each frame gets its own palette (a GIF local colour
-table) from Pillow's maximum-coverage quantizer, without dithering: on world clips this keeps
-every pixel within 8 of 255 levels, where ffmpeg's fixed rgb8 palette was up to 111 off.
+A GIF frame holds at most 256 colours. Pillow's maximum-coverage quantizer picks them, without
+dithering: one palette for the whole clip when it keeps every pixel within ``GIF_MAX_ERROR``
+levels of 255 (small files, one quantizer call), else one per frame (GIF local colour tables).
+On world clips every pixel stays within 8 levels (ffmpeg's fixed rgb8 palette: up to 111).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ IMAGE_FORMATS = {  # suffix -> (codec, pixel format, muxer)
     "jpeg": ("mjpeg", "yuvj444p", "image2pipe"),
     "webp": ("libwebp", "yuv420p", "webp"),
 }
-# Maximum coverage takes ~1 s per 65536 pixels of a photo-like frame: a larger frame's palette
-# is computed from an even subsample of this many of its pixels.
+# Maximum coverage takes ~1 s per 65536 pixels of a photo-like frame: the palette of more
+# pixels is computed from an even subsample of this many of them.
 GIF_PALETTE_PIXELS = 1 << 14
+GIF_MAX_ERROR = 8  # levels of 255 a clip-wide GIF palette may be off, else one per frame
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
@@ -62,34 +64,42 @@ def _nearest(colours: np.ndarray, palette: np.ndarray, chunk: int = 1 << 14) -> 
     return np.concatenate(out)
 
 
-def gif_palette_frame(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One frame's GIF colours: uint8 ``[H, W, 3]`` -> (palette indices uint8 ``[H, W]``,
-    palette uint8 ``[256, 3]``).
+def gif_palette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """256 colours for uint8 ``[..., 3]`` pixels -> (palette indices uint8 ``[...]``, palette
+    uint8 ``[256, 3]``).
 
-    A frame of at most 256 colours is kept exactly. Otherwise Pillow's maximum-coverage
-    quantizer picks 256 colours (from an even subsample of ``GIF_PALETTE_PIXELS`` pixels of a
-    larger frame) and each pixel takes the nearest one, without dithering.
+    At most 256 distinct colours are kept exactly. Otherwise Pillow's maximum-coverage
+    quantizer picks 256 colours (from an even subsample of ``GIF_PALETTE_PIXELS`` pixels of
+    more) and each pixel takes the nearest one, without dithering.
     """
-    pixels = frame.reshape(-1, 3)
-    rgb = pixels.astype(np.uint32)
-    codes = rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]
-    codes, inverse = np.unique(codes, return_inverse=True)
+    flat = pixels.reshape(-1, 3)
+    rgb = flat.astype(np.uint32)
+    codes, inverse = np.unique(rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2], return_inverse=True)
     colours = ((codes[:, None] >> np.array([16, 8, 0], np.uint32)) & 255).astype(np.uint8)
     if len(colours) <= 256:
         palette, lookup = colours, np.arange(len(colours))
     else:
-        step = -(-len(pixels) // GIF_PALETTE_PIXELS)
-        sample = Image.fromarray(np.ascontiguousarray(pixels[None, ::step]))
+        step = -(-len(flat) // GIF_PALETTE_PIXELS)
+        sample = Image.fromarray(np.ascontiguousarray(flat[None, ::step]))
         indexed = sample.quantize(256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
         palette = np.array(indexed.getpalette(), np.uint8).reshape(-1, 3)[:256]
         lookup = _nearest(colours, palette)
     padded = np.zeros((256, 3), np.uint8)
     padded[: len(palette)] = palette
-    return lookup[inverse].astype(np.uint8).reshape(frame.shape[:2]), padded
+    return lookup[inverse].astype(np.uint8).reshape(pixels.shape[:-1]), padded
 
 
-def _gif_frame(frame: np.ndarray) -> av.VideoFrame:
-    indices, palette = gif_palette_frame(frame)
+def gif_palettes(frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A clip's GIF frames: uint8 ``[F, H, W, 3]`` -> per frame (indices uint8 ``[H, W]``,
+    palette uint8 ``[256, 3]``): one palette for the clip if it keeps every pixel within
+    ``GIF_MAX_ERROR`` levels, else each frame's own."""
+    indices, palette = gif_palette(frames)
+    if np.abs(palette[indices].astype(np.int16) - frames).max() <= GIF_MAX_ERROR:
+        return [(frame_indices, palette) for frame_indices in indices]
+    return [gif_palette(frame) for frame in frames]
+
+
+def _gif_frame(indices: np.ndarray, palette: np.ndarray) -> av.VideoFrame:
     argb = np.concatenate([np.full((256, 1), 255, np.uint8), palette], axis=1)
     return av.VideoFrame.from_ndarray((indices, argb), format="pal8")
 
@@ -149,11 +159,11 @@ def write_video(
             if codec == "libx264":
                 stream.options = {"crf": str(crf), "preset": "medium"}
         stream.height, stream.width = frames.shape[1:3]
-        for i, array in enumerate(frames):
-            if suffix == ".gif":
-                frame = _gif_frame(array)
-            else:
-                frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+        if suffix == ".gif":
+            video_frames = (_gif_frame(*colours) for colours in gif_palettes(frames))
+        else:
+            video_frames = (av.VideoFrame.from_ndarray(a, format="rgb24") for a in frames)
+        for i, frame in enumerate(video_frames):
             frame.pts = i
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
