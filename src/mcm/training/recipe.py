@@ -496,7 +496,13 @@ class DistillRecipe(Trainer):
         return ckpt.write_directory(
             self.out / "export",
             lambda tmp: export_student(
-                self.bundle, tmp, sampling=sampling, extra_modules=extra, lora=lora, full=full
+                self.bundle,
+                tmp,
+                sampling=sampling,
+                extra_modules=extra,
+                lora=lora,
+                full=full,
+                training_config=self.cfg,
             ),
         )
 
