@@ -38,6 +38,7 @@ from mcm.training.config import TrainConfig
 from mcm.training.config_io import from_dict, to_dict
 from mcm.training.recipe import DistillRecipe
 from mcm.training.signals import Interrupted, StopSignals
+from mcm.training.trainer import TRAIN_LOG
 from mcm.world.data import resolve_world_sources
 from mcm.world.metrics import world_metrics
 from mcm.world.probes import load_probes
@@ -204,9 +205,11 @@ def cache_clip_latents(cfg: TrainConfig, folder: Path) -> str:
 
 
 def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
-    """Child process: train the LCM baseline, output to ``log_path``, time in ``timing.json``;
-    after a stop signal (a checkpoint saved) it exits with 128 + the signal number."""
-    with open(log_path, "w") as f, StopSignals():  # a signal during the setup stops at step 0
+    """Child process: train the LCM baseline, time in ``timing.json``; after a stop signal (a
+    checkpoint saved) it exits with 128 + the signal number. Its stdout and stderr (prints,
+    tracebacks) are appended to ``log_path``, its output folder's train.log, where the
+    trainer appends the log lines (and nothing writes them to stderr as well)."""
+    with open(log_path, "a") as f, StopSignals():  # a signal during the setup stops at step 0
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
         print("[demo] the LCM baseline's process has started", flush=True)
@@ -214,6 +217,7 @@ def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
         recipe = DistillRecipe(cfg)
         recipe.setup()
         _, seconds = _timed(recipe.train)
+        recipe.cleanup()
         if recipe.exit_status:
             sys.exit(recipe.exit_status)
         (Path(cfg.output_dir) / "timing.json").write_text(json.dumps({"train_s": seconds}))
@@ -226,7 +230,7 @@ class _Students:
 
     def __init__(self, cfgs: dict[str, TrainConfig], parallel: bool):
         self.cfgs, self.parallel, self.process = cfgs, parallel, None
-        self.log = Path(cfgs["lcm"].output_dir) / "train.log"
+        self.log = Path(cfgs["lcm"].output_dir) / TRAIN_LOG
         self.timings: dict[str, float] = {}
 
     def pass_on(self, signum: int) -> None:
@@ -237,6 +241,7 @@ class _Students:
         if not self.parallel:
             return
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.unlink(missing_ok=True)  # a new demo starts its students' logs over
         steps = self.cfgs["lcm"].train.max_steps
         print(
             f"[demo] distilling the LCM student ({steps} steps) in a second process: {self.log}",
@@ -256,10 +261,12 @@ class _Students:
             _check(signals, "demo")
             steps = cfg.train.max_steps
             print(f"[demo] distilling the {kind.upper()} student: {steps} steps", flush=True)
+            (Path(cfg.output_dir) / TRAIN_LOG).unlink(missing_ok=True)
             recipe = DistillRecipe(cfg)
             recipe.setup()
             on_step = _take_over_threads(self.process) if self.process is not None else None
             _, self.timings[f"train_{kind}_s"] = _timed(functools.partial(recipe.train, on_step))
+            recipe.cleanup()
             _check(signals, "demo")
 
     def wait_for_lcm(self) -> None:

@@ -94,8 +94,12 @@ def run(args: argparse.Namespace) -> int:
     from mcm.demo import run_demo
     from mcm.training.signals import Interrupted
 
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)  # INFO goes to each student's train.log only
     logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=[console],
     )
     try:
         run_demo(

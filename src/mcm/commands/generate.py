@@ -8,7 +8,9 @@ LCMScheduler, exactly what a user without mcm would run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 from mcm.commands.arguments import count, non_negative, number
@@ -53,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="video size in pixels (default: the model's; Wan: what the student was trained at)",
     )
     p.add_argument("--seed", type=non_negative, default=0)
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are drawn only when stderr is a terminal)",
+    )
     p.add_argument("--fps", type=count, default=8)
     p.add_argument(
         "--out",
@@ -105,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args)
     paths = output_paths(args.out, len(prompts))
-    videos = generate(args, prompts)
+    progress = not args.no_progress and bool(sys.stderr and sys.stderr.isatty())
+    with loading_bars(progress):
+        videos = generate(args, prompts, progress)
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path, video in zip(paths, videos):
         write_video(path, video, fps=args.fps)
@@ -113,8 +122,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate(args, prompts: list[str]):
-    """[B, 3, F, H, W] in [-1, 1] for the chosen model."""
+@contextlib.contextmanager
+def loading_bars(shown: bool):
+    """Within it, the bars diffusers and transformers draw while loading weights are shown
+    only if ``shown`` (they draw them by default, on a terminal or not)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    def show(library, on: bool) -> None:
+        (library.enable_progress_bar if on else library.disable_progress_bar)()
+
+    libraries = (diffusers_logging, transformers_logging)
+    before = [library.is_progress_bar_enabled() for library in libraries]
+    for library in libraries:
+        show(library, shown)
+    try:
+        yield
+    finally:
+        for library, on in zip(libraries, before):
+            show(library, on)
+
+
+def generate(args, prompts: list[str], progress: bool = False):
+    """[B, 3, F, H, W] in [-1, 1] for the chosen model; ``progress``: a bar of the sampling
+    steps on stderr."""
     import torch
 
     from mcm.paths import resolve_teacher
@@ -123,6 +154,7 @@ def generate(args, prompts: list[str]):
         from mcm.models import load_student_pipeline, pipeline_video
 
         pipe, info = load_student_pipeline(args.student)
+        pipe.set_progress_bar_config(disable=not progress)
         steps = 4 if args.steps is None else args.steps
         grid = info.get("original_inference_steps", 50)
         if not 1 <= steps <= grid:
@@ -155,4 +187,5 @@ def generate(args, prompts: list[str]):
         num_frames=args.frames,
         height=args.size[0] if args.size else None,
         width=args.size[1] if args.size else None,
+        progress=progress,
     )

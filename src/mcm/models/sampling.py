@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from mcm.diffusion import (
     cfg_guidance,
@@ -93,9 +94,12 @@ def sample_teacher(
     height: int | None = None,
     width: int | None = None,
     output_type: str = "pt",
+    progress: bool = False,
 ) -> Tensor:
     """Guided DDIM sampling (eta = 0, Imagen-form CFG with scale g; 2 NFE per step when
-    g > 1); on a flow-matching teacher the Euler steps of :func:`flow_sigmas`'s grid."""
+    g > 1); on a flow-matching teacher the Euler steps of :func:`flow_sigmas`'s grid.
+
+    ``progress``: draw a bar of the sampling steps on stderr (tqdm)."""
     den, text = bundle.denoiser, bundle.text_encoder
     T = den.schedule.num_train_timesteps
     _check(prompts, steps, T, output_type)
@@ -112,15 +116,29 @@ def sample_teacher(
         (x0_c, x0_u), (eps_c, eps_u) = x0.chunk(2), eps.chunk(2)
         return cfg_guidance(x0_c, x0_u, guidance_scale), cfg_guidance(eps_c, eps_u, guidance_scale)
 
-    if den.schedule.kind == "flow":
-        timesteps = flow_sigmas(steps, den.schedule.shift, T)
-        latents = sample_flow(denoiser, noise, den.schedule, timesteps)
-    else:
-        spacing = bundle.scheduler_config.get("timestep_spacing", "leading")
-        offset = bundle.scheduler_config.get("steps_offset", 0)
-        timesteps = ddim_timesteps(steps, T, spacing, offset)
-        latents = sample_ddim(denoiser, noise, den.schedule, timesteps, T)
+    with tqdm(total=steps, desc="teacher", unit="step", disable=not progress) as bar:
+        denoiser = _counting_steps(denoiser, bar)
+        if den.schedule.kind == "flow":
+            timesteps = flow_sigmas(steps, den.schedule.shift, T)
+            latents = sample_flow(denoiser, noise, den.schedule, timesteps)
+        else:
+            spacing = bundle.scheduler_config.get("timestep_spacing", "leading")
+            offset = bundle.scheduler_config.get("steps_offset", 0)
+            timesteps = ddim_timesteps(steps, T, spacing, offset)
+            latents = sample_ddim(denoiser, noise, den.schedule, timesteps, T)
     return _output(bundle, latents, output_type)
+
+
+def _counting_steps(denoiser, bar):
+    """``denoiser`` that advances ``bar`` by one after each call (one call per sampling step:
+    the guided batch is one call)."""
+
+    def counted(x: Tensor, t: Tensor):
+        out = denoiser(x, t)
+        bar.update(1)
+        return out
+
+    return counted
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ import json
 import logging
 import signal
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,11 +38,14 @@ from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainLoopConfig
 from mcm.training.config_io import flatten, save_config, to_dict
 from mcm.training.ema import EMA
+from mcm.training.log_file import TrainLog, console_above
 from mcm.training.optim import Optimization
 from mcm.training.sharding import is_sharded
 from mcm.training.signals import StopSignals
 
 log = logging.getLogger("mcm.train")
+
+TRAIN_LOG = "train.log"  # in the output folder: the run's log lines, appended on a resume
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,9 +55,13 @@ class NonFiniteLossError(RuntimeError):
 class Trainer:
     """The loop; subclasses provide setup, next_batch and _loss_step (module docstring).
 
+    The main process writes the ``mcm`` log lines of the run (the start, a line of loss terms
+    every ``log_every`` steps, warnings, checkpoints, the stop) to ``output_dir/train.log``
+    from :meth:`setup` to :meth:`cleanup`, appending to the file of an earlier run.
+
     Args:
         loop: the loop's settings (steps, accumulation, checkpoints, logging, ...).
-        output_dir: where checkpoints (and the subclass's outputs) go.
+        output_dir: where checkpoints, ``train.log`` (and the subclass's outputs) go.
         resume: ``"latest"`` or a checkpoint path to continue from; None starts afresh.
         config: what ``config.yaml`` records (an object with ``save_config`` support);
             None writes none.
@@ -79,6 +87,7 @@ class Trainer:
         self.exit_status = 0  # 128 + the signal number after a stop by SIGINT/SIGTERM
         self.phase = "setup"  # "warm-up", "train", "finish": what an interruption cut short
         self._saved_step = -1
+        self.train_log: TrainLog | None = None
 
     # ------------------------------------------------------------------ what a recipe writes
     def next_batch(self):
@@ -141,6 +150,8 @@ class Trainer:
         acc = self.accelerator
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
+            self.train_log = TrainLog(self.out / TRAIN_LOG)
+            weakref.finalize(self, self.train_log.close)  # a caller that never calls cleanup
             ckpt.remove_stale_temporaries(self.out)
             if self.config is not None:
                 save_config(self.config, self.out / "config.yaml")
@@ -149,7 +160,11 @@ class Trainer:
                     "mcm", config=flatten(to_dict(self.config)) if self.config else {}
                 )
         if self.resume:
-            ckpt.resume(self.out, self.resume, self.load_checkpoint)
+            try:
+                ckpt.resume(self.out, self.resume, self.load_checkpoint)
+            except BaseException:
+                self._close_log()
+                raise
 
     # ------------------------------------------------------------------ the loop
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
@@ -157,17 +172,26 @@ class Trainer:
 
         Returns the last logged loss terms; :attr:`stats` holds the run's throughput."""
         loop, acc = self.loop, self.accelerator
+        main = acc.is_main_process
+        if main:  # before the bar is drawn: its line would take this one
+            log.info(
+                "Training %s from step %d to %d in %s",
+                self.name,
+                self.step,
+                loop.max_steps,
+                self.out,
+            )
         bar = tqdm(
             total=loop.max_steps,
             initial=self.step,
-            disable=not (acc.is_main_process and loop.progress),
+            disable=None if main and loop.progress else True,  # None: on a terminal only
             desc=self.name,
             unit="step",
             dynamic_ncols=True,
         )
         t_start = t_last = time.perf_counter()
         first_step, logged = self.step, {}
-        with self.signals:
+        with self.signals, console_above(bar):
             self.phase = "warm-up"
             stop = self.warm_up(on_step)
             self.phase = "train"
@@ -189,6 +213,8 @@ class Trainer:
                     if torch.cuda.is_available():
                         terms["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     t_last, logged = now, terms
+                    if main:
+                        log.info("step %d/%d: %s", self.step, loop.max_steps, _terms_text(terms))
                     if loop.tracker != "none":
                         acc.log(terms, step=self.step)
                 if loop.validate_every and self.step % loop.validate_every == 0:
@@ -215,6 +241,15 @@ class Trainer:
                 )
             if stop or self._saved_step != self.step:
                 self.save_checkpoint()
+            if main and not stop:
+                log.info(
+                    "Trained %s to step %d: %d steps in %.1f s (%.3g steps/s)",
+                    self.name,
+                    self.step,
+                    steps_run,
+                    wall,
+                    self.stats["steps_per_s"],
+                )
             if not stop:
                 self.phase = "finish"
                 self.finish()  # a signal now is honoured when it is done
@@ -410,5 +445,17 @@ class Trainer:
         self._load_data_state(own["data"])
 
     def cleanup(self) -> None:
+        """End the tracker's run and close ``train.log``."""
         if self.loop.tracker != "none":
             self.accelerator.end_training()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self.train_log is not None:
+            self.train_log.close()
+            self.train_log = None
+
+
+def _terms_text(terms: dict[str, float]) -> str:
+    """``loss 0.0123, lr_main 0.05, ...``: the logged terms, 4 significant digits."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
