@@ -198,8 +198,11 @@ def build_page(gr, app):
         def show_chosen(student_steps):
             return [gr.Video(visible=n in student_steps) for (_, n) in list(slots)[1:]]
 
-        # gradio passes its progress tracker to a parameter whose default is one
-        def generate(prompt, seed, teacher_steps, guidance, student_steps, progress=gr.Progress()):  # noqa: B008
+        # gradio hands its progress tracker to the parameter whose default is one; tracking
+        # tqdm, it also shows the teacher's sampling steps (the sampler's bar)
+        tracker = gr.Progress(track_tqdm=True)
+
+        def generate(prompt, seed, teacher_steps, guidance, student_steps, progress=tracker):
             try:
                 clips = app.compare(
                     prompt, seed or 0, teacher_steps, guidance, student_steps, progress
