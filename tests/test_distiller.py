@@ -252,3 +252,25 @@ def test_distillation_loss_goes_down(teacher_dir):
         loss.backward()
         opt.step()
     assert eval_loss() < 0.9 * before
+
+
+def test_two_step_top_target_goes_through_the_midpoint(teacher_dir):
+    # top_target_steps 2: at the top draws y = f(x_mid, T/2 - 1), x_mid the DDIM step of
+    # (f(x_{t_n}, t_n), its eps) to the 2-step grid's midpoint; elsewhere the usual target
+    bundle, distiller, batch = _setup(teacher_dir, discriminator=False, top_target_steps=2)
+    assert int(distiller.midpoint) == 499
+    net, emb, acp = bundle.denoiser, batch.text_emb, distiller.schedule.alphas_cumprod
+    t = torch.tensor([999, 519])
+    t_prev = torch.tensor([979, 499])
+    x_prev = torch.randn(2, 4, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = distiller.consistency_target(net, x_prev, t, t_prev, emb, None)
+        one = distiller._consistency(net, x_prev, t_prev, emb, None)
+        a, s = acp[979].sqrt(), (1 - acp[979]).sqrt()
+        eps = (x_prev[:1] - a * one[:1]) / s
+        x_mid = acp[499].sqrt() * one[:1] + (1 - acp[499]).sqrt() * eps
+        mid = distiller._consistency(net, x_mid, torch.tensor([499]), emb[:1], None)
+    torch.testing.assert_close(y[:1], mid)
+    torch.testing.assert_close(y[1:], one[1:])  # not a top draw: the one-step target
+    with pytest.raises(ValueError, match="even num_ode_steps"):
+        MCMConfig(top_target_steps=2, num_ode_steps=25)

@@ -35,6 +35,7 @@ from mcm.diffusion import (
     lcm_guidance,
     skipping_step_grid,
     training_timesteps,
+    x0_to_eps,
 )
 from mcm.models import disable_adapters
 from mcm.motion import DISTANCES
@@ -61,6 +62,11 @@ class MCMConfig:
     # over the grid (the reference: uniform, i.e. 0). P(top) = top_fraction + (1 -
     # top_fraction) / N.
     top_fraction: Fraction = 0.0
+    # The target at the top of the grid: 1 (the reference) y = f_target(x_{t_n}, t_n); 2: the
+    # target network's deterministic 2-step sample from x_{t_n}, through the 2-step grid's
+    # midpoint (T/2): the student's 2-step samples are sharp where its 1-step map is still
+    # an average, so the one-step map learns from them. Needs an even num_ode_steps.
+    top_target_steps: Literal[1, 2] = 1
     w_min: NonNegativeFloat = 5.0  # guidance scale w ~ U[w_min, w_max], LCM form
     w_max: NonNegativeFloat = 15.0
     w_embedding_dim: NonNegativeInt = (
@@ -86,6 +92,15 @@ class MCMConfig:
     target: Literal["online", "ema"] = (
         "online"  # "online" (student under no_grad) or "ema" (EMA of the LoRA)
     )
+
+    @model_validator(mode="after")
+    def _top_target_midpoint(self) -> MCMConfig:
+        if self.top_target_steps == 2 and self.num_ode_steps % 2:
+            raise ValueError(
+                f"top_target_steps 2 needs an even num_ode_steps (the 2-step midpoint is a grid "
+                f"point); got {self.num_ode_steps}: use {self.num_ode_steps + 1}."
+            )
+        return self
 
     @model_validator(mode="after")
     def _guidance_range(self) -> MCMConfig:
@@ -190,6 +205,7 @@ class MCMDistiller:
         else:
             self.grid, self.grid_prev = skipping_step_grid(T, cfg.num_ode_steps)
             self.top = T - 1
+        self.midpoint = self.grid[cfg.num_ode_steps // 2 - 1]  # the 2-step grid's second point
         self.first_frame_only = cfg.fake_frames == "first" or (
             cfg.fake_frames == "auto" and getattr(student, "family", "") == "wan"
         )
@@ -231,6 +247,26 @@ class MCMDistiller:
         x0, _ = net.predict_x0_eps(x, t, emb, timestep_cond=tcond)
         cfg = self.cfg
         return consistency_function(x, x0, t, self.schedule, cfg.sigma_data, cfg.timestep_scaling)
+
+    def consistency_target(
+        self, net, x_prev: Tensor, t: Tensor, t_prev: Tensor, emb: Tensor, tcond: Tensor | None
+    ) -> Tensor:
+        """y = f(x_{t_n}, t_n) [B, C, F, h, w]; with ``top_target_steps`` 2, at the draws
+        whose t_{n+k} is the top, f(x_mid, mid) after the DDIM step of (y, eps(y)) from
+        t_n to the 2-step midpoint."""
+        y = self._consistency(net, x_prev, t_prev, emb, tcond)
+        top = t == self.top
+        if self.cfg.top_target_steps == 1 or not bool(top.any()):
+            return y
+        y_top, x_top, t_top = y[top], x_prev[top], t_prev[top]
+        alpha, sigma = self.schedule.alpha(t_top), self.schedule.sigma(t_top)
+        eps = x0_to_eps(y_top, x_top, alpha.to(y.device, y.dtype), sigma.to(y.device, y.dtype))
+        t_mid = torch.full_like(t_top, float(self.midpoint))
+        x_mid = ddim_step(self.schedule, y_top, eps, t_mid)
+        tc = tcond[top] if tcond is not None else None
+        y = y.clone()
+        y[top] = self._consistency(net, x_mid, t_mid, emb[top], tc)
+        return y
 
     @torch.no_grad()
     def student_sample(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:
@@ -293,7 +329,7 @@ class MCMDistiller:
         # which would invalidate the tensors that forward saved for backward.
         x_prev = self.teacher_ddim_step(x_t, t, t_prev, batch, w)
         with torch.no_grad(), self._target() as target:
-            y = self._consistency(target, x_prev, t_prev, batch.text_emb, tcond)
+            y = self.consistency_target(target, x_prev, t, t_prev, batch.text_emb, tcond)
             m_target = self.motion_target(y)
 
         # 6. student consistency output f_theta(x_{t_{n+k}}, t_{n+k}) (with gradient)
