@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from mcm.adversarial import LatentUNetBackbone, hinge_d_loss, hinge_g_loss
@@ -66,7 +66,7 @@ class MCMConfig:
     # target network's deterministic 2-step sample from x_{t_n}, through the 2-step grid's
     # midpoint (T/2): the student's 2-step samples are sharp where its 1-step map is still
     # an average, so the one-step map learns from them. Needs an even num_ode_steps.
-    top_target_steps: Literal[1, 2] = 1
+    top_target_steps: Annotated[int, Field(ge=1, le=2)] = 1
     w_min: NonNegativeFloat = 5.0  # guidance scale w ~ U[w_min, w_max], LCM form
     w_max: NonNegativeFloat = 15.0
     w_embedding_dim: NonNegativeInt = (
