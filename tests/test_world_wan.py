@@ -58,6 +58,8 @@ def test_mcm_world_build_family_wan_trains_resumes_and_saves_a_stock_pipeline(tm
     assert manifest["stages"]["vae"]["trained"] is False  # the finished VAE stage is kept
     assert manifest["stages"]["transformer"]["steps"] == 2
     assert manifest["stages"]["transformer"]["steps_run"] == 1
+    assert manifest["stages"]["pool"]["reused"] is True  # encoded once, by the first part
+    assert (tmp_path / "teacher.checkpoints" / "pool.safetensors").is_file()
     assert manifest["asset_bytes"] <= 25e6
     pipe = DiffusionPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)

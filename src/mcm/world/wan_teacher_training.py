@@ -18,6 +18,7 @@ Both resume from their checkpoints, so a CPU build runs in parts (``--vae-max-se
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -186,6 +187,22 @@ def wan_latent_pool(vae, n: int, seed: int, device: torch.device, chunk: int = 6
     return torch.cat(latents), torch.cat(prompts)
 
 
+def _save_pool(path: Path, latents: torch.Tensor, prompt_index: torch.Tensor) -> None:
+    tmp = path.with_name(path.name + ".tmp")  # renamed into place: never half a pool
+    ckpt.save_weights({"latents": latents, "prompt_index": prompt_index}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_pool(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The pool a previous part encoded with the same VAE, or None (none, or another size)."""
+    if not path.is_file():
+        return None
+    pool = ckpt.load_weights(path)
+    if len(pool["latents"]) != size:
+        return None
+    return pool["latents"], pool["prompt_index"]
+
+
 def set_latent_stats(vae, latents: torch.Tensor) -> torch.Tensor:
     """Record the pool's per-channel mean and std as the VAE's ``latents_mean`` /
     ``latents_std`` (what WanPipeline normalises with) and return the normalised pool."""
@@ -225,9 +242,17 @@ def build_world_wan_teacher(
         shutil.rmtree(ckpt_dir / FlowRecipe.name, ignore_errors=True)
     vae = components["vae"].eval().requires_grad_(False)
 
-    # 2. The pool of encoded clips and the latent statistics WanPipeline normalises with.
+    # 2. The pool of encoded clips and the latent statistics WanPipeline normalises with,
+    # kept beside the checkpoints for the next part of the build (a VAE trained further
+    # encodes a new one).
     t0 = time.perf_counter()
-    latents, prompt_index = wan_latent_pool(vae, cfg.pool_size, cfg.seed + 2, dev)
+    pool_file = ckpt_dir / "pool.safetensors"
+    cached = _load_pool(pool_file, cfg.pool_size) if not vae_stats["trained"] else None
+    pool_reused = cached is not None
+    if cached is None:
+        cached = wan_latent_pool(vae, cfg.pool_size, cfg.seed + 2, dev)
+        _save_pool(pool_file, *cached)
+    latents, prompt_index = (x.to(dev) for x in cached)
     pool = (set_latent_stats(vae, latents), prompt_index)
     pool_s = time.perf_counter() - t0
 
@@ -261,7 +286,7 @@ def build_world_wan_teacher(
         },
         "stages": {
             "vae": vae_stats,
-            "pool": {"clips": cfg.pool_size, "wall_s": round(pool_s, 2)},
+            "pool": {"clips": cfg.pool_size, "wall_s": round(pool_s, 2), "reused": pool_reused},
             "transformer": flow_stats,
         },
         "total_wall_s": round(time.perf_counter() - t_start, 2),
