@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
 
 from mcm.cpus import usable_cpus
 from mcm.data.cache import write_latent_cache
@@ -213,6 +215,8 @@ def _train_lcm_process(cfg: TrainConfig, threads: int, log_path: str) -> None:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
         print("[demo] the LCM baseline's process has started", flush=True)
+        for library in (diffusers_logging, transformers_logging):  # no loading bars in the log
+            library.disable_progress_bar()
         torch.set_num_threads(threads)
         recipe = DistillRecipe(cfg)
         recipe.setup()
