@@ -16,7 +16,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 # The demo needs only the runtime packages; the tests and linters add requirements-dev.txt.
 # pip is upgraded first: the venv's bundled pip 23.2 installed requirements.txt slower here.
-# setuptools (>= 68, for the editable install) comes with torch.
+# setuptools (>= 77, for the editable install) comes with torch.
 $(RUNTIME): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -153,7 +153,7 @@ def test_motion_head_has_its_own_learning_rate(assets, tmp_path):
     assert {id(p) for p in head["params"]} == {id(p) for p in recipe.motion.parameters()}
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
 def test_reference_options_reach_the_motion_head_and_the_discriminator(assets, tmp_path):
     cfg = make_config(assets, tmp_path / "reference")
     cfg.method.motion_head = "reference"
