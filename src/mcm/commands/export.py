@@ -95,31 +95,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_training_config(path: Path) -> dict:
-    """A run's config.yaml as a dict (what the model card reads of it)."""
+def read_mapping(path: Path, flag: str, fmt: str, expected: str) -> dict:
+    """The mapping in a YAML (``fmt="yaml"``) or JSON file given as ``flag``; a clear error
+    names the flag and what was ``expected`` when the file is missing, unreadable or no
+    mapping."""
     import yaml
 
     if not path.is_file():
-        raise FileNotFoundError(f"--config: no such file {path}.")
+        raise FileNotFoundError(f"{flag}: no such file {path}.")
+    parse, errors = (yaml.safe_load, yaml.YAMLError) if fmt == "yaml" else (json.loads, ValueError)
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"--config {path} is not valid YAML ({e}).") from None
-    if not isinstance(config, dict):
-        raise InputError(f"--config {path} is not a training config (a YAML mapping).")
-    return config
-
-
-def read_metrics(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"--metrics: no such file {path}.")
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"--metrics {path} is not valid JSON ({e}).") from None
-    if not isinstance(metrics, dict):
-        raise InputError(f"--metrics {path}: expected the metrics.json of `mcm evaluate`.")
-    return metrics
+        value = parse(path.read_text())
+    except errors as e:
+        raise InputError(f"{flag} {path} is not valid {fmt.upper()} ({e}).") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag} {path}: expected {expected}.")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,8 +143,16 @@ def run(args: argparse.Namespace) -> int:
     checkpoint_config = Path(args.lora) / "config.yaml"
     if config_path is None and checkpoint_config.is_file():
         config_path = checkpoint_config
-    training_config = read_training_config(config_path) if config_path else None
-    metrics = read_metrics(Path(args.metrics)) if args.metrics else None
+    training_config = (
+        read_mapping(config_path, "--config", "yaml", "a training config (a YAML mapping)")
+        if config_path
+        else None
+    )
+    metrics = (
+        read_mapping(Path(args.metrics), "--metrics", "json", "the metrics.json of `mcm evaluate`")
+        if args.metrics
+        else None
+    )
     aux = {}
     for name, path in args.aux:
         aux[name] = load_file(str(path))
