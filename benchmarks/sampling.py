@@ -1,7 +1,8 @@
-"""NFE and wall time per video: the student at 1/2/4/8 steps vs the teacher's 50-step guided
-DDIM, measured in one run.
+"""Where one video's time goes - text encoding, the denoising loop, the decode - and the
+student's speed-up at 1/2/4/8 steps over the teacher's 50-step guided DDIM, with and without
+each fixed-cost option, measured in one run.
 
-    python benchmarks/sampling.py                    # world + full-size UNet, ~4 min on 2 CPU cores
+    python benchmarks/sampling.py                    # world + full-size UNet, ~10 min on 2 CPU cores
     python benchmarks/sampling.py --world-only       # ~1 min
     python benchmarks/sampling.py --device cuda --dtype bf16 --full-frames 16 --full-latent 32
 
@@ -26,6 +27,25 @@ Models:
   (measured time outside the UNet) + 50 x (measured UNet time per step); the JSON marks
   such rows ``"measured": false``.
 
+Options (``--arms``), each applied to the teacher and the student alike:
+
+* ``base`` - every call encodes its prompt (the text encoder's cache off) and decodes with
+  the teacher's VAE.
+* ``cached`` - the prompt's embedding comes from the text encoder's cache
+  (``TextEncoder(cache_size=...)``; filled by the warm-up call, as when a prompt is sampled
+  again with another seed or model).
+* ``cached+preview`` - cached, and the latents are decoded by a preview decoder
+  (:class:`mcm.models.PreviewDecoder`; ``--world-preview DIR`` for a trained world decoder,
+  otherwise an untrained one of the same size: the cost is the same).
+* ``cached+compile`` (opt-in) - cached, with ``torch.compile`` on the UNet; the compile
+  time (the warm-up calls' extra time) is reported apart, in ``compile_s``.
+
+Each row splits its wall time into ``encode_s`` (inside the text encoder), ``decode_s``
+(inside the VAE or preview decoder) and the denoising loop (the rest), and reports the fixed
+part (encode + decode) in student network calls, and the speed-up against the
+network-call ceiling: the teacher's UNet time over the row's (what the speed-up would be
+if encoding and decoding cost nothing).
+
 Torch threads: ``--threads`` (default 1). Timings drift run to run on a shared machine:
 compare the speed-ups, measured in one run. JSON to ``--out``; a markdown table is printed.
 """
@@ -40,6 +60,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -52,6 +73,10 @@ PROMPT = "a red circle moving left"
 from fullsize import MODELSCOPE_SCHEDULER, MODELSCOPE_UNET, OPENCLIP_H_TEXT, SD_VAE  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+ARMS = ("base", "cached", "cached+preview", "cached+compile")
+DEFAULT_ARMS = "base,cached,cached+preview"
+TEXT_CACHE = 8  # prompts, when the arm caches
+PREVIEW_SIZE = {"world": (32, 2), "full": (64, 3)}  # width, blocks: TAESD's at full size
 
 
 @contextlib.contextmanager
@@ -124,11 +149,51 @@ class UNetMeter:
         self.seconds += time.perf_counter() - self._t
 
 
-def measure(fn, meter: UNetMeter, repeats: int) -> dict:
-    """Median wall time of ``fn()`` (one video) and what the UNet did in it."""
+class Timer:
+    """Seconds spent inside a module's forward (hooks)."""
+
+    def __init__(self, module, cuda: bool):
+        self.cuda, self.seconds = cuda, 0.0
+        module.register_forward_pre_hook(lambda *_: self._start())
+        module.register_forward_hook(lambda *_: self._stop())
+
+    def _sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def _start(self):
+        self._sync()
+        self._t = time.perf_counter()
+
+    def _stop(self):
+        self._sync()
+        self.seconds += time.perf_counter() - self._t
+
+
+class TimedDecoder:
+    """A decoder (``decode(latents) -> pixels``) whose time is added up."""
+
+    def __init__(self, decoder, cuda: bool):
+        self.decoder, self.cuda, self.seconds = decoder, cuda, 0.0
+
+    def decode(self, latents):
+        if self.cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = self.decoder.decode(latents)
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def measure(fn, meter: UNetMeter, text: Timer, decoder: TimedDecoder, repeats: int) -> dict:
+    """Median wall time of ``fn()`` (one video) and what the UNet, the text encoder and the
+    decoder did in it."""
     runs = []
     for _ in range(repeats):
         meter.reset()
+        text.seconds = decoder.seconds = 0.0
         if meter.cuda:
             torch.cuda.synchronize()
         t, c = time.perf_counter(), time.process_time()
@@ -142,6 +207,8 @@ def measure(fn, meter: UNetMeter, repeats: int) -> dict:
                 unet=meter.seconds,
                 calls=meter.calls,
                 rows=meter.rows,
+                encode=text.seconds,
+                decode=decoder.seconds,
             )
         )
     best = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]  # the median run
@@ -151,15 +218,30 @@ def measure(fn, meter: UNetMeter, repeats: int) -> dict:
         "unet_s": best["unet"],
         "unet_calls": best["calls"],
         "nfe": best["rows"],  # batch 1: rows per video
+        "encode_s": best["encode"],
+        "decode_s": best["decode"],
         "repeats": repeats,
     }
 
 
+def preview_decoder(name: str, bundle, args):
+    """The arm's preview decoder: a trained one (``--world-preview``) or a fresh one."""
+    from mcm.models import PreviewDecoder
+
+    if name == "world" and args.world_preview:
+        decoder = PreviewDecoder.from_pretrained(args.world_preview)
+    else:
+        decoder = PreviewDecoder.for_vae(bundle.vae, *PREVIEW_SIZE[name])
+    return decoder.to(bundle.denoiser.device, bundle.vae.dtype).eval()
+
+
 def bench_model(name: str, args) -> list[dict]:
+    """Every arm's rows for one model (students, then the teacher)."""
     from mcm.models.sampling import latent_shape, sample_student, sample_teacher
 
     world = name == "world"
     device = torch.device(args.world_device if world else args.device)
+    cuda = device.type == "cuda"
     if world:
         from mcm.models import load_teacher
 
@@ -170,69 +252,104 @@ def bench_model(name: str, args) -> list[dict]:
         d = bundle.vae.downsample
         size = args.full_latent * d
         clip = dict(num_frames=args.full_frames, height=size, width=size)
-    meter = UNetMeter(bundle.denoiser.unet, device.type == "cuda")
+    meter = UNetMeter(bundle.denoiser.unet, cuda)
+    text = Timer(bundle.text_encoder.text_encoder, cuda)
     repeats = args.world_repeats if world else args.full_repeats
     shape = latent_shape(bundle, 1, clip["num_frames"], clip.get("height"), clip.get("width"))
+    unet = bundle.denoiser.unet
+    n_params = sum(p.numel() for p in unet.parameters())
 
-    sample_student(bundle, [PROMPT], steps=1, **clip)  # warm-up
     rows = []
-    for n in STUDENT_STEPS:
-        r = measure(lambda n=n: sample_student(bundle, [PROMPT], steps=n, **clip), meter, repeats)
-        rows.append(dict(sampler="student", steps=n, measured=True, **r))
+    for arm in args.arms:
+        bundle.text_encoder.cache_size = TEXT_CACHE if arm.startswith("cached") else 0
+        decoder = TimedDecoder(
+            preview_decoder(name, bundle, args) if arm.endswith("preview") else bundle.vae, cuda
+        )
+        bundle.denoiser.unet = torch.compile(unet) if arm.endswith("compile") else unet
+        student = partial(sample_student, bundle, [PROMPT], decoder=decoder, **clip)
+        teacher_call = partial(
+            sample_teacher, bundle, [PROMPT], guidance_scale=GUIDANCE, decoder=decoder, **clip
+        )
+        # warm-up: fills the cache; compiles for the student's batch and the teacher's
+        # guided (doubled) batch
+        t = time.perf_counter()
+        student(steps=1)
+        teacher_call(steps=1)
+        warm_s = time.perf_counter() - t
+        arm_rows = []
+        for n in STUDENT_STEPS:
+            r = measure(partial(student, steps=n), meter, text, decoder, repeats)
+            arm_rows.append(dict(sampler="student", steps=n, measured=True, **r))
 
-    k = TEACHER_STEPS if world else args.full_teacher_steps
-    r = measure(
-        lambda: sample_teacher(bundle, [PROMPT], steps=k, guidance_scale=GUIDANCE, **clip),
-        meter,
-        repeats if world else 1,
-    )
-    if k != TEACHER_STEPS:  # compose 50 steps from the measured per-step UNet time
-        scale = TEACHER_STEPS / k
-        outside = r["wall_s"] - r["unet_s"]
-        r = dict(
-            r,
-            measured_steps=k,
-            measured_wall_s=r["wall_s"],
-            wall_s=outside + scale * r["unet_s"],
-            cpu_s=None,
-            unet_s=scale * r["unet_s"],
-            unet_calls=round(scale * r["unet_calls"]),
-            nfe=round(scale * r["nfe"]),
+        k = TEACHER_STEPS if world else args.full_teacher_steps
+        r = measure(partial(teacher_call, steps=k), meter, text, decoder, repeats if world else 1)
+        if k != TEACHER_STEPS:  # compose 50 steps from the measured per-step UNet time
+            scale = TEACHER_STEPS / k
+            r = dict(
+                r,
+                measured_steps=k,
+                measured_wall_s=r["wall_s"],
+                wall_s=r["wall_s"] + (scale - 1) * r["unet_s"],
+                cpu_s=None,
+                unet_s=scale * r["unet_s"],
+                unet_calls=round(scale * r["unet_calls"]),
+                nfe=round(scale * r["nfe"]),
+            )
+        arm_rows.append(
+            dict(
+                sampler="teacher",
+                steps=TEACHER_STEPS,
+                guidance=GUIDANCE,
+                measured=k == TEACHER_STEPS,
+            )
+            | r
         )
-    rows.append(
-        dict(sampler="teacher", steps=TEACHER_STEPS, guidance=GUIDANCE, measured=k == TEACHER_STEPS)
-        | r
-    )
-    teacher = rows[-1]
-    n_params = sum(p.numel() for p in bundle.denoiser.unet.parameters())
-    for row in rows:
-        row.update(
-            model=name,
-            device=str(device),
-            dtype="fp32" if world else args.dtype,
-            latent_shape=list(shape),
-            unet_parameters=n_params,
-            unet_s_per_call=row["unet_s"] / row["unet_calls"],
-            speedup_vs_teacher=teacher["wall_s"] / row["wall_s"],
-            nfe_ratio_vs_teacher=teacher["nfe"] / row["nfe"],
-        )
-        for key, v in list(row.items()):
-            if isinstance(v, float):
-                row[key] = round(v, 4)
+        teacher = arm_rows[-1]
+        one_call = arm_rows[0]["unet_s"] / arm_rows[0]["unet_calls"]  # a student call
+        for row in arm_rows:
+            fixed = row["encode_s"] + row["decode_s"]
+            speedup = teacher["wall_s"] / row["wall_s"]
+            ceiling = teacher["unet_s"] / row["unet_s"]
+            row.update(
+                model=name,
+                arm=arm,
+                device=str(device),
+                dtype="fp32" if world else args.dtype,
+                latent_shape=list(shape),
+                unet_parameters=n_params,
+                unet_s_per_call=row["unet_s"] / row["unet_calls"],
+                denoise_s=row["wall_s"] - fixed,
+                fixed_s=fixed,
+                fixed_in_student_calls=fixed / one_call,
+                speedup_vs_teacher=speedup,
+                network_ceiling=ceiling,
+                speedup_of_ceiling=speedup / ceiling,
+                nfe_ratio_vs_teacher=teacher["nfe"] / row["nfe"],
+            )
+            if arm.endswith("compile"):  # the warm-up beyond its two calls' own time
+                teacher_step = teacher["wall_s"] - (1 - 1 / TEACHER_STEPS) * teacher["unet_s"]
+                row["compile_s"] = warm_s - arm_rows[0]["wall_s"] - teacher_step
+            for key, v in list(row.items()):
+                if isinstance(v, float):
+                    row[key] = round(v, 4)
+        rows += arm_rows
+    bundle.denoiser.unet = unet
     return rows
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model | sampler | steps | NFE | UNet calls | s / video | UNet s | s / UNet call "
-        "| speed-up vs teacher | measured |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | arm | sampler | steps | NFE | s / video | encode s | denoise s | decode s "
+        "| fixed (student calls) | speed-up | ceiling | of ceiling | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['nfe']} | {r['unet_calls']} "
-            f"| {r['wall_s']:.3f} | {r['unet_s']:.3f} | {r['unet_s_per_call']:.4f} "
-            f"| {r['speedup_vs_teacher']:.1f}x "
+            f"| {r['model']} | {r['arm']} | {r['sampler']} | {r['steps']} | {r['nfe']} "
+            f"| {r['wall_s']:.3f} | {r['encode_s']:.3f} | {r['denoise_s']:.3f} "
+            f"| {r['decode_s']:.3f} | {r['fixed_in_student_calls']:.2f} "
+            f"| {r['speedup_vs_teacher']:.1f}x | {r['network_ceiling']:.1f}x "
+            f"| {r['speedup_of_ceiling']:.0%} "
             f"| {'yes' if r['measured'] else 'composed from ' + str(r['measured_steps']) + ' steps'} |"
         )
     return "\n".join(lines)
@@ -260,7 +377,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--full-frames", type=int, default=2, help="frames of the full-size clip")
     ap.add_argument("--full-latent", type=int, default=16, help="latent height = width (x8 px)")
+    ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated among {', '.join(ARMS)}")
+    ap.add_argument(
+        "--world-preview", default=None, help="a trained world preview decoder (mcm decoder)"
+    )
     args = ap.parse_args(argv)
+    args.arms = [a.strip() for a in args.arms.split(",")]
+    if not args.arms or any(a not in ARMS for a in args.arms):
+        raise ValueError(f"--arms must name arms among {', '.join(ARMS)}; got {args.arms!r}.")
 
     models = ["world"] if args.world_only else [m.strip() for m in args.models.split(",")]
     if not models or any(m not in ("world", "full") for m in models):
@@ -281,8 +405,9 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "sampling",
         "command": "python " + " ".join(sys.argv),
-        "what": "one video (batch 1, one prompt): text encoding + denoising loop + VAE decode; "
-        "NFE = UNet rows per video (a batched cond+uncond call is 2 NFE, 1 call)",
+        "what": "one video (batch 1, one prompt): text encoding + denoising loop + decode, "
+        "per arm (fixed-cost options); NFE = UNet rows per video (a batched cond+uncond call "
+        "is 2 NFE, 1 call); network_ceiling = teacher UNet s / row UNet s",
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),

@@ -28,6 +28,7 @@ COMMANDS = {
     "world": "render the built-in world's data domains, build its teacher and probes",
     "data": "check, pack and cache video/image datasets",
     "export": "export a trained student as a diffusers LoRA and a merged pipeline",
+    "decoder": "distil a tiny preview decoder from a teacher's VAE (fast previews)",
     "app": "a web app: a teacher and its students side by side on one prompt and seed",
 }
 

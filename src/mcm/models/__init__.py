@@ -5,6 +5,7 @@
 * LoRA: :func:`attach_lora`, :func:`disable_adapters` (the teacher), :func:`lora_parameters`, :func:`lora_state_dict`, :func:`save_lora`, :func:`read_lora`.
 * Export: :func:`export_student`; loading an export: :func:`load_student_lora`,
   :func:`load_student_pipeline`.
+* :class:`PreviewDecoder`: a tiny frame decoder distilled from a teacher's VAE (previews).
 * :mod:`mcm.models.tiny`: tiny offline pipelines for tests.
 """
 
@@ -35,6 +36,7 @@ from mcm.models.lora_weights import (
     save_lora,
 )
 from mcm.models.precision import DTYPE_POLICIES, resolve_dtype
+from mcm.models.preview_decoder import PreviewDecoder
 from mcm.models.sampling import latent_shape, sample_student, sample_teacher, student_latents
 from mcm.models.student import load_student_lora, load_student_pipeline, pipeline_video
 from mcm.models.text import TextEncoder
@@ -47,6 +49,7 @@ __all__ = [
     "FAMILIES",
     "AnimateDiffDenoiser",
     "ModelScopeDenoiser",
+    "PreviewDecoder",
     "TeacherBundle",
     "TextEncoder",
     "VideoDenoiser",

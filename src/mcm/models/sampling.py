@@ -77,10 +77,10 @@ def _noise(bundle, batch_size: int, seed: int, *size) -> tuple[Tensor, torch.Gen
     return noise.to(bundle.denoiser.device), generator
 
 
-def _output(bundle, latents: Tensor, output_type: str) -> Tensor:
+def _output(bundle, latents: Tensor, output_type: str, decoder=None) -> Tensor:
     if output_type == "latent":
         return latents
-    return bundle.vae.decode(latents).clamp(-1, 1)
+    return (decoder or bundle.vae).decode(latents).clamp(-1, 1)
 
 
 @torch.no_grad()
@@ -95,11 +95,13 @@ def sample_teacher(
     width: int | None = None,
     output_type: str = "pt",
     progress: bool = False,
+    decoder=None,
 ) -> Tensor:
     """Guided DDIM sampling (eta = 0, Imagen-form CFG with scale g; 2 NFE per step when
     g > 1); on a flow-matching teacher the Euler steps of :func:`flow_sigmas`'s grid.
 
-    ``progress``: draw a bar of the sampling steps on stderr (tqdm)."""
+    ``progress``: draw a bar of the sampling steps on stderr (tqdm). ``decoder``: decodes the
+    latents instead of the bundle's VAE (a :class:`~mcm.models.PreviewDecoder`)."""
     den, text = bundle.denoiser, bundle.text_encoder
     T = den.schedule.num_train_timesteps
     _check(prompts, steps, T, output_type)
@@ -126,7 +128,7 @@ def sample_teacher(
             offset = bundle.scheduler_config.get("steps_offset", 0)
             timesteps = ddim_timesteps(steps, T, spacing, offset)
             latents = sample_ddim(denoiser, noise, den.schedule, timesteps, T)
-    return _output(bundle, latents, output_type)
+    return _output(bundle, latents, output_type, decoder)
 
 
 def _counting_steps(denoiser, bar):
@@ -210,9 +212,11 @@ def sample_student(
     height: int | None = None,
     width: int | None = None,
     output_type: str = "pt",
+    decoder=None,
 ) -> Tensor:
     """Multistep consistency sampling of the student in ``bundle`` (1 NFE per step, no CFG);
-    the same draws as the stock pipeline with ``LCMScheduler``."""
+    the same draws as the stock pipeline with ``LCMScheduler``. ``decoder``: as in
+    :func:`sample_teacher`."""
     _check(prompts, steps, original_inference_steps, output_type)
     noise, generator = _noise(bundle, len(prompts), seed, num_frames, height, width)
     latents = student_latents(
@@ -224,4 +228,4 @@ def sample_student(
         timestep_scaling=timestep_scaling,
         original_inference_steps=original_inference_steps,
     )
-    return _output(bundle, latents, output_type)
+    return _output(bundle, latents, output_type, decoder)

@@ -12,6 +12,7 @@ can be fed to a stock pipeline as ``prompt_embeds`` and give the same video:
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
@@ -23,13 +24,21 @@ class TextEncoder(nn.Module):
     Args:
         tokenizer: a ``CLIPTokenizer`` (or any tokenizer with the same call signature).
         text_encoder: a ``CLIPTextModel``; frozen here (``requires_grad_(False)``, eval).
+        cache_size: prompts whose embeddings are kept (least recently used dropped first), so
+            that a prompt sampled again (another seed, another model on the same encoder)
+            is not encoded again; 0 turns the cache off. The encoder is frozen, so a cached
+            embedding equals a fresh one.
     """
 
-    def __init__(self, tokenizer, text_encoder: nn.Module):
+    def __init__(self, tokenizer, text_encoder: nn.Module, cache_size: int = 8):
         super().__init__()
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0; got {cache_size}.")
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder.eval().requires_grad_(False)
-        self._empty_cache: dict[tuple, Tensor] = {}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, Tensor] = OrderedDict()
+        self._empty: dict[tuple, Tensor] = {}
 
     @property
     def device(self) -> torch.device:
@@ -60,9 +69,24 @@ class TextEncoder(nn.Module):
             mask = tokens.attention_mask.to(self.device)
         return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)
 
-    @torch.no_grad()
     def forward(self, prompts: list[str]) -> Tensor:
-        """Per-token embeddings [B, L, D] in fp32 (no gradient)."""
+        """Per-token embeddings [B, L, D] in fp32 (no gradient); cached per prompt."""
+        key = (self.device, next(self.text_encoder.parameters()).dtype)
+        missing = list(dict.fromkeys(p for p in prompts if (key, p) not in self._cache))
+        if missing:
+            for prompt, emb in zip(missing, self._embed(missing)):
+                self._cache[(key, prompt)] = emb
+        rows = []
+        for p in prompts:
+            self._cache.move_to_end((key, p))
+            rows.append(self._cache[(key, p)])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def _embed(self, prompts: list[str]) -> Tensor:
+        """[B, L, D] fp32, encoded now."""
         return self._encode(prompts)[0].float()
 
     @torch.no_grad()
@@ -73,9 +97,9 @@ class TextEncoder(nn.Module):
     def empty(self, batch_size: int) -> Tensor:
         """The empty-prompt embedding (the unconditional branch of CFG) [batch_size, L, D]."""
         key = (self.device, next(self.text_encoder.parameters()).dtype)
-        if key not in self._empty_cache:
-            self._empty_cache = {key: self([""])}
-        return self._empty_cache[key].repeat(batch_size, 1, 1)
+        if key not in self._empty:
+            self._empty = {key: self._embed([""])}
+        return self._empty[key].repeat(batch_size, 1, 1)
 
 
 class UMT5TextEncoder(TextEncoder):
@@ -86,8 +110,14 @@ class UMT5TextEncoder(TextEncoder):
     WanPipeline's default is 512).
     """
 
-    def __init__(self, tokenizer, text_encoder: nn.Module, max_sequence_length: int = 512):
-        super().__init__(tokenizer, text_encoder)
+    def __init__(
+        self,
+        tokenizer,
+        text_encoder: nn.Module,
+        max_sequence_length: int = 512,
+        cache_size: int = 8,
+    ):
+        super().__init__(tokenizer, text_encoder, cache_size)
         if max_sequence_length < 1:
             raise ValueError(f"max_sequence_length must be >= 1; got {max_sequence_length}.")
         self.max_sequence_length = max_sequence_length
@@ -120,7 +150,7 @@ class UMT5TextEncoder(TextEncoder):
         return states * mask.unsqueeze(-1).to(states.dtype), mask
 
     @torch.no_grad()
-    def forward(self, prompts: list[str]) -> Tensor:
+    def _embed(self, prompts: list[str]) -> Tensor:
         return self._states(prompts)[0].float()
 
     @torch.no_grad()
