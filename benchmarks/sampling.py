@@ -71,6 +71,10 @@ GUIDANCE = 9.0  # any scale > 1 costs the same: 2 NFE per step
 PROMPT = "a red circle moving left"
 
 from fullsize import MODELSCOPE_SCHEDULER, MODELSCOPE_UNET, OPENCLIP_H_TEXT, SD_VAE  # noqa: E402
+from train_step import WAN_1_3B, WAN_FLOW_SHIFT, WAN_TEXT_LEN  # noqa: E402
+
+# UMT5-XXL's encoder (google/umt5-xxl, what Wan2.1 encodes prompts with)
+UMT5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ARMS = ("base", "cached", "cached+preview", "cached+compile")
@@ -87,7 +91,7 @@ def seeded(seed: int):
         yield
 
 
-def full_size_bundle(device, dtype):
+def full_size_bundle(device, dtype, vae_chunk: int = 8):
     """A ModelScopeT2V-architecture TeacherBundle with random weights."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -113,11 +117,41 @@ def full_size_bundle(device, dtype):
     return TeacherBundle(
         denoiser=denoiser.to(device, dtype),
         # (diffusers warns on a no-op .to(float32) of a VAE: cast only when asked)
-        vae=VideoVAE((vae if dtype == torch.float32 else vae.to(dtype)).to(device), chunk_size=8),
+        vae=VideoVAE((vae if dtype == torch.float32 else vae.to(dtype)).to(device), vae_chunk),
         text_encoder=TextEncoder(tokenizer, text.to(device, dtype)),
         scheduler_config=MODELSCOPE_SCHEDULER,
         family="modelscope",
         path="<random weights: text-to-video-ms-1.7b architecture>",
+    )
+
+
+def wan_bundle(device, dtype, text_layers: int):
+    """A Wan2.1-T2V-1.3B-architecture TeacherBundle with random weights: the transformer,
+    the real-size ``AutoencoderKLWan`` and a UMT5-XXL-width encoder of ``text_layers``
+    layers (24 in UMT5-XXL) over the offline byte-level tokenizer's vocabulary."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from mcm.models import TeacherBundle, make_denoiser
+    from mcm.models.text import UMT5TextEncoder
+    from mcm.models.tiny import build_clip_tokenizer, wan_scheduler
+    from mcm.models.vae import WanVideoVAE
+
+    tokenizer = build_clip_tokenizer(model_max_length=WAN_TEXT_LEN)
+    scheduler = wan_scheduler(WAN_FLOW_SHIFT)
+    with seeded(0):
+        transformer = WanTransformer3DModel(**WAN_1_3B)
+        vae = AutoencoderKLWan()
+        config = UMT5Config(vocab_size=len(tokenizer), **{**UMT5_XXL, "num_layers": text_layers})
+        text = UMT5EncoderModel(config)
+    denoiser = make_denoiser("wan", transformer.requires_grad_(False), scheduler)
+    return TeacherBundle(
+        denoiser=denoiser.to(device, dtype),
+        vae=WanVideoVAE((vae if dtype == torch.float32 else vae.to(dtype)).to(device), 1),
+        text_encoder=UMT5TextEncoder(tokenizer, text.to(device, dtype), WAN_TEXT_LEN),
+        scheduler_config=dict(scheduler.config),
+        family="wan",
+        path="<random weights: Wan2.1-T2V-1.3B architecture>",
     )
 
 
@@ -196,6 +230,7 @@ def measure(fn, meter: UNetMeter, text: Timer, decoder: TimedDecoder, repeats: i
         text.seconds = decoder.seconds = 0.0
         if meter.cuda:
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         t, c = time.perf_counter(), time.process_time()
         fn()
         if meter.cuda:
@@ -209,6 +244,7 @@ def measure(fn, meter: UNetMeter, text: Timer, decoder: TimedDecoder, repeats: i
                 rows=meter.rows,
                 encode=text.seconds,
                 decode=decoder.seconds,
+                peak=torch.cuda.max_memory_allocated() / 2**30 if meter.cuda else None,
             )
         )
     best = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]  # the median run
@@ -220,6 +256,7 @@ def measure(fn, meter: UNetMeter, text: Timer, decoder: TimedDecoder, repeats: i
         "nfe": best["rows"],  # batch 1: rows per video
         "encode_s": best["encode"],
         "decode_s": best["decode"],
+        "peak_gpu_gb": best["peak"],  # CUDA only
         "repeats": repeats,
     }
 
@@ -247,11 +284,14 @@ def bench_model(name: str, args) -> list[dict]:
 
         bundle = load_teacher("world", device=device, dtype_policy="fp32")
         clip = dict(num_frames=8)
-    else:
-        bundle = full_size_bundle(device, DTYPES[args.dtype])
+    elif name == "full":
+        bundle = full_size_bundle(device, DTYPES[args.dtype], args.vae_chunk)
         d = bundle.vae.downsample
         size = args.full_latent * d
         clip = dict(num_frames=args.full_frames, height=size, width=size)
+    else:
+        bundle = wan_bundle(device, DTYPES[args.dtype], args.wan_text_layers)
+        clip = dict(num_frames=args.wan_frames, height=args.wan_height, width=args.wan_width)
     meter = UNetMeter(bundle.denoiser.unet, cuda)
     text = Timer(bundle.text_encoder.text_encoder, cuda)
     repeats = args.world_repeats if world else args.full_repeats
@@ -259,8 +299,12 @@ def bench_model(name: str, args) -> list[dict]:
     unet = bundle.denoiser.unet
     n_params = sum(p.numel() for p in unet.parameters())
 
+    # Fewer text-encoder layers than the model's: its time is scaled up to all of them.
+    text_scale = UMT5_XXL["num_layers"] / args.wan_text_layers if name == "wan" else 1.0
     rows = []
     for arm in args.arms:
+        if arm.endswith("preview") and name == "wan":
+            continue  # a frame decoder cannot decode Wan's causal latents
         bundle.text_encoder.cache_size = TEXT_CACHE if arm.startswith("cached") else 0
         decoder = TimedDecoder(
             preview_decoder(name, bundle, args) if arm.endswith("preview") else bundle.vae, cuda
@@ -304,6 +348,11 @@ def bench_model(name: str, args) -> list[dict]:
             )
             | r
         )
+        for row in arm_rows:
+            if text_scale != 1.0 and row["encode_s"] > 0:  # composed from fewer layers
+                extra = (text_scale - 1) * row["encode_s"]
+                row.update(wall_s=row["wall_s"] + extra, encode_s=row["encode_s"] + extra)
+                row["text_layers_measured"] = args.wan_text_layers
         teacher = arm_rows[-1]
         one_call = arm_rows[0]["unet_s"] / arm_rows[0]["unet_calls"]  # a student call
         for row in arm_rows:
@@ -316,6 +365,7 @@ def bench_model(name: str, args) -> list[dict]:
                 device=str(device),
                 dtype="fp32" if world else args.dtype,
                 latent_shape=list(shape),
+                vae_chunk=bundle.vae.chunk_size,
                 unet_parameters=n_params,
                 unet_s_per_call=row["unet_s"] / row["unet_calls"],
                 denoise_s=row["wall_s"] - fixed,
@@ -362,7 +412,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", default="benchmarks/results/sampling.json")
     ap.add_argument("--world-only", action="store_true", help="skip the full-size model (~1 min)")
-    ap.add_argument("--models", default="world,full", help="comma-separated among world, full")
+    ap.add_argument("--models", default="world,full", help="comma-separated among world, full, wan")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--device", default="cpu", help="device of the full-size model (cpu, cuda)")
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="full-size weights")
@@ -377,6 +427,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--full-frames", type=int, default=2, help="frames of the full-size clip")
     ap.add_argument("--full-latent", type=int, default=16, help="latent height = width (x8 px)")
+    ap.add_argument(
+        "--vae-chunk", type=int, default=8, help="frames per VAE decode call (full size)"
+    )
     ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated among {', '.join(ARMS)}")
     ap.add_argument(
         "--world-preview", default=None, help="a trained world preview decoder (mcm decoder)"
@@ -387,8 +440,8 @@ def main(argv=None) -> int:
         raise ValueError(f"--arms must name arms among {', '.join(ARMS)}; got {args.arms!r}.")
 
     models = ["world"] if args.world_only else [m.strip() for m in args.models.split(",")]
-    if not models or any(m not in ("world", "full") for m in models):
-        raise ValueError(f"--models must name models among world, full; got {args.models!r}.")
+    if not models or any(m not in ("world", "full", "wan") for m in models):
+        raise ValueError(f"--models must name models among world, full, wan; got {args.models!r}.")
     if not 1 <= args.full_teacher_steps <= TEACHER_STEPS:
         raise ValueError(f"--full-teacher-steps must be in 1..{TEACHER_STEPS}.")
     if "cuda" in args.device and not torch.cuda.is_available():
@@ -418,6 +471,9 @@ def main(argv=None) -> int:
             "modelscope_unet": MODELSCOPE_UNET,
             "sd_vae": SD_VAE,
             "text_encoder": OPENCLIP_H_TEXT,
+            "wan_transformer": WAN_1_3B,
+            "wan_text_encoder": UMT5_XXL,
+            "wan_vae": "AutoencoderKLWan() defaults (base_dim 96, z_dim 16)",
         },
         "results": rows,
         "total_s": round(time.perf_counter() - t0, 1),
