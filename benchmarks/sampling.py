@@ -430,6 +430,15 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--vae-chunk", type=int, default=8, help="frames per VAE decode call (full size)"
     )
+    ap.add_argument("--wan-frames", type=int, default=5, help="frames (4k + 1) of the Wan clip")
+    ap.add_argument("--wan-height", type=int, default=64)
+    ap.add_argument("--wan-width", type=int, default=64)
+    ap.add_argument(
+        "--wan-text-layers",
+        type=int,
+        default=24,
+        help="UMT5-XXL layers built (24 = all; fewer: their time is scaled to 24)",
+    )
     ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated among {', '.join(ARMS)}")
     ap.add_argument(
         "--world-preview", default=None, help="a trained world preview decoder (mcm decoder)"

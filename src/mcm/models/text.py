@@ -18,6 +18,11 @@ import torch
 from torch import Tensor, nn
 
 
+def _check_prompts(prompts) -> None:
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a list of strings, e.g. ['a red circle moving left'].")
+
+
 class TextEncoder(nn.Module):
     """Prompts -> text embeddings [B, L, D] (L = tokenizer.model_max_length).
 
@@ -53,10 +58,7 @@ class TextEncoder(nn.Module):
         return self.tokenizer.model_max_length
 
     def _encode(self, prompts: list[str]):
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(
-                "prompts must be a list of strings, e.g. ['a red circle moving left']."
-            )
+        _check_prompts(prompts)
         tokens = self.tokenizer(
             list(prompts),
             padding="max_length",
@@ -71,6 +73,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts: list[str]) -> Tensor:
         """Per-token embeddings [B, L, D] in fp32 (no gradient); cached per prompt."""
+        _check_prompts(prompts)
         key = (self.device, next(self.text_encoder.parameters()).dtype)
         missing = list(dict.fromkeys(p for p in prompts if (key, p) not in self._cache))
         if missing:
@@ -132,10 +135,7 @@ class UMT5TextEncoder(TextEncoder):
 
     def _states(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """Zero-padded states [B, L, D] and the attention mask [B, L]."""
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(
-                "prompts must be a list of strings, e.g. ['a red circle moving left']."
-            )
+        _check_prompts(prompts)
         tokens = self.tokenizer(
             [re.sub(r"\s+", " ", p).strip() for p in prompts],
             padding="max_length",
