@@ -92,7 +92,12 @@ ARMS = {
     "naive": (True, True, "dinov2"),
     "ours_dinov2": (False, False, "dinov2"),
 }
+# The method's options where the library's default differs from the reference
+# implementation's: the reference arms keep the reference's (mcm.training.config documents
+# each); ``--ours-set`` changes the ``ours`` arm's.
+REFERENCE_SETTINGS = {"method": {"reuse_fake_features": False}}
 MODELS = ("world", "full", "wan")
+TARGET_TIME_RATIO = 0.7  # issue 25: ours / reference at most 0.7 at full size
 DEFAULT_ARMS = {"world": "ours,reference", "full": "ours,reference", "wan": "ours,naive"}
 
 from fullsize import MODELSCOPE_SCHEDULER, MODELSCOPE_UNET, SD_VAE  # noqa: E402
@@ -252,6 +257,27 @@ class UNetCalls:
         self.calls = self.rows = 0
 
 
+class BackboneTimer:
+    """Seconds spent in a discriminator backbone's forward calls (``encode``: every call of
+    the network, batched or not), since the last :meth:`reset`."""
+
+    def __init__(self, backbone, sync):
+        self.seconds, self._sync, self._encode = 0.0, sync, backbone.encode
+        backbone.encode = self._timed
+
+    def _timed(self, *args, **kwargs):
+        self._sync()
+        t = time.perf_counter()
+        try:
+            return self._encode(*args, **kwargs)
+        finally:
+            self._sync()
+            self.seconds += time.perf_counter() - t
+
+    def reset(self):
+        self.seconds = 0.0
+
+
 def _rss_gb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
@@ -292,11 +318,15 @@ def run_arm(spec: dict) -> dict:
     from mcm.training.config import DiscriminatorConfig, MethodConfig, ModelConfig
     from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
     from mcm.training.ema import EMA
+    from mcm.training.optim import make_optimizer
 
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
     separate_teacher, separate_target, backbone_kind = ARMS[spec["arm"]]
-    m_cfg, method, d_cfg = ModelConfig(), MethodConfig(), DiscriminatorConfig()
+    settings = spec.get("settings", {})
+    m_cfg = ModelConfig()
+    method = MethodConfig(**settings.get("method", {}))
+    d_cfg = DiscriminatorConfig(**settings.get("discriminator", {}))
     bf16 = spec.get("dtype", "fp32") == "bf16" and spec["model"] != "world"
     dtype = torch.bfloat16 if bf16 else None  # of the frozen network and VAE weights
     # the recipe's mixed precision: both losses under autocast, backward outside
@@ -365,8 +395,10 @@ def run_arm(spec: dict) -> dict:
         target_model=target_model,
     )
     student_params = lora_parameters(student) + [p for p in motion.parameters() if p.requires_grad]
-    opt_g = torch.optim.AdamW(student_params, lr=1e-6)
-    opt_d = torch.optim.AdamW(list(disc.head_parameters()), lr=d_cfg.lr)
+    # the recipe's optimisers: AdamW, fused on the CPU (DistillRecipe.setup)
+    fused = True if device.type == "cpu" else None
+    opt_g = make_optimizer(student_params, 1e-6, fused=fused)
+    opt_d = make_optimizer(list(disc.head_parameters()), d_cfg.lr, fused=fused)
     gp_weight = AdaptivePenaltyWeight(d_cfg.gp_weight)
 
     target_lora = lora_parameters(target_model) if target_model is not None else []
@@ -404,16 +436,19 @@ def run_arm(spec: dict) -> dict:
             torch.cuda.synchronize()
 
     draws_gen = torch.Generator().manual_seed(4)
+    backbone_s = BackboneTimer(disc.backbone, sync)
 
     def step(i: int) -> dict:
         draws = distiller.sample_draws(batch.latents, draws_gen)
         sync()
+        backbone_s.reset()
         t0, c0 = time.perf_counter(), time.process_time()
         disc.requires_grad_heads(False)
         with autocast():
             gen = distiller.generator_step(batch, draws)
         sync()
         t1 = time.perf_counter()
+        g_backbone = backbone_s.seconds
         gen.loss.backward()
         sync()
         t2 = time.perf_counter()
@@ -422,6 +457,8 @@ def run_arm(spec: dict) -> dict:
             d_loss, _ = distiller.discriminator_step(
                 gen, batch, draws, penalty_weight=lambda gp: gp_weight.update(gp, i)
             )
+        sync()
+        t2b = time.perf_counter()
         d_loss.backward()
         sync()
         t3 = time.perf_counter()
@@ -444,6 +481,13 @@ def run_arm(spec: dict) -> dict:
             "generator_backward_s": t2 - t1,
             "discriminator_s": t3 - t2,
             "optimizer_s": t4 - t3,
+            # inside the phases above: the frozen backbone's forward calls of the generator's
+            # adversarial term and of the discriminator step, the D step's forward
+            # (backbone + heads + penalty) and its backward (heads only)
+            "generator_backbone_s": g_backbone,
+            "discriminator_backbone_s": backbone_s.seconds - g_backbone,
+            "discriminator_forward_s": t2b - t2,
+            "discriminator_backward_s": t3 - t2b,
             "use_real": bool(draws.use_real),
         }
 
@@ -487,8 +531,13 @@ def run_arm(spec: dict) -> dict:
                 "generator_backward_s",
                 "discriminator_s",
                 "optimizer_s",
+                "generator_backbone_s",
+                "discriminator_backbone_s",
+                "discriminator_forward_s",
+                "discriminator_backward_s",
             )
         },
+        "settings": settings,
         "use_real": [t["use_real"] for t in timed],
         "unet_calls_per_step": counter.calls / spec["steps"],
         "unet_rows_per_step": counter.rows / spec["steps"],
@@ -663,6 +712,9 @@ def ratios(rows: list[dict]) -> list[dict]:
                 "ours_over_arm_time": round(base["step_s"] / r["step_s"], 3),
                 "ours_over_arm_memory": round(base[mem] / r[mem], 3),
             }
+            if r["arm"] == "reference" and model == "full":
+                q["target_ours_over_arm_time"] = TARGET_TIME_RATIO
+                q["meets_target"] = q["ours_over_arm_time"] <= TARGET_TIME_RATIO
             key = "peak_rss_timed_steps_gb"
             if mem == "peak_rss_gb" and key in r and key in base:
                 q["timed_steps_peak_rss_ratio"] = round(r[key] / base[key], 3)
@@ -708,7 +760,47 @@ def table(rows: list[dict], rel: list[dict]) -> str:
             f"| {q['step_time_ratio'] if q else 1.0:.2f}x "
             f"| {q['peak_memory_ratio'] if q else 1.0:.2f}x |"
         )
+    for r in rows:
+        p = r.get("phases_s", {})
+        if r["status"] == "ok" and "discriminator_backbone_s" in p:
+            notes.append(
+                f"{r['model']}/{r['arm']}: backbone {p['generator_backbone_s']:.2f} s in the "
+                f"generator's forward, {p['discriminator_backbone_s']:.2f} s in the "
+                f"discriminator step; D step forward / backward "
+                f"{p['discriminator_forward_s']:.2f} / {p['discriminator_backward_s']:.2f} s"
+            )
+    for q in rel:
+        if "meets_target" in q:
+            notes.append(
+                f"{q['model']}: ours / {q['arm']} time {q['ours_over_arm_time']:.3f} "
+                f"(target <= {q['target_ours_over_arm_time']}: "
+                f"{'met' if q['meets_target'] else 'not met'}), peak memory "
+                f"{q['ours_over_arm_memory']:.3f}"
+            )
     return "\n".join(lines + [""] + notes if notes else lines)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """["method.key=value", ...] -> {"method": {"key": value}}; values are YAML-like
+    scalars (true/false, numbers, null), validated when the config is made."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("method", "discriminator"):
+            raise ValueError(
+                f"--ours-set takes method.KEY=VALUE or discriminator.KEY=VALUE; got {item!r}."
+            )
+        lowered = value.strip().lower()
+        if lowered in ("true", "false", "null", "none"):
+            parsed = {"true": True, "false": False}.get(lowered)
+        else:
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = value
+        out.setdefault(section, {})[name] = parsed
+    return out
 
 
 def main(argv=None) -> int:
@@ -763,6 +855,15 @@ def main(argv=None) -> int:
         help="cap each CPU worker's address space (RLIMIT_AS), so that an arm too big fails "
         "with an allocation error (recorded as oom) instead of waking the OOM killer",
     )
+    ap.add_argument(
+        "--ours-set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a method or discriminator setting of the ours (and ours_dinov2) arm, e.g. "
+        "method.reuse_fake_features=false (repeatable); the reference arms keep the "
+        "reference implementation's settings",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -789,6 +890,7 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked but CUDA is not available; use --device cpu.")
+    ours_settings = parse_settings(args.ours_set)
     rows = []
     t0 = time.perf_counter()
     for model in models:
@@ -812,6 +914,7 @@ def main(argv=None) -> int:
                 "wan_height": args.wan_height,
                 "wan_width": args.wan_width,
                 "max_memory_gb": args.max_memory_gb,
+                "settings": ours_settings if arm.startswith("ours") else REFERENCE_SETTINGS,
             }
             t = time.perf_counter()
             rows.append(measure(spec, args.timeout, not args.no_oom_retry))

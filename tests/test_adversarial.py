@@ -9,6 +9,7 @@ import torch
 from mcm.adversarial import (
     AdaptivePenaltyWeight,
     DiscriminatorHead,
+    SpectralNormConv1d,
     diff_augment,
     gradient_penalty,
     hinge_d_loss,
@@ -231,7 +232,8 @@ def test_reference_head_scales_the_residual_and_pads_circularly():
     h = head.stem(tokens.transpose(1, 2))  # (N, 8, L)
     conv, norm = head.residual[0], head.residual[1]
     padded = torch.cat([h[..., -1:], h, h[..., :1]], dim=-1)  # circular, one each side
-    r = torch.nn.functional.leaky_relu(norm(torch.conv1d(padded, conv.weight, conv.bias)), 0.2)
+    weight = conv.normalized_weight()  # W / sigma
+    r = torch.nn.functional.leaky_relu(norm(torch.conv1d(padded, weight, conv.bias)), 0.2)
     torch.testing.assert_close(captured["h"], (h + r) / math.sqrt(2))
     with pytest.raises(ValueError, match="style"):
         DiscriminatorHead(6, 5, style="stylegan")
@@ -259,10 +261,10 @@ def test_head_layers_are_spectrally_normalised_and_per_sample():
     tokens, text = torch.randn(3, 7, 6), torch.randn(3, 5)
     for _ in range(30):  # power iterations run in train mode
         head(tokens, text)
-    convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv1d)]
+    convs = [m for m in head.modules() if isinstance(m, SpectralNormConv1d)]
     assert len(convs) == 3
     for conv in convs:
-        sigma = torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2)
+        sigma = torch.linalg.matrix_norm(conv.normalized_weight().flatten(1), ord=2)
         assert sigma.item() == pytest.approx(1.0, abs=1e-3)
     head.eval()
     out = head(tokens, text)
@@ -275,3 +277,37 @@ def test_head_layers_are_spectrally_normalised_and_per_sample():
     assert not torch.allclose(head(tokens, text + 1.0), out)
     with pytest.raises(ValueError, match="kernel_size odd"):
         DiscriminatorHead(6, 5, kernel_size=4)
+
+
+@pytest.mark.parametrize("kernel_size,padding_mode", [(1, "zeros"), (3, "zeros"), (5, "circular")])
+def test_spectral_conv_is_torchs_spectral_norm_conv(kernel_size, padding_mode):
+    # The same draws at construction, outputs, power-method steps and gradients as torch's
+    # spectral_norm(nn.Conv1d) (one unfolded matrix product, sigma dividing the output),
+    # and a state dict of torch's parametrization loads.
+    torch.manual_seed(0)
+    ours = SpectralNormConv1d(6, 8, kernel_size, padding_mode)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 8, kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
+    ref = torch.nn.utils.parametrizations.spectral_norm(conv)
+    sn = ref.parametrizations.weight
+    assert torch.equal(ours.weight, sn.original) and torch.equal(ours.bias, ref.bias)
+    assert torch.equal(ours.u, sn[0]._u) and torch.equal(ours.v, sn[0]._v)
+    x = torch.randn(3, 6, 7)
+    for _ in range(3):  # training mode: a power-method step per call
+        x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        out, want = ours(x1), ref(x2)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(ours.u, sn[0]._u)
+        weights = torch.randn_like(out)
+        got = torch.autograd.grad((out * weights).sum(), [x1, ours.weight, ours.bias])
+        expected = torch.autograd.grad((want * weights).sum(), [x2, sn.original, ref.bias])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ours.normalized_weight(), ref.weight)
+    legacy = SpectralNormConv1d(6, 8, kernel_size, padding_mode)
+    legacy.load_state_dict(ref.state_dict())
+    torch.testing.assert_close(legacy.eval()(x), ref.eval()(x))
+    with pytest.raises(ValueError, match="odd"):
+        SpectralNormConv1d(6, 8, 4)
+    with pytest.raises(ValueError, match="padding_mode"):
+        SpectralNormConv1d(6, 8, 3, "reflect")

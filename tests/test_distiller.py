@@ -9,7 +9,8 @@ import dataclasses
 import pytest
 import torch
 
-from mcm.adversarial import FrameDiscriminator, LatentUNetBackbone
+from mcm.adversarial import FrameDiscriminator, LatentUNetBackbone, hinge_d_loss
+from mcm.adversarial.spectral import SpectralNormConv1d
 from mcm.models import attach_lora, disable_adapters, load_teacher, lora_parameters
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.motion import build_motion_representation
@@ -183,6 +184,70 @@ def test_mcm_step_gradients_flow_where_intended(teacher_dir):
     assert any(not torch.equal(a, b) for a, b in zip(lora_before, lora_parameters(den)))
     assert any(not torch.equal(a, b) for a, b in zip(head_before, distiller.motion.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, D.head_parameters()))
+
+
+def test_discriminator_step_is_the_separate_calls_batched(teacher_dir):
+    # One backbone call for the real and fake frames and one heads call for the real, fake
+    # and interpolated features give the loss, penalty and head gradients of a backbone
+    # call per frame batch and a heads call per feature batch, with the same draws. Heads
+    # in eval mode: in training mode every heads call takes one power-method step.
+    bundle, distiller, batch = _setup(teacher_dir)
+    D = distiller.discriminator
+    D.heads.eval()
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(5))
+    gen = distiller.generator_step(batch, draws)
+    loss, terms = distiller.discriminator_step(gen, batch, draws, penalty_weight=lambda gp: 0.5)
+    grads = torch.autograd.grad(loss, list(D.head_parameters()))
+
+    g = torch.Generator().manual_seed(draws.seed + 1)  # the discriminator step's generator
+    with torch.no_grad():
+        f_real = D.features(batch.real_frames, g)
+        f_fake = D.features(gen.fake_frames, g)
+    real, fake = batch.real_pooled_text, gen.fake_pooled_text
+    real_logits, fake_logits = D.logits(f_real, real), D.logits(f_fake, fake)
+    gp = D.gradient_penalty(f_real, f_fake, real, fake, g)
+    expected = hinge_d_loss(real_logits, fake_logits) + 0.5 * gp
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(terms["gradient_penalty"], gp.detach())
+    torch.testing.assert_close(terms["d_real"], real_logits.mean().detach())
+    torch.testing.assert_close(terms["d_fake"], fake_logits.mean().detach())
+    for got, want in zip(grads, torch.autograd.grad(expected, list(D.head_parameters()))):
+        torch.testing.assert_close(got, want)
+
+    # training mode: one power-method step per discriminator step, whatever it batches
+    D.heads.train()
+    convs = [m for m in D.heads.modules() if isinstance(m, SpectralNormConv1d)]
+    before = [c.v.clone() for c in convs]
+    distiller.discriminator_step(gen, batch, draws, penalty_weight=lambda gp: 0.5)
+    for conv, v in zip(convs, before):
+        w = conv.weight.detach().flatten(1)
+        u = torch.nn.functional.normalize(w @ v, dim=0)
+        torch.testing.assert_close(conv.u, u)
+        torch.testing.assert_close(conv.v, torch.nn.functional.normalize(w.T @ u, dim=0))
+
+
+def test_reuse_fake_features_takes_the_generators_features(teacher_dir):
+    # method.reuse_fake_features: the discriminator step's fakes are the features of the
+    # generator's adversarial term (its draws), its reals keep the step's own draws.
+    bundle, distiller, batch = _setup(teacher_dir, reuse_fake_features=True)
+    D = distiller.discriminator
+    D.heads.eval()
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(6))
+    gen = distiller.generator_step(batch, draws)
+    with torch.no_grad():
+        fake = D.features(gen.fake_frames, torch.Generator().manual_seed(draws.seed))
+    for got, want in zip(gen.fake_features, fake):
+        torch.testing.assert_close(got, want)
+        assert not got.requires_grad
+    loss, _ = distiller.discriminator_step(gen, batch, draws, penalty_weight=lambda gp: 0.5)
+    g = torch.Generator().manual_seed(draws.seed + 1)
+    with torch.no_grad():
+        real = D.features(batch.real_frames, g)
+    hinge, _, _, gp = D.loss(real, fake, batch.real_pooled_text, gen.fake_pooled_text, g)
+    torch.testing.assert_close(loss, hinge + 0.5 * gp)
+    # the default encodes the fakes again with the discriminator step's draws
+    distiller.cfg = dataclasses.replace(distiller.cfg, reuse_fake_features=False)
+    assert distiller.generator_step(batch, draws).fake_features is None
 
 
 def test_separate_target_model_is_the_target_network(teacher_dir):

@@ -139,3 +139,22 @@ def test_nested_stop_signals_pass_a_signal_outwards_and_inherit_an_earlier_one()
         assert passed_on == [signal.SIGTERM]
         with StopSignals() as later:  # began after the signal: it stops at once
             assert later.received == signal.SIGTERM
+
+
+def test_fused_adamw_takes_the_default_step():
+    # make_optimizer(fused=True), what the distillation recipe uses on the CPU: the same
+    # AdamW update as torch's default implementation, up to rounding.
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 7)), torch.nn.Parameter(torch.randn(3))]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fused = make_optimizer(params, 1e-2, weight_decay=0.1, fused=True)
+    default = make_optimizer(copies, 1e-2, weight_decay=0.1)
+    assert fused.defaults["fused"] and not default.defaults["fused"]
+    for _ in range(3):
+        for p, q in zip(params, copies):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        default.step()
+    for p, q in zip(params, copies):
+        torch.testing.assert_close(p, q)

@@ -15,7 +15,10 @@ from mcm.adversarial.losses import (
     gradient_penalty,
     hinge_d_loss,
     hinge_g_loss,
+    interpolates,
+    penalty_of,
 )
+from mcm.adversarial.spectral import SpectralNormConv1d
 
 __all__ = [
     "AUGMENTATIONS",
@@ -25,10 +28,13 @@ __all__ = [
     "FrameBackbone",
     "FrameDiscriminator",
     "LatentUNetBackbone",
+    "SpectralNormConv1d",
     "diff_augment",
     "gradient_penalty",
     "hinge_d_loss",
     "hinge_g_loss",
+    "interpolates",
+    "penalty_of",
     "real_frames_from_clips",
     "sample_frames",
 ]

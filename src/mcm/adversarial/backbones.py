@@ -36,7 +36,12 @@ class FrameBackbone(nn.Module):
 
     Subclasses set ``input_kind`` ("pixel" or "latent"), expose ``channels`` (C_i per
     tap, known before any forward so heads can be built) and implement
-    ``forward(frames, text_emb=None, generator=None) -> list[[N, L_i, C_i]]``.
+    ``encode(frames, draws, text_emb=None) -> list[[N, L_i, C_i]]`` and, if the backbone
+    draws anything (the latent one: a noise level and noise per frame), ``draw(frames,
+    generator) -> draws``, a tuple of tensors [N, ...] (by default none). A forward is
+    ``encode(frames, draw(frames, generator), text_emb)``; the split lets the discriminator
+    make the draws of several batches of frames one batch after the other, as successive
+    forwards would, and encode them in one call of the network.
     """
 
     input_kind: str = ""
@@ -44,6 +49,24 @@ class FrameBackbone(nn.Module):
     @property
     def channels(self) -> list[int]:
         raise NotImplementedError
+
+    def draw(self, frames: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
+        """The random inputs of a forward on ``frames`` [N, ...]: tensors [N, ...]."""
+        return ()
+
+    def encode(
+        self, frames: Tensor, draws: tuple[Tensor, ...], text_emb: Tensor | None = None
+    ) -> list[Tensor]:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        frames: Tensor,
+        text_emb: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor]:
+        """frames [N, ...] -> per tap [N, L_i, C_i]."""
+        return self.encode(frames, self.draw(frames, generator), text_emb)
 
     def train(self, mode: bool = True) -> FrameBackbone:
         # Frozen: always eval (no dropout, no running-stat updates), whatever the parent.
@@ -111,15 +134,12 @@ class DinoV2Backbone(FrameBackbone):
     def channels(self) -> list[int]:
         return [self.model.config.hidden_size] * len(self.taps)
 
-    def forward(
-        self,
-        frames: Tensor,
-        text_emb: Tensor | None = None,
-        generator: torch.Generator | None = None,
+    def encode(
+        self, frames: Tensor, draws: tuple[Tensor, ...] = (), text_emb: Tensor | None = None
     ) -> list[Tensor]:
         """frames [N, 3, H, W] in [-1, 1] -> per tap [N, (S/p)^2, hidden] (S = image_size).
 
-        ``text_emb`` and ``generator`` are unused (part of the common interface).
+        Draws nothing; ``draws`` and ``text_emb`` are unused (the common interface).
         """
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(
@@ -212,34 +232,45 @@ class LatentUNetBackbone(FrameBackbone):
         self._channels = [f.shape[1] for f in feats]
         return self._channels
 
-    def forward(
-        self,
-        frames: Tensor,
-        text_emb: Tensor | None = None,
-        generator: torch.Generator | None = None,
+    def draw(self, frames: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
+        """t ~ U{t_range} [N] and eps ~ N(0, I) [N, C, h, w] for latent frames [N, C, h, w]."""
+        _check_latent_frames(frames)
+        if generator is None:
+            raise ValueError(
+                "LatentUNetBackbone needs a torch.Generator (for the noise level and the noise)."
+            )
+        lo, hi = self.t_range
+        N = frames.shape[0]
+        t = torch.randint(lo, hi + 1, (N,), generator=generator, device=generator.device)
+        eps = torch.randn(frames.shape, generator=generator, device=generator.device)
+        return t.to(frames.device), eps.to(frames.device, frames.dtype)
+
+    def encode(
+        self, frames: Tensor, draws: tuple[Tensor, ...], text_emb: Tensor | None = None
     ) -> list[Tensor]:
-        """latent frames [N, C, h, w], text_emb [N, L, D] -> per tap [N, h_i*w_i, C_i].
+        """latent frames [N, C, h, w], draws (t [N], eps [N, C, h, w]) from :meth:`draw`,
+        text_emb [N, L, D] -> per tap [N, h_i*w_i, C_i].
 
         Without ``text_emb`` the ``null_text_emb`` given at construction is used.
         """
-        if frames.ndim != 4:
-            raise ValueError(
-                f"LatentUNetBackbone takes latent frames [N, C, h, w]; got {tuple(frames.shape)}."
-            )
+        _check_latent_frames(frames)
         N = frames.shape[0]
         if text_emb is None and self.null_text_emb is not None:
             text_emb = self.null_text_emb.to(frames.device).expand(N, -1, -1)
-        if text_emb is None or generator is None:
+        if text_emb is None:
             raise ValueError(
                 "LatentUNetBackbone needs text_emb [N, L, D] (the UNet's cross-attention "
-                "context; or construct it with null_text_emb) and a torch.Generator (noise "
-                "level and noise)."
+                "context), or construct it with null_text_emb."
             )
-        lo, hi = self.t_range
-        t = torch.randint(lo, hi + 1, (N,), generator=generator, device=generator.device)
-        eps = torch.randn(frames.shape, generator=generator, device=generator.device)
-        t, eps = t.to(frames.device), eps.to(frames.device, frames.dtype)
+        t, eps = draws
         x_t = add_noise(self.schedule, frames, eps, t)
         feats = self.features_fn(x_t.unsqueeze(2), t, text_emb)
         # [N, C_i, 1, h_i, w_i] -> [N, h_i*w_i, C_i]
         return [f.flatten(2).transpose(1, 2) for f in feats]
+
+
+def _check_latent_frames(frames: Tensor) -> None:
+    if frames.ndim != 4:
+        raise ValueError(
+            f"LatentUNetBackbone takes latent frames [N, C, h, w]; got {tuple(frames.shape)}."
+        )

@@ -22,19 +22,18 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from mcm.adversarial.augment import diff_augment, parse_policy
 from mcm.adversarial.backbones import FrameBackbone
-from mcm.adversarial.losses import gradient_penalty
+from mcm.adversarial.losses import gradient_penalty, hinge_d_loss, interpolates, penalty_of
+from mcm.adversarial.spectral import SpectralNormConv1d
 
 HEAD_STYLES = ("mcm", "reference")
 
 
 def _conv_block(c_in: int, c_out: int, kernel_size: int, padding_mode: str = "zeros"):
-    conv = nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
     return nn.Sequential(
-        spectral_norm(conv),
+        SpectralNormConv1d(c_in, c_out, kernel_size, padding_mode),
         nn.GroupNorm(1, c_out),
         nn.LeakyReLU(0.2),
     )
@@ -84,7 +83,7 @@ class DiscriminatorHead(nn.Module):
         self.residual = _conv_block(
             hidden, hidden, kernel_size, "circular" if reference else "zeros"
         )
-        self.to_cmap = spectral_norm(nn.Conv1d(hidden, cmap_dim, 1))
+        self.to_cmap = SpectralNormConv1d(hidden, cmap_dim, 1)
         if conditional:
             self.text_proj = nn.Linear(text_dim, cmap_dim)  # W of the projection conditioning
         else:
@@ -117,10 +116,12 @@ class FrameDiscriminator(nn.Module):
         L_G = hinge_g_loss(D(fake, e_fake, g))                   # student's optimiser
         D.requires_grad_heads(True)
         with torch.no_grad():                                    # D step: backbone frozen,
-            f_real = D.features(real, g); f_fake = D.features(fake.detach(), g)
-        L_D = hinge_d_loss(D.logits(f_real, e_real), D.logits(f_fake, e_fake))
-        gp = D.gradient_penalty(f_real, f_fake, e_real, e_fake, g)
+            f_real, f_fake = D.features_of([real, fake.detach()], g)    # one backbone call
+        L_D, _, _, gp = D.loss(f_real, f_fake, e_real, e_fake, g)      # one heads call
         (L_D + penalty_weight.update(gp.item(), step) * gp).backward()   # D's optimiser
+
+    (:meth:`features_of` and :meth:`loss` compute what separate ``features``, ``logits`` and
+    ``gradient_penalty`` calls compute, batched.)
 
     Args:
         backbone (FrameBackbone): the frozen feature extractor.
@@ -185,11 +186,36 @@ class FrameDiscriminator(nn.Module):
 
         ``text_emb`` [N, L, D] is the full text embedding, needed by the latent backbone.
         """
-        if augment and self.augment_policy:
-            if generator is None:
-                raise ValueError("augment=True needs a torch.Generator (or pass augment=False).")
-            frames = diff_augment(frames, generator, self.augment_policy)
+        frames = self._augment(frames, generator, augment)
         return self.backbone(frames, text_emb=text_emb, generator=generator)
+
+    def features_of(
+        self, groups: list[Tensor], generator: torch.Generator | None = None, augment: bool = True
+    ) -> list[list[Tensor]]:
+        """``[self.features(frames, generator, augment) for frames in groups]``, with the same
+        draws (each batch's augmentation, then its backbone draws, batch after batch), in one
+        call of the backbone network when the batches' frames have one size.
+
+        groups: [[N_j, C, H, W]] -> per batch, per tap [N_j, L_i, C_i].
+        """
+        prepared = []
+        for frames in groups:
+            frames = self._augment(frames, generator, augment)
+            prepared.append((frames, self.backbone.draw(frames, generator)))
+        if len({f.shape[1:] for f, _ in prepared}) > 1:
+            return [self.backbone.encode(f, d) for f, d in prepared]
+        frames = torch.cat([f for f, _ in prepared])
+        draws = tuple(torch.cat(parts) for parts in zip(*(d for _, d in prepared)))
+        sizes = [f.shape[0] for f, _ in prepared]
+        per_tap = [f.split(sizes) for f in self.backbone.encode(frames, draws)]
+        return [list(batch) for batch in zip(*per_tap)]
+
+    def _augment(self, frames: Tensor, generator: torch.Generator | None, augment: bool) -> Tensor:
+        if not (augment and self.augment_policy):
+            return frames
+        if generator is None:
+            raise ValueError("augment=True needs a torch.Generator (or pass augment=False).")
+        return diff_augment(frames, generator, self.augment_policy)
 
     def logits(self, features: list[Tensor], text_emb_pooled: Tensor) -> Tensor:
         """Head logits: features [[N, L_i, C_i]], text_emb_pooled [N, D] -> [N, sum L_i]."""
@@ -226,3 +252,38 @@ class FrameDiscriminator(nn.Module):
             generator,
             self.gp_reduction,
         )
+
+    def loss(
+        self,
+        real_features: list[Tensor],
+        fake_features: list[Tensor],
+        real_text: Tensor,
+        fake_text: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The discriminator's hinge loss and, given a ``generator``, its gradient penalty
+        (:func:`mcm.adversarial.gradient_penalty`, whose u is drawn from it), from one call of
+        the heads on the real, fake and interpolated features together.
+
+        Features [[N, L_i, C_i]] (real and fake may differ in N unless there is a penalty),
+        pooled texts [N, D] -> (hinge_d_loss, real logits, fake logits, penalty or None).
+
+        The same values as separate :meth:`logits` calls and :meth:`gradient_penalty` (the
+        heads are per sample), except in training mode, where the heads' spectral norms
+        take one power-method step per call: here one per discriminator step.
+        """
+        features, texts = [real_features, fake_features], [real_text, fake_text]
+        if generator is not None:
+            mixed, cond = interpolates(
+                real_features, fake_features, real_text, fake_text, generator
+            )
+            features.append(mixed)
+            texts.append(cond)
+        if all(len({f.shape[1:] for f in tap}) == 1 for tap in zip(*features)):
+            joined = [torch.cat(tap) for tap in zip(*features)]
+            logits = self.logits(joined, torch.cat(texts)).split([t.shape[0] for t in texts])
+        else:  # tokens of different sizes (no penalty): one call each
+            logits = [self.logits(f, t) for f, t in zip(features, texts)]
+        hinge = hinge_d_loss(logits[0], logits[1])
+        penalty = penalty_of(logits[2], mixed, self.gp_reduction) if generator is not None else None
+        return hinge, logits[0], logits[1], penalty

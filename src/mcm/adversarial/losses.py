@@ -44,6 +44,8 @@ def gradient_penalty(
     critic's parameters (create_graph); features are detached first, so nothing flows
     into the backbone or the generator.
 
+    It is :func:`interpolates` then :func:`penalty_of` on ``critic``'s logits of them.
+
     Args:
         critic: (features [[N, L_i, C_i]], cond [N, D]) -> logits [N, ...].
         real_features, fake_features: lists of [N, L_i, C_i] with matching shapes.
@@ -52,13 +54,26 @@ def gradient_penalty(
     Returns:
         scalar penalty.
     """
+    _check_reduction(reduction)
+    mixed, cond = interpolates(real_features, fake_features, real_cond, fake_cond, generator)
+    return penalty_of(critic(mixed, cond), mixed, reduction)
+
+
+def interpolates(
+    real_features: list[Tensor],
+    fake_features: list[Tensor],
+    real_cond: Tensor,
+    fake_cond: Tensor,
+    generator: torch.Generator,
+) -> tuple[list[Tensor], Tensor]:
+    """The gradient penalty's points: f_hat = u f_real + (1 - u) f_fake per tap, detached
+    and requiring grad, and the conditioning mixed with the same u ~ U[0, 1) [N] (one draw
+    from ``generator``). Features [[N, L_i, C_i]], cond [N, D] -> ([[N, L_i, C_i]], [N, D])."""
     if [f.shape for f in real_features] != [f.shape for f in fake_features]:
         raise ValueError(
             "Real and fake features differ in shape; give real and fake frames the same size "
             f"({[tuple(f.shape) for f in real_features]} vs {[tuple(f.shape) for f in fake_features]})."
         )
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}.")
     N = real_features[0].shape[0]
     u = torch.rand(N, generator=generator, device=generator.device)
     u = u.to(device=real_features[0].device, dtype=real_features[0].dtype)
@@ -67,11 +82,26 @@ def gradient_penalty(
         for r, f in zip(real_features, fake_features)
     ]
     cond = u.view(N, 1) * real_cond.detach() + (1 - u.view(N, 1)) * fake_cond.detach()
-    logits = critic(mixed, cond).reshape(N, -1)
+    return mixed, cond
+
+
+def penalty_of(logits: Tensor, mixed: list[Tensor], reduction: str = "mean") -> Tensor:
+    """mean_n (||grad of D(f_hat_n) w.r.t. the ``mixed`` features|| - 1)^2, differentiable in
+    the critic's parameters: ``logits`` [N, ...] are the critic's on ``mixed`` (from
+    :func:`interpolates`); D(f_hat_n) is the mean of sample n's logits, or their sum with
+    ``reduction="sum"``. A scalar."""
+    _check_reduction(reduction)
+    N = mixed[0].shape[0]
+    logits = logits.reshape(N, -1)
     score = logits.sum(dim=1) if reduction == "sum" else logits.mean(dim=1)  # (N,)
     grads = torch.autograd.grad(score.sum(), mixed, create_graph=True)
     norm = torch.sqrt(sum(g.reshape(N, -1).pow(2).sum(dim=1) for g in grads))  # (N,)
     return ((norm - 1.0) ** 2).mean()
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}.")
 
 
 class AdaptivePenaltyWeight:

@@ -25,7 +25,7 @@ import torch.nn as nn
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from mcm.adversarial import LatentUNetBackbone, hinge_d_loss, hinge_g_loss
+from mcm.adversarial import LatentUNetBackbone, hinge_g_loss
 from mcm.diffusion import (
     add_noise,
     consistency_function,
@@ -89,6 +89,11 @@ class MCMConfig:
     # the frame its causal VAE encodes alone, as it encodes an image); "auto": first for
     # a causal video VAE, else random
     fake_frames: Literal["auto", "random", "first"] = "auto"
+    # The discriminator step's fakes: false (the reference's) runs the frozen backbone on
+    # them again, with the step's own augmentation and noise draws; true reuses the features
+    # of the generator's adversarial term (the same frames, with that term's draws): one
+    # backbone call fewer per step (the latent backbone's is a teacher-encoder pass)
+    reuse_fake_features: bool = False
     target: Literal["online", "ema"] = (
         "online"  # "online" (student under no_grad) or "ema" (EMA of the LoRA)
     )
@@ -143,6 +148,8 @@ class GeneratorOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)  # detached scalars for logging
     fake_frames: Tensor | None = None  # [B*k, ...] detached, for the discriminator step
     fake_pooled_text: Tensor | None = None
+    # per tap [B*k, L_i, C_i], detached: the fakes' backbone features (reuse_fake_features)
+    fake_features: list[Tensor] | None = None
 
 
 class MCMDistiller:
@@ -345,13 +352,15 @@ class MCMDistiller:
         # 10. generator adversarial loss on k frames of f_theta: -mean(D(fake)), minimised
         out = GeneratorOutput(loss=loss, terms=terms)
         if self.discriminator is not None:
+            D = self.discriminator
             fake, pooled = self._frames(f_student, draws.frame_index, batch.pooled_text)
-            logits = self.discriminator(fake, pooled, generator=self._d_generator(draws.seed))
-
-            adv = hinge_g_loss(logits)
+            features = D.features(fake, self._d_generator(draws.seed))
+            adv = hinge_g_loss(D.logits(features, pooled))
             out.loss = loss + cfg.lambda_adv * adv
             terms["loss_adv_g"] = adv.detach()
             out.fake_frames, out.fake_pooled_text = fake.detach(), pooled
+            if cfg.reuse_fake_features:
+                out.fake_features = [f.detach() for f in features]
         terms["loss_g"] = out.loss.detach()
         return out
 
@@ -379,19 +388,26 @@ class MCMDistiller:
                 "The batch has no real frames: give an image set or frames of the clips."
             )
         g = self._d_generator(draws.seed + 1)
+        # real and fake frames through the frozen backbone in one call, then the heads once
+        # on the real, fake and (for the penalty) interpolated features
         with torch.no_grad():
-            f_real = D.features(batch.real_frames, g)
-            f_fake = D.features(gen.fake_frames, g)
-        real_logits = D.logits(f_real, batch.real_pooled_text)
-        fake_logits = D.logits(f_fake, gen.fake_pooled_text)
-        loss = hinge_d_loss(real_logits, fake_logits)
+            if gen.fake_features is not None:  # reuse_fake_features
+                f_real, f_fake = D.features(batch.real_frames, g), gen.fake_features
+            else:
+                f_real, f_fake = D.features_of([batch.real_frames, gen.fake_frames], g)
+        loss, real_logits, fake_logits, gp = D.loss(
+            f_real,
+            f_fake,
+            batch.real_pooled_text,
+            gen.fake_pooled_text,
+            g if penalty_weight is not None else None,
+        )
         terms = {
             "loss_d": loss.detach(),
             "d_real": real_logits.mean().detach(),
             "d_fake": fake_logits.mean().detach(),
         }
         if penalty_weight is not None:
-            gp = D.gradient_penalty(f_real, f_fake, batch.real_pooled_text, gen.fake_pooled_text, g)
             weight = penalty_weight(float(gp.detach()))
             loss = loss + weight * gp
             terms.update(gradient_penalty=gp.detach(), gp_weight=torch.tensor(weight))

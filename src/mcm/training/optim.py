@@ -15,8 +15,14 @@ def make_optimizer(
     weight_decay: float = 0.0,
     eps: float = 1e-8,
     kind: str = "adamw",
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW over ``params`` (parameters or param groups); ``kind="adamw8bit"``: bitsandbytes'."""
+    """AdamW over ``params`` (parameters or param groups); ``kind="adamw8bit"``: bitsandbytes'.
+
+    ``fused``: torch's fused AdamW kernel (one kernel per parameter; on the CPU about 8x
+    faster than the default loop of tensor operations, the same update up to rounding);
+    None: torch's default implementation for the device.
+    """
     if kind == "adamw8bit":
         try:
             import bitsandbytes as bnb
@@ -26,7 +32,9 @@ def make_optimizer(
                 "or set train.optimizer=adamw."
             ) from e
         return bnb.optim.AdamW8bit(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+    return torch.optim.AdamW(
+        params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps, fused=fused
+    )
 
 
 def make_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int):
