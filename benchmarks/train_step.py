@@ -26,6 +26,9 @@ draws from the same seed):
   student's by EMA (``method.target_ema_decay``) after every optimiser step.
 * ``ours_dinov2`` (opt-in with ``--arms``) - one UNet, pixel discriminator: separates the
   two effects.
+* ``ours_no_d`` (opt-in) - one UNet and no discriminator (no adversarial term, no mixed
+  trajectories): what every arm pays for the teacher, target and student, i.e. the lowest
+  time any discriminator can add to.
 
 Models:
 
@@ -91,6 +94,7 @@ ARMS = {
     "reference": (True, False, "dinov2"),
     "naive": (True, True, "dinov2"),
     "ours_dinov2": (False, False, "dinov2"),
+    "ours_no_d": (False, False, None),
 }
 # The method's options where the library's default differs from the reference
 # implementation's: the reference arms keep the reference's (mcm.training.config documents
@@ -262,8 +266,9 @@ class BackboneTimer:
     the network, batched or not), since the last :meth:`reset`."""
 
     def __init__(self, backbone, sync):
-        self.seconds, self._sync, self._encode = 0.0, sync, backbone.encode
-        backbone.encode = self._timed
+        self.seconds, self._sync = 0.0, sync
+        if backbone is not None:
+            self._encode, backbone.encode = backbone.encode, self._timed
 
     def _timed(self, *args, **kwargs):
         self._sync()
@@ -357,24 +362,29 @@ def run_arm(spec: dict) -> dict:
         motion = build_motion_representation(method.motion, C).to(device)
     motion_ema, motion_target = EMA.of_module(motion, method.motion_ema_decay)
 
+    disc = None
     with seeded(2):
-        if backbone_kind == "latent":
+        if backbone_kind is None:
+            pass
+        elif backbone_kind == "latent":
             backbone = teacher_latent_backbone(
                 student,
                 (d_cfg.latent_t_min, d_cfg.latent_t_max),
                 models.uncond_emb[:1],
                 min(models.latent_shape[-2:]),
+                d_cfg.latent_blocks,
             )
         else:
             from transformers import Dinov2Config
 
             backbone = DinoV2Backbone(Dinov2Config(**DINOV2_SMALL), taps=tuple(d_cfg.taps))
-        disc = FrameDiscriminator(
-            backbone,
-            text_dim=models.pooled.shape[-1],
-            cmap_dim=d_cfg.head_channels,
-            augment_policy=d_cfg.augment,
-        ).to(device)
+        if backbone_kind is not None:
+            disc = FrameDiscriminator(
+                backbone,
+                text_dim=models.pooled.shape[-1],
+                cmap_dim=d_cfg.head_channels,
+                augment_policy=d_cfg.augment,
+            ).to(device)
 
     vae = models.vae
 
@@ -398,7 +408,8 @@ def run_arm(spec: dict) -> dict:
     # the recipe's optimisers: AdamW, fused on the CPU (DistillRecipe.setup)
     fused = True if device.type == "cpu" else None
     opt_g = make_optimizer(student_params, 1e-6, fused=fused)
-    opt_d = make_optimizer(list(disc.head_parameters()), d_cfg.lr, fused=fused)
+    heads = list(disc.head_parameters()) if disc is not None else []
+    opt_d = make_optimizer(heads, d_cfg.lr, fused=fused) if heads else None
     gp_weight = AdaptivePenaltyWeight(d_cfg.gp_weight)
 
     target_lora = lora_parameters(target_model) if target_model is not None else []
@@ -410,7 +421,7 @@ def run_arm(spec: dict) -> dict:
     # the recipe's real frames: one from each half of every clip (as many as the fakes);
     # Wan: each clip's first
     n_real = B if distiller.first_frame_only else B * min(method.frames_per_video, Fr)
-    if backbone_kind == "latent":
+    if backbone_kind != "dinov2":
         real = torch.randn(n_real, C, h, w, generator=g)
     else:
         d = vae.downsample
@@ -429,21 +440,22 @@ def run_arm(spec: dict) -> dict:
     rss_setup = _rss_gb()
     n_params = sum(p.numel() for n, p in student.unet.named_parameters() if ".lora_" not in n)
     n_lora = sum(p.numel() for p in lora_parameters(student))
-    n_heads = sum(p.numel() for p in disc.head_parameters())
+    n_heads = sum(p.numel() for p in heads)
 
     def sync():
         if cuda:
             torch.cuda.synchronize()
 
     draws_gen = torch.Generator().manual_seed(4)
-    backbone_s = BackboneTimer(disc.backbone, sync)
+    backbone_s = BackboneTimer(disc.backbone if disc is not None else None, sync)
 
     def step(i: int) -> dict:
         draws = distiller.sample_draws(batch.latents, draws_gen)
         sync()
         backbone_s.reset()
         t0, c0 = time.perf_counter(), time.process_time()
-        disc.requires_grad_heads(False)
+        if disc is not None:
+            disc.requires_grad_heads(False)
         with autocast():
             gen = distiller.generator_step(batch, draws)
         sync()
@@ -452,21 +464,24 @@ def run_arm(spec: dict) -> dict:
         gen.loss.backward()
         sync()
         t2 = time.perf_counter()
-        disc.requires_grad_heads(True)
-        with autocast():
-            d_loss, _ = distiller.discriminator_step(
-                gen, batch, draws, penalty_weight=lambda gp: gp_weight.update(gp, i)
-            )
+        if disc is not None:
+            disc.requires_grad_heads(True)
+            with autocast():
+                d_loss, _ = distiller.discriminator_step(
+                    gen, batch, draws, penalty_weight=lambda gp: gp_weight.update(gp, i)
+                )
         sync()
         t2b = time.perf_counter()
-        d_loss.backward()
+        if disc is not None:
+            d_loss.backward()
         sync()
         t3 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(student_params, 10.0)
         opt_g.step()
-        opt_d.step()
         opt_g.zero_grad(set_to_none=True)
-        opt_d.zero_grad(set_to_none=True)
+        if opt_d is not None:
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
         motion_ema.update()
         if target_lora:  # the target network follows the student by EMA
             with torch.no_grad():
@@ -508,7 +523,7 @@ def run_arm(spec: dict) -> dict:
         "arm": spec["arm"],
         "separate_teacher": separate_teacher,
         "separate_target": separate_target,
-        "discriminator": backbone_kind,
+        "discriminator": backbone_kind or "none",
         "gradient_checkpointing": checkpointing,
         "dtype": "bf16" if bf16 else "fp32",
         "device": str(device),

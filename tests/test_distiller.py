@@ -11,10 +11,16 @@ import torch
 
 from mcm.adversarial import FrameDiscriminator, LatentUNetBackbone, hinge_d_loss
 from mcm.adversarial.spectral import SpectralNormConv1d
+from mcm.errors import ConfigError
 from mcm.models import attach_lora, disable_adapters, load_teacher, lora_parameters
 from mcm.models.tiny import save_tiny_pipeline
 from mcm.motion import build_motion_representation
-from mcm.training.distiller import DistillBatch, MCMConfig, MCMDistiller
+from mcm.training.distiller import (
+    DistillBatch,
+    MCMConfig,
+    MCMDistiller,
+    teacher_latent_backbone,
+)
 from mcm.training.ema import EMA
 
 PROMPTS = ["a red circle moving left", "a blue square moving up"]
@@ -248,6 +254,23 @@ def test_reuse_fake_features_takes_the_generators_features(teacher_dir):
     # the default encodes the fakes again with the discriminator step's draws
     distiller.cfg = dataclasses.replace(distiller.cfg, reuse_fake_features=False)
     assert distiller.generator_step(batch, draws).fake_features is None
+
+
+def test_latent_blocks_reads_the_first_encoder_blocks(teacher_dir):
+    # discriminator.latent_blocks: the backbone stops after the first blocks; their
+    # features are those of the whole encoder's pass.
+    bundle = load_teacher(str(teacher_dir), device="cpu")
+    attach_lora(bundle.denoiser, rank=4, alpha=4)
+    den, null = bundle.denoiser, bundle.text_encoder.empty(1)
+    every = teacher_latent_backbone(den, (0, 500), null, 16)
+    first = teacher_latent_backbone(den, (0, 500), null, 16, num_blocks=1)
+    assert len(every.channels) == len(den.encoder_blocks()) > 1
+    assert first.channels == every.channels[:1]
+    frames = torch.randn(2, 4, 16, 16)
+    (got,) = first(frames, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, every(frames, generator=torch.Generator().manual_seed(0))[0])
+    with pytest.raises(ConfigError, match="latent_blocks"):
+        teacher_latent_backbone(den, (0, 500), null, 16, num_blocks=len(den.encoder_blocks()) + 1)
 
 
 def test_separate_target_model_is_the_target_network(teacher_dir):

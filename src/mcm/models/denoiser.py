@@ -139,17 +139,26 @@ class VideoDenoiser(nn.Module):
         alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
         return to_x0_eps(out, x_t, alpha.to(x_t.device), sigma.to(x_t.device), self.prediction_type)
 
-    def encoder_features(self, x_t: Tensor, t: Tensor, text_emb: Tensor) -> list[Tensor]:
-        """Outputs of each down block and of the mid block, each [N, C_i, F, h_i, w_i].
-
-        The up blocks are skipped (the forward stops after the mid block). Gradients flow
-        to x_t. Run it under :func:`mcm.models.disable_adapters` for the frozen teacher.
-        """
-        self._check(x_t, t, text_emb)
-        N = x_t.shape[0]
+    def encoder_blocks(self) -> list[nn.Module]:
+        """The blocks whose outputs :meth:`encoder_features` can return, in forward order:
+        the down blocks, then the mid block."""
         blocks = list(self.unet.down_blocks)
         if self.unet.mid_block is not None:
             blocks.append(self.unet.mid_block)
+        return blocks
+
+    def encoder_features(
+        self, x_t: Tensor, t: Tensor, text_emb: Tensor, num_blocks: int | None = None
+    ) -> list[Tensor]:
+        """Outputs of each down block and of the mid block, each [N, C_i, F, h_i, w_i]; with
+        ``num_blocks``, of the first ``num_blocks`` of them (:meth:`encoder_blocks`).
+
+        The up blocks are skipped (the forward stops after the last block read). Gradients
+        flow to x_t. Run it under :func:`mcm.models.disable_adapters` for the frozen teacher.
+        """
+        self._check(x_t, t, text_emb)
+        N = x_t.shape[0]
+        blocks = _first_blocks(self.encoder_blocks(), num_blocks)
         feats: list[Tensor] = []
 
         def keep(module, args, output):
@@ -180,6 +189,14 @@ class VideoDenoiser(nn.Module):
         for block in blocks:
             if block is not None and not getattr(block, "_mcm_checkpointed", False):
                 block.__class__ = _checkpointed_class(type(block))
+
+
+def _first_blocks(blocks: list[nn.Module], n: int | None) -> list[nn.Module]:
+    if n is None:
+        return blocks
+    if not 1 <= n <= len(blocks):
+        raise ValueError(f"num_blocks must be in 1..{len(blocks)} (the encoder's blocks); got {n}.")
+    return blocks[:n]
 
 
 @contextlib.contextmanager
@@ -266,13 +283,20 @@ class WanDenoiser(VideoDenoiser):
         t = t.long() if t.is_floating_point() else t
         return self.unet(x_t, timestep=t, encoder_hidden_states=text_emb, return_dict=False)[0]
 
-    def encoder_features(self, x_t: Tensor, t: Tensor, text_emb: Tensor) -> list[Tensor]:
-        """Token features after each of the first ``num_feature_blocks`` transformer blocks,
-        each [B, C', F', h', w'] (C' the model width, F' h' w' the patch grid). Gradients
-        flow to x_t. Run it under :func:`mcm.models.disable_adapters` for the teacher."""
+    def encoder_blocks(self) -> list[nn.Module]:
+        """The transformer blocks, in forward order."""
+        return list(self.unet.blocks)
+
+    def encoder_features(
+        self, x_t: Tensor, t: Tensor, text_emb: Tensor, num_blocks: int | None = None
+    ) -> list[Tensor]:
+        """Token features after each of the first ``num_blocks`` (default
+        ``num_feature_blocks``) transformer blocks, each [B, C', F', h', w'] (C' the model
+        width, F' h' w' the patch grid). Gradients flow to x_t. Run it under
+        :func:`mcm.models.disable_adapters` for the teacher."""
         self._check(x_t, t, text_emb)
         net = self.unet
-        blocks = list(net.blocks)[: self.num_feature_blocks]
+        blocks = _first_blocks(self.encoder_blocks(), num_blocks or self.num_feature_blocks)
         p_t, p_h, p_w = net.config.patch_size
         B, _, F, H, W = x_t.shape
         grid = (F // p_t, H // p_h, W // p_w)

@@ -102,6 +102,12 @@ class DiscriminatorConfig:
         0  # latent backbone: noise level drawn uniformly in [t_min, t_max]
     )
     latent_t_max: NonNegativeInt = 500
+    # latent backbone: how many of the teacher's encoder blocks feed heads, from the first
+    # (UNet: the down blocks, then the mid block; Wan: transformer blocks); null: every UNet
+    # block (the reference's discriminator reads all of its backbone's taps), Wan's first 2.
+    # Fewer is cheaper (the pass stops after the last block read, fewer heads) and judges
+    # less abstract features
+    latent_blocks: PositiveInt | None = None
     head_channels: PositiveInt = 64  # width of the conditional projection of each head
     # Projection conditioning of the heads on the caption (the paper's). Turn it off when the
     # image captions differ in form from the video prompts: D then separates real from fake
@@ -286,6 +292,7 @@ CHECKPOINT_KEYS: dict[str, tuple[str, object] | None] = {
     "discriminator.conditional": ("discriminator.enabled", True),
     "discriminator.dinov2": ("discriminator.backbone", "dinov2"),
     "discriminator.taps": ("discriminator.backbone", "dinov2"),
+    "discriminator.latent_blocks": ("discriminator.backbone", "latent"),
 }
 
 

@@ -37,6 +37,7 @@ from mcm.diffusion import (
     training_timesteps,
     x0_to_eps,
 )
+from mcm.errors import ConfigError
 from mcm.models import disable_adapters
 from mcm.motion import DISTANCES
 from mcm.schema import (
@@ -436,19 +437,33 @@ class MCMDistiller:
 
 
 def teacher_latent_backbone(
-    student: nn.Module, t_range: tuple[int, int], null_text_emb: Tensor, latent_size: int
+    student: nn.Module,
+    t_range: tuple[int, int],
+    null_text_emb: Tensor,
+    latent_size: int,
+    num_blocks: int | None = None,
 ):
     """The latent discriminator's backbone for a LoRA student: the frozen teacher (the
     student with its adapters disabled) UNet encoder on noised latent frames, its feature
     channels probed once on a zero latent [1, C, latent_size, latent_size].
 
     Unconditional UNet features (``null_text_emb`` [1, L, D]): the caption enters through
-    the discriminator heads.
+    the discriminator heads. ``num_blocks``: the first encoder blocks read
+    (``discriminator.latent_blocks``; None: the denoiser's default).
+
+    Raises:
+        ConfigError: ``num_blocks`` exceeds the teacher's encoder blocks.
     """
+    available = len(student.encoder_blocks())
+    if num_blocks is not None and num_blocks > available:
+        raise ConfigError(
+            f"discriminator.latent_blocks: the teacher's encoder has {available} blocks, got "
+            f"{num_blocks}; set it to at most {available}, or null for the default."
+        )
 
     def teacher_features(x, t, emb):
         with disable_adapters(student):
-            return student.encoder_features(x, t, emb)
+            return student.encoder_features(x, t, emb, num_blocks)
 
     backbone = LatentUNetBackbone(
         teacher_features, student.schedule, t_range=t_range, null_text_emb=null_text_emb

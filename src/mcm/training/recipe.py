@@ -223,6 +223,7 @@ class DistillRecipe(Trainer):
                 (d.latent_t_min, d.latent_t_max),
                 self.bundle.text_encoder.empty(1).to(self.accelerator.device),
                 min(self._clip_size()) // self.bundle.vae.downsample,
+                d.latent_blocks,
             )
         else:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
