@@ -276,3 +276,35 @@ def test_latent_discriminator_gradients_flow_only_where_intended(tiny_unet):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     assert all(p.grad is None for p in tiny_unet.parameters())
     _assert_unchanged(tiny_unet, unet_before)
+
+
+@pytest.mark.parametrize("backbone", ["dinov2", "latent"])
+def test_features_of_batches_are_successive_features_calls(backbone, tiny_unet):
+    # FrameDiscriminator.features_of: the draws of successive features() calls (each
+    # batch's augmentation, then its backbone noise), one backbone call for batches of one
+    # frame size, one call each otherwise.
+    if backbone == "dinov2":
+        net = DinoV2Backbone(_dino_config(), taps=(1, 3), image_size=16)
+        sizes = [(3, 16, 16), (3, 16, 16), (3, 32, 32)]
+    else:
+        null = torch.randn(1, 5, TEXT_DIM)
+        net = LatentUNetBackbone(
+            encoder_features(tiny_unet), VPSchedule.from_betas(), null_text_emb=null
+        )
+        net.probe_channels(torch.zeros(1, 4, 8, 8))
+        sizes = [(4, 8, 8), (4, 8, 8), (4, 16, 16)]
+    disc = FrameDiscriminator(net, TEXT_DIM, hidden=8, cmap_dim=4, kernel_size=3)
+    calls = []
+    encode = net.encode
+    net.encode = lambda *a, **k: calls.append(a[0].shape[0]) or encode(*a, **k)
+    groups = [torch.randn(n, *size) for n, size in zip((2, 3, 2), sizes)]
+    for batches, n_calls in ((groups[:2], 1), (groups, 3)):
+        calls.clear()
+        got = disc.features_of(batches, _gen(7))
+        assert len(calls) == n_calls
+        g = _gen(7)
+        with torch.no_grad():
+            want = [disc.features(frames, g) for frames in batches]
+        for got_batch, want_batch in zip(got, want):
+            for a, b in zip(got_batch, want_batch):
+                torch.testing.assert_close(a, b)
