@@ -220,16 +220,19 @@ def test_discriminator_step_is_the_separate_calls_batched(teacher_dir):
     for got, want in zip(grads, torch.autograd.grad(expected, list(D.head_parameters()))):
         torch.testing.assert_close(got, want)
 
-    # training mode: one power-method step per discriminator step, whatever it batches
+    # training mode: a power-method step per heads call, two per discriminator step (the
+    # real and fake features together, then the penalty's interpolates)
     D.heads.train()
     convs = [m for m in D.heads.modules() if isinstance(m, SpectralNormConv1d)]
     before = [c.v.clone() for c in convs]
     distiller.discriminator_step(gen, batch, draws, penalty_weight=lambda gp: 0.5)
     for conv, v in zip(convs, before):
         w = conv.weight.detach().flatten(1)
-        u = torch.nn.functional.normalize(w @ v, dim=0)
+        for _ in range(2):
+            u = torch.nn.functional.normalize(w @ v, dim=0)
+            v = torch.nn.functional.normalize(w.T @ u, dim=0)
         torch.testing.assert_close(conv.u, u)
-        torch.testing.assert_close(conv.v, torch.nn.functional.normalize(w.T @ u, dim=0))
+        torch.testing.assert_close(conv.v, v)
 
 
 def test_reuse_fake_features_takes_the_generators_features(teacher_dir):
@@ -362,3 +365,47 @@ def test_two_step_top_target_goes_through_the_midpoint(teacher_dir):
     torch.testing.assert_close(y[1:], one[1:])  # not a top draw: the one-step target
     with pytest.raises(ValueError, match="even num_ode_steps"):
         MCMConfig(top_target_steps=2, num_ode_steps=25)
+
+
+@pytest.mark.parametrize("use_real", [True, False])
+def test_one_step_adversarial_sample_judges_the_one_step_video(teacher_dir, use_real):
+    bundle, distiller, batch = _setup(
+        teacher_dir, motion="raw", discriminator=True, adversarial_sample="one_step"
+    )
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(6))
+    draws = dataclasses.replace(draws, use_real=use_real, index=torch.tensor([5, 20]))
+    out = distiller.generator_step(batch, draws)
+    one = distiller.student_sample(draws.start_noise, batch.text_emb, None)
+    expected, _ = distiller._frames(one, draws.frame_index, batch.pooled_text)
+    torch.testing.assert_close(out.fake_frames, expected, rtol=1e-5, atol=1e-6)
+    # the mixed trajectory's data is that same sample: the consistency loss is unchanged
+    z0 = batch.latents if use_real else one
+    reference = _reference_mcd(bundle, distiller, batch, draws, z0)
+    torch.testing.assert_close(out.terms["loss_mcd"], reference.mean(), rtol=1e-4, atol=1e-6)
+    # the adversarial term's gradient flows back through the one-step sample (the only
+    # path from the start noise to the loss: the mixed trajectory's data is detached)
+    distiller.discriminator.requires_grad_heads(False)
+    noise = draws.start_noise.clone().requires_grad_()
+    out = distiller.generator_step(batch, dataclasses.replace(draws, start_noise=noise))
+    (grad,) = torch.autograd.grad(out.loss, noise)
+    assert grad.abs().sum() > 0
+
+
+def test_both_adversarial_samples_judge_half_the_frames_from_each(teacher_dir):
+    _, distiller, batch = _setup(
+        teacher_dir, motion="raw", discriminator=True, adversarial_sample="both"
+    )
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(6))
+    draws = dataclasses.replace(draws, use_real=True, index=torch.tensor([5, 20]))
+    out = distiller.generator_step(batch, draws)
+    d_loss, _ = distiller.discriminator_step(out, batch, draws, penalty_weight=lambda gp: 1e-5)
+    assert torch.isfinite(d_loss)
+    distiller.cfg = dataclasses.replace(distiller.cfg, adversarial_sample="consistency")
+    first = distiller.generator_step(batch, draws).fake_frames  # [B*k, C, h, w]
+    one = distiller.student_sample(draws.start_noise, batch.text_emb, None)
+    second, _ = distiller._frames(one, draws.frame_index, batch.pooled_text)
+    k = len(draws.frame_index)
+    from_one_step = (torch.arange(out.fake_frames.shape[0]) % k) >= k // 2
+    expected = torch.where(from_one_step.view(-1, 1, 1, 1), second, first)
+    torch.testing.assert_close(out.fake_frames, expected, rtol=1e-5, atol=1e-6)
+    assert out.fake_frames.shape == first.shape  # as many fakes as reals

@@ -86,6 +86,13 @@ class MCMConfig:
     )
     mixed_trajectories: bool = True  # only meaningful with a discriminator
     frames_per_video: PositiveInt = 2  # fake frames per generated video for the discriminator
+    # What the adversarial term (and the discriminator's fakes) judge: "consistency" (the
+    # reference) the student's output f_theta(x_{t_{n+k}}, t_{n+k}) at the drawn timestep;
+    # "one_step" its one-step sample f_theta(x_T, T) from the step's start noise, with
+    # gradient: the video a one-step user sees (one more student forward and backward on
+    # the steps whose trajectory is real; the mixed trajectory's data is that sample);
+    # "both": half the judged frames from each (as many fakes as reals)
+    adversarial_sample: Literal["consistency", "one_step", "both"] = "consistency"
     # which latent frames the discriminator sees: "random" ones, or only the "first" (Wan:
     # the frame its causal VAE encodes alone, as it encodes an image); "auto": first for
     # a causal video VAE, else random
@@ -276,13 +283,17 @@ class MCMDistiller:
         y[top] = self._consistency(net, x_mid, t_mid, emb[top], tc)
         return y
 
-    @torch.no_grad()
-    def student_sample(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:
-        """The student's one-step sample f(x_T, T-1) (flow: at the grid's top; no grad, no
-        CFG): [B, C, F, h, w]."""
+    def one_step(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:
+        """The student's one-step sample f(x_T, T-1) (flow: at the grid's top; no CFG), with
+        gradient when enabled: [B, C, F, h, w]."""
         t = torch.full((start_noise.shape[0],), self.top, dtype=self.grid.dtype)
         t = t.to(start_noise.device)
         return self._consistency(self.student, start_noise, t, text_emb, tcond)
+
+    @torch.no_grad()
+    def student_sample(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:
+        """:meth:`one_step` without gradient."""
+        return self.one_step(start_noise, text_emb, tcond)
 
     @torch.no_grad()
     def teacher_ddim_step(
@@ -322,7 +333,12 @@ class MCMDistiller:
 
         # 4. mixed trajectory: with prob. 1 - lambda_real, the student's own one-step sample is the data
         use_real = draws.use_real or not self._mixing_on()
-        if not use_real:
+        one_step = None
+        if cfg.adversarial_sample != "consistency" and self.discriminator is not None:
+            one_step = self.one_step(draws.start_noise.to(dev), batch.text_emb, tcond)
+            if not use_real:
+                z0 = one_step.detach()
+        elif not use_real:
             z0 = self.student_sample(draws.start_noise.to(dev), batch.text_emb, tcond)
 
         # 5. noise to t_{n+k}; pure noise at the top of the grid (reference behaviour)
@@ -354,7 +370,10 @@ class MCMDistiller:
         out = GeneratorOutput(loss=loss, terms=terms)
         if self.discriminator is not None:
             D = self.discriminator
-            fake, pooled = self._frames(f_student, draws.frame_index, batch.pooled_text)
+            judged = {"consistency": f_student, "one_step": one_step}.get(cfg.adversarial_sample)
+            if judged is None:  # both
+                judged = self._split_frames(f_student, one_step, draws)
+            fake, pooled = self._frames(judged, draws.frame_index, batch.pooled_text)
             features = D.features(fake, self._d_generator(draws.seed))
             adv = hinge_g_loss(D.logits(features, pooled))
             out.loss = loss + cfg.lambda_adv * adv
@@ -389,8 +408,8 @@ class MCMDistiller:
                 "The batch has no real frames: give an image set or frames of the clips."
             )
         g = self._d_generator(draws.seed + 1)
-        # real and fake frames through the frozen backbone in one call, then the heads once
-        # on the real, fake and (for the penalty) interpolated features
+        # real and fake frames through the frozen backbone in one call, the heads on the real
+        # and fake features in one call (and on the penalty's interpolates in another)
         with torch.no_grad():
             if gen.fake_features is not None:  # reuse_fake_features
                 f_real, f_fake = D.features(batch.real_frames, g), gen.fake_features
@@ -424,6 +443,21 @@ class MCMDistiller:
     # -- helpers ------------------------------------------------------------------------
     def _mixing_on(self) -> bool:
         return self.cfg.mixed_trajectories and self.discriminator is not None
+
+    @staticmethod
+    def _split_frames(consistency: Tensor, one_step: Tensor, draws: Draws) -> Tensor:
+        """``adversarial_sample="both"``: videos [B, C, F, h, w] whose judged frames come half
+        from each (the later half of ``draws.frame_index`` from ``one_step``; with one judged
+        frame per video, every other video, alternating from step to step), so that the
+        discriminator sees as many fakes as reals."""
+        index, B = draws.frame_index, consistency.shape[0]
+        if len(index) > 1:
+            mask = torch.zeros(consistency.shape[2], dtype=torch.bool)
+            mask[index[len(index) // 2 :]] = True
+            mask = mask.view(1, 1, -1, 1, 1)
+        else:
+            mask = ((torch.arange(B) + draws.seed) % 2 == 1).view(B, 1, 1, 1, 1)
+        return torch.where(mask.to(consistency.device), one_step, consistency)
 
     def _frames(self, video: Tensor, index: Tensor, pooled_text: Tensor) -> tuple[Tensor, Tensor]:
         """k frames of each video [B, C, F, h, w] -> decoded frames [B*k, ...] and each
