@@ -15,8 +15,6 @@ from mcm.adversarial.losses import (
     gradient_penalty,
     hinge_d_loss,
     hinge_g_loss,
-    interpolates,
-    penalty_of,
 )
 from mcm.adversarial.spectral import SpectralNormConv1d
 
@@ -33,8 +31,6 @@ __all__ = [
     "gradient_penalty",
     "hinge_d_loss",
     "hinge_g_loss",
-    "interpolates",
-    "penalty_of",
     "real_frames_from_clips",
     "sample_frames",
 ]

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mcm.adversarial.augment import diff_augment, parse_policy
 from mcm.adversarial.backbones import FrameBackbone
-from mcm.adversarial.losses import gradient_penalty, hinge_d_loss, interpolates, penalty_of
+from mcm.adversarial.losses import gradient_penalty, hinge_d_loss
 from mcm.adversarial.spectral import SpectralNormConv1d
 
 HEAD_STYLES = ("mcm", "reference")
@@ -117,7 +117,7 @@ class FrameDiscriminator(nn.Module):
         D.requires_grad_heads(True)
         with torch.no_grad():                                    # D step: backbone frozen,
             f_real, f_fake = D.features_of([real, fake.detach()], g)    # one backbone call
-        L_D, _, _, gp = D.loss(f_real, f_fake, e_real, e_fake, g)      # one heads call
+        L_D, _, _, gp = D.loss(f_real, f_fake, e_real, e_fake, g)      # heads: 2 calls
         (L_D + penalty_weight.update(gp.item(), step) * gp).backward()   # D's optimiser
 
     (:meth:`features_of` and :meth:`loss` compute what separate ``features``, ``logits`` and
@@ -261,29 +261,31 @@ class FrameDiscriminator(nn.Module):
         fake_text: Tensor,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """The discriminator's hinge loss and, given a ``generator``, its gradient penalty
-        (:func:`mcm.adversarial.gradient_penalty`, whose u is drawn from it), from one call of
-        the heads on the real, fake and interpolated features together.
+        """The discriminator's hinge loss, from one call of the heads on the real and fake
+        features together, and, given a ``generator``, its gradient penalty
+        (:meth:`gradient_penalty`, u drawn from ``generator``), a second call on the
+        interpolates.
 
-        Features [[N, L_i, C_i]] (real and fake may differ in N unless there is a penalty),
-        pooled texts [N, D] -> (hinge_d_loss, real logits, fake logits, penalty or None).
+        Features [[N, L_i, C_i]], pooled texts [N, D] -> (hinge_d_loss, real logits, fake
+        logits, penalty or None).
 
-        The same values as separate :meth:`logits` calls and :meth:`gradient_penalty` (the
-        heads are per sample), except in training mode, where the heads' spectral norms
-        take one power-method step per call: here one per discriminator step.
+        The same values as separate :meth:`logits` calls (the heads are per sample), except
+        in training mode, where the heads' spectral norms take one power-method step per
+        call: two per discriminator step. The interpolates get their own call because the
+        penalty's double backward runs over every row of the call that made its logits: on
+        heads that read many tokens (DINOv2's 256 per frame) that would cost more than the
+        extra pass over the heads' weights it saves on the latent discriminator's.
         """
         features, texts = [real_features, fake_features], [real_text, fake_text]
-        if generator is not None:
-            mixed, cond = interpolates(
-                real_features, fake_features, real_text, fake_text, generator
-            )
-            features.append(mixed)
-            texts.append(cond)
         if all(len({f.shape[1:] for f in tap}) == 1 for tap in zip(*features)):
             joined = [torch.cat(tap) for tap in zip(*features)]
             logits = self.logits(joined, torch.cat(texts)).split([t.shape[0] for t in texts])
-        else:  # tokens of different sizes (no penalty): one call each
+        else:  # tokens of different sizes: one call each
             logits = [self.logits(f, t) for f, t in zip(features, texts)]
         hinge = hinge_d_loss(logits[0], logits[1])
-        penalty = penalty_of(logits[2], mixed, self.gp_reduction) if generator is not None else None
+        penalty = None
+        if generator is not None:
+            penalty = self.gradient_penalty(
+                real_features, fake_features, real_text, fake_text, generator
+            )
         return hinge, logits[0], logits[1], penalty
