@@ -795,6 +795,18 @@ def table(rows: list[dict], rel: list[dict]) -> str:
     return "\n".join(lines + [""] + notes if notes else lines)
 
 
+def median_round(runs: list[dict]) -> dict:
+    """One arm's row from its rounds: the round with the median step time (the lower
+    middle of an even count), with every round's step time in ``step_s_rounds``."""
+    ok = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r["step_s"])
+    if not ok:
+        return runs[0]
+    row = dict(ok[(len(ok) - 1) // 2])
+    row["rounds"] = len(runs)
+    row["step_s_rounds"] = [r["step_s"] if r["status"] == "ok" else r["status"] for r in runs]
+    return row
+
+
 def parse_settings(items: list[str]) -> dict:
     """["method.key=value", ...] -> {"method": {"key": value}}; values are YAML-like
     scalars (true/false, numbers, null), validated when the config is made."""
@@ -879,6 +891,14 @@ def main(argv=None) -> int:
         "method.reuse_fake_features=false (repeatable); the reference arms keep the "
         "reference implementation's settings",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every arm this many times, the arms interleaved, and keep each arm's "
+        "median round: on a shared host whose speed drifts, the ratios then compare arms "
+        "measured over the same stretch of time",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -909,37 +929,41 @@ def main(argv=None) -> int:
     rows = []
     t0 = time.perf_counter()
     for model in models:
-        for arm in arms_of[model]:
-            world = model == "world"
-            spec = {
-                "model": model,
-                "arm": arm,
-                "device": args.world_device if world else args.device,
-                "dtype": args.dtype,
-                "threads": args.threads,
-                "steps": {"world": args.world_steps, "full": args.full_steps}.get(
-                    model, args.wan_steps
-                ),
-                "warmup": {"world": args.world_warmup, "full": args.full_warmup}.get(
-                    model, args.wan_warmup
-                ),
-                "full_frames": args.full_frames,
-                "full_latent": args.full_latent,
-                "wan_frames": args.wan_frames,
-                "wan_height": args.wan_height,
-                "wan_width": args.wan_width,
-                "max_memory_gb": args.max_memory_gb,
-                "settings": ours_settings if arm.startswith("ours") else REFERENCE_SETTINGS,
-            }
-            t = time.perf_counter()
-            rows.append(measure(spec, args.timeout, not args.no_oom_retry))
-            r = rows[-1]
-            what = (
-                f"{r['step_s']:.3f} s/step, peak {r[_mem_key(r)]:.2f} GB"
-                if r["status"] == "ok"
-                else r["status"]
-            )
-            print(f"{model}/{arm}: {what} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+        per_arm: dict[str, list[dict]] = {arm: [] for arm in arms_of[model]}
+        for round_ in range(args.rounds):  # the arms interleaved: the host's drift hits all
+            for arm in arms_of[model]:
+                world = model == "world"
+                spec = {
+                    "model": model,
+                    "arm": arm,
+                    "device": args.world_device if world else args.device,
+                    "dtype": args.dtype,
+                    "threads": args.threads,
+                    "steps": {"world": args.world_steps, "full": args.full_steps}.get(
+                        model, args.wan_steps
+                    ),
+                    "warmup": {"world": args.world_warmup, "full": args.full_warmup}.get(
+                        model, args.wan_warmup
+                    ),
+                    "full_frames": args.full_frames,
+                    "full_latent": args.full_latent,
+                    "wan_frames": args.wan_frames,
+                    "wan_height": args.wan_height,
+                    "wan_width": args.wan_width,
+                    "max_memory_gb": args.max_memory_gb,
+                    "settings": ours_settings if arm.startswith("ours") else REFERENCE_SETTINGS,
+                }
+                t = time.perf_counter()
+                r = measure(spec, args.timeout, not args.no_oom_retry)
+                per_arm[arm].append(r)
+                what = (
+                    f"{r['step_s']:.3f} s/step, peak {r[_mem_key(r)]:.2f} GB"
+                    if r["status"] == "ok"
+                    else r["status"]
+                )
+                took = time.perf_counter() - t
+                print(f"{model}/{arm} (round {round_ + 1}): {what} ({took:.0f} s)", file=sys.stderr)
+        rows += [median_round(per_arm[arm]) for arm in arms_of[model]]
     rel = ratios(rows)
     import torch
 
