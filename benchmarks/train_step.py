@@ -18,12 +18,15 @@ draws from the same seed):
   latent one (the frozen teacher's encoder blocks - a DiT's first blocks - on noised latent
   frames: no VAE decode, no extra backbone).
 * ``reference`` - the reference implementation's structure: a separate frozen teacher copy
-  of the UNet, and a pixel discriminator (DINOv2 ViT-S/14, random weights) on frames that
-  the VAE decodes *with gradient*.
+  of the UNet, a pixel discriminator (DINOv2 ViT-S/14, random weights) on frames that the
+  VAE decodes *with gradient*, and the reference's calls (:func:`reference_call_pattern`:
+  the teacher's conditional and unconditional rows in two calls, the discriminator step's
+  second decode of the fakes, its backbone calls on fakes, reals and pixel interpolates).
 * ``naive`` (the default second arm of ``wan``) - separate student, teacher and target
-  copies of the network: ``reference`` plus a frozen copy of the student (with its LoRA) as
-  the target network (``MCMDistiller(target_model=...)``), whose LoRA follows the
-  student's by EMA (``method.target_ema_decay``) after every optimiser step.
+  copies of the network with the library's calls: a separate teacher, the pixel
+  discriminator, and a frozen copy of the student (with its LoRA) as the target network
+  (``MCMDistiller(target_model=...)``), whose LoRA follows the student's by EMA
+  (``method.target_ema_decay``) after every optimiser step.
 * ``ours_dinov2`` (opt-in with ``--arms``) - one UNet, pixel discriminator: separates the
   two effects.
 * ``ours_no_d`` (opt-in) - one UNet and no discriminator (no adversarial term, no mixed
@@ -283,6 +286,62 @@ class BackboneTimer:
         self.seconds = 0.0
 
 
+def reference_call_pattern(MCMDistiller):
+    """An :class:`MCMDistiller` that makes the network calls of one step of the reference
+    implementation (its training loop, read for its structure), where they differ from the
+    library's; the math is the same:
+
+    * the teacher's conditional and unconditional predictions in two calls;
+    * the discriminator step decodes the generator's fake latent frames again (no
+      gradient) instead of reusing the decoded frames, and runs the backbone on the fake
+      and the real frames in two calls;
+    * the gradient penalty interpolates real and fake *frames* and runs the backbone on
+      them (a third call; the library interpolates the backbone's features), its heads'
+      logits summed per sample.
+    """
+    import torch
+
+    from mcm.adversarial.losses import hinge_d_loss, penalty_of
+    from mcm.diffusion import ddim_step, lcm_guidance
+
+    class ReferenceCallPattern(MCMDistiller):
+        latent_fakes = None
+
+        @torch.no_grad()
+        def teacher_ddim_step(self, x, t, t_prev, batch, w):
+            with self._teacher() as teacher:
+                x0_c, eps_c = teacher.predict_x0_eps(x, t, batch.text_emb)
+                x0_u, eps_u = teacher.predict_x0_eps(x, t, batch.uncond_emb)
+            x0, eps = lcm_guidance(x0_c, x0_u, w), lcm_guidance(eps_c, eps_u, w)
+            return ddim_step(self.schedule, x0, eps, t_prev)
+
+        def _frames(self, video, index, pooled_text):
+            frames = video[:, :, index.to(video.device)].permute(0, 2, 1, 3, 4).flatten(0, 1)
+            self.latent_fakes = frames.detach()
+            return super()._frames(video, index, pooled_text)
+
+        def discriminator_step(self, gen, batch, draws, penalty_weight=None):
+            D, g = self.discriminator, self._d_generator(draws.seed + 1)
+            with torch.no_grad():
+                fake = self.decode_frames(self.latent_fakes)
+                f_fake = D.features(fake, g)
+                f_real = D.features(batch.real_frames, g)
+            real_logits = D.logits(f_real, batch.real_pooled_text)
+            fake_logits = D.logits(f_fake, gen.fake_pooled_text)
+            loss = hinge_d_loss(real_logits, fake_logits)
+            if penalty_weight is not None:
+                n = fake.shape[0]
+                u = torch.rand(n, 1, 1, 1, generator=g).to(fake)
+                with torch.no_grad():
+                    mixed = D.features(u * batch.real_frames + (1 - u) * fake, augment=False)
+                mixed = [f.requires_grad_(True) for f in mixed]
+                gp = penalty_of(D.logits(mixed, gen.fake_pooled_text), mixed, "sum")
+                loss = loss + penalty_weight(float(gp.detach())) * gp
+            return loss, {"loss_d": loss.detach()}
+
+    return ReferenceCallPattern
+
+
 def _rss_gb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
@@ -393,7 +452,10 @@ def run_arm(spec: dict) -> dict:
             return frames
         return vae.decode(frames[:, :, None])[:, :, 0]  # with gradient: the reference's cost
 
-    distiller = MCMDistiller(
+    distiller_class = MCMDistiller
+    if spec["arm"] == "reference":
+        distiller_class = reference_call_pattern(MCMDistiller)
+    distiller = distiller_class(
         method,
         student,
         motion=motion,

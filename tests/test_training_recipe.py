@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -350,9 +351,28 @@ def _launch(
         *args,
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0 and _transport_abort(result):
+        # gloo on a loaded 2-core host: one CI run saw a rank abort (SIGABRT) and its peer's
+        # connection reset in a run that passes alone; a real fault fails the retry too
+        warnings.warn(
+            f"{accelerate_config}: a rank aborted; retrying once.\n{_errors(result)}", stacklevel=2
+        )
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert result.returncode == 0, _errors(result) + "\n...\n" + result.stderr[-3000:]
     return result
+
+
+def _transport_abort(result) -> bool:
+    out = result.stdout + result.stderr
+    return "SIGABRT" in out and "Connection reset by peer" in out
+
+
+def _errors(result, limit: int = 40) -> str:
+    """The lines that say what failed, from every rank (a tail shows only the last rank's)."""
+    keys = ("Error", "error:", "terminate called", "Signal", "Traceback", "Exception")
+    lines = (result.stdout + result.stderr).splitlines()
+    return "\n".join([line for line in lines if any(k in line for k in keys)][:limit])
 
 
 def _rank_results(folder: Path, ranks=(0, 1)):
