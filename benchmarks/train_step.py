@@ -386,7 +386,7 @@ def run_arm(spec: dict) -> dict:
 
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
-    separate_teacher, separate_target, backbone_kind = ARMS[spec["arm"]]
+    separate_teacher, separate_target, backbone_kind = ARMS[base_arm(spec["arm"])]
     settings = spec.get("settings", {})
     m_cfg = ModelConfig()
     method = MethodConfig(**settings.get("method", {}))
@@ -763,8 +763,14 @@ def _mem_key(row: dict) -> str:
     return "peak_cuda_allocated_gb" if "peak_cuda_allocated_gb" in row else "peak_rss_gb"
 
 
+def base_arm(arm: str) -> str:
+    """``ours[LABEL]`` (a ``--variant``) -> ``ours``."""
+    return arm.split("[", 1)[0]
+
+
 def ratios(rows: list[dict]) -> list[dict]:
-    """arm / ours (and ours / arm) for each model; measured rows only."""
+    """arm / ours (and ours / arm) for each model, and each ``--variant`` over the
+    reference; measured rows only."""
     out = []
     for model in MODELS:
         base = next(
@@ -795,6 +801,23 @@ def ratios(rows: list[dict]) -> list[dict]:
             key = "peak_rss_timed_steps_gb"
             if mem == "peak_rss_gb" and key in r and key in base:
                 q["timed_steps_peak_rss_ratio"] = round(r[key] / base[key], 3)
+            out.append(q)
+        ref = next((r for r in rows if r["model"] == model and r["arm"] == "reference"), None)
+        for r in rows:
+            if r["model"] != model or "[" not in r["arm"] or r["status"] != "ok":
+                continue
+            if ref is None or ref["status"] != "ok":
+                continue
+            q = {
+                "model": model,
+                "arm": r["arm"],
+                "vs": "reference",
+                "ours_over_arm_time": round(r["step_s"] / ref["step_s"], 3),
+                "ours_over_arm_memory": round(r[_mem_key(r)] / ref[_mem_key(ref)], 3),
+            }
+            if model == "full":
+                q["target_ours_over_arm_time"] = TARGET_TIME_RATIO
+                q["meets_target"] = q["ours_over_arm_time"] <= TARGET_TIME_RATIO
             out.append(q)
     return out
 
@@ -892,6 +915,17 @@ def parse_settings(items: list[str]) -> dict:
     return out
 
 
+def settings_of(arm: str, ours: dict, variants: dict) -> dict:
+    """The method and discriminator settings of an arm: the reference arms keep the
+    reference implementation's; ``ours[LABEL]`` is ``ours`` updated by its variant's."""
+    if not arm.startswith("ours"):
+        return REFERENCE_SETTINGS
+    if "[" not in arm:
+        return ours
+    extra = variants[arm[len("ours[") : -1]]
+    return {k: {**ours.get(k, {}), **extra.get(k, {})} for k in {*ours, *extra}}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description="Time and peak memory of one MCM step: the library's structure vs the "
@@ -954,6 +988,15 @@ def main(argv=None) -> int:
         "reference implementation's settings",
     )
     ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=SECTION.KEY=VALUE[,...]",
+        help="one more arm, ours[LABEL]: the ours arm with these settings on top of "
+        "--ours-set, e.g. cheap=method.reuse_fake_features=true,discriminator.latent_blocks=1 "
+        "(repeatable); its time over the reference's is in the ratios",
+    )
+    ap.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -971,6 +1014,12 @@ def main(argv=None) -> int:
     models = ["world"] if args.world_only else [m.strip() for m in args.models.split(",")]
     if not models or any(m not in MODELS for m in models):
         raise ValueError(f"--models must name models among {list(MODELS)}; got {args.models!r}.")
+    variants = {}
+    for item in args.variant:
+        label, sep, settings = item.partition("=")
+        if not sep or not label or "[" in label or "]" in label:
+            raise ValueError(f"--variant takes LABEL=SECTION.KEY=VALUE[,...]; got {item!r}.")
+        variants[label] = parse_settings(settings.split(","))
     arms_of = {}
     for model in models:
         arms = [a.strip() for a in (args.arms or DEFAULT_ARMS[model]).split(",") if a.strip()]
@@ -979,7 +1028,7 @@ def main(argv=None) -> int:
             raise ValueError(
                 f"--arms must include 'ours' and name arms among {list(ARMS)}; got {arms}."
             )
-        arms_of[model] = arms
+        arms_of[model] = arms + [f"ours[{label}]" for label in variants]
     if "wan" in models:
         check_wan_clip(args.wan_frames, args.wan_height, args.wan_width)
     if "cuda" in args.device:
@@ -1013,7 +1062,7 @@ def main(argv=None) -> int:
                     "wan_height": args.wan_height,
                     "wan_width": args.wan_width,
                     "max_memory_gb": args.max_memory_gb,
-                    "settings": ours_settings if arm.startswith("ours") else REFERENCE_SETTINGS,
+                    "settings": settings_of(arm, ours_settings, variants),
                 }
                 t = time.perf_counter()
                 r = measure(spec, args.timeout, not args.no_oom_retry)

@@ -409,3 +409,50 @@ def test_both_adversarial_samples_judge_half_the_frames_from_each(teacher_dir):
     expected = torch.where(from_one_step.view(-1, 1, 1, 1), second, first)
     torch.testing.assert_close(out.fake_frames, expected, rtol=1e-5, atol=1e-6)
     assert out.fake_frames.shape == first.shape  # as many fakes as reals
+
+
+def test_one_step_target_is_the_multistep_students_sample(teacher_dir):
+    # one_step_target_steps N: the one-step sample f(x_T, T) regresses to the target
+    # network's deterministic N-step sample from the same x_T, at the N-step sampler's
+    # timesteps; an EMA target swaps in after the one-step forward and backward still works
+    from diffusers import LCMScheduler
+
+    bundle, distiller, batch = _setup(
+        teacher_dir, motion="raw", discriminator=False, one_step_target_steps=2, lambda_one_step=3.0
+    )
+    lcm = LCMScheduler(num_train_timesteps=1000, original_inference_steps=50)
+    for n in (1, 2, 4):
+        lcm.set_timesteps(n)
+        assert distiller.sampling_timesteps(n).tolist() == lcm.timesteps.tolist()
+    with pytest.raises(ValueError, match="steps must be in 1..50"):
+        distiller.sampling_timesteps(51)
+
+    net, emb, acp = bundle.denoiser, batch.text_emb, distiller.schedule.alphas_cumprod
+    noise = torch.randn(2, 4, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y1 = distiller._consistency(net, noise, torch.tensor([999, 999]), emb, None)
+        eps = (noise - acp[999].sqrt() * y1) / (1 - acp[999]).sqrt()
+        x = acp[499].sqrt() * y1 + (1 - acp[499]).sqrt() * eps
+        y2 = distiller._consistency(net, x, torch.tensor([499, 499]), emb, None)
+    torch.testing.assert_close(distiller.multistep_sample(noise, emb, None, 2), y2)
+
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(6))
+    draws = dataclasses.replace(draws, start_noise=noise, index=torch.tensor([5, 20]))
+    out = distiller.generator_step(batch, draws)
+    one = distiller.student_sample(noise, emb, None)
+    d = (((one - y2) ** 2 + distiller.cfg.huber_c**2).sqrt() - distiller.cfg.huber_c).mean()
+    torch.testing.assert_close(out.terms["loss_one_step"], d, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(out.loss, out.terms["loss_mcd"] + 3.0 * d, rtol=1e-4, atol=1e-7)
+
+    lora = lora_parameters(net)
+    distiller.target_ema = EMA(lora, 0.9)
+    distiller.cfg = dataclasses.replace(distiller.cfg, target="ema")
+    with torch.no_grad():
+        for s in distiller.target_ema.shadow:
+            s.mul_(0.5)
+    live = [p.detach().clone() for p in lora]
+    out = distiller.generator_step(batch, draws)
+    out.loss.backward()  # the swap did not invalidate the one-step forward's saved tensors
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    assert all(torch.equal(p, q) for p, q in zip(lora, live))
+    assert not torch.allclose(out.terms["loss_one_step"], d)  # the EMA weights made y_N

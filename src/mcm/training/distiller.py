@@ -93,6 +93,12 @@ class MCMConfig:
     # the steps whose trajectory is real; the mixed trajectory's data is that sample);
     # "both": half the judged frames from each (as many fakes as reals)
     adversarial_sample: Literal["consistency", "one_step", "both"] = "consistency"
+    # The one-step sample learns from the multi-step student (0: off, the reference): with
+    # N > 0 the step adds lambda_one_step * d(f_theta(x_T, T), y_N), y_N the target
+    # network's deterministic N-step sample (no grad) from the same start noise x_T, at the
+    # N-step sampler's timesteps (d: the consistency distance, on latents)
+    one_step_target_steps: NonNegativeInt = 0
+    lambda_one_step: NonNegativeFloat = 1.0
     # which latent frames the discriminator sees: "random" ones, or only the "first" (Wan:
     # the frame its causal VAE encodes alone, as it encodes an image); "auto": first for
     # a causal video VAE, else random
@@ -290,6 +296,36 @@ class MCMDistiller:
         t = t.to(start_noise.device)
         return self._consistency(self.student, start_noise, t, text_emb, tcond)
 
+    def sampling_timesteps(self, steps: int) -> Tensor:
+        """The N-step sampler's timesteps on the training grid, from the top down (those of
+        diffusers' LCMScheduler: floor(linspace(0, N_grid, steps)) of the descending grid):
+        [steps] of the grid's dtype."""
+        if not 1 <= steps <= len(self.grid):
+            raise ValueError(f"steps must be in 1..{len(self.grid)} (the grid); got {steps}.")
+        picks = torch.linspace(0, len(self.grid), steps + 1)[:-1].floor().long()
+        return self.grid.flip(0)[picks]
+
+    @torch.no_grad()
+    def multistep_sample(
+        self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None, steps: int
+    ) -> Tensor:
+        """The target network's deterministic ``steps``-step sample from x_T [B, C, F, h, w]:
+        y = f(x, t) at each of :meth:`sampling_timesteps`, then the DDIM step of (y, eps(x,
+        y)) to the next one (the sampler draws fresh noise there instead)."""
+        times = self.sampling_timesteps(steps).to(start_noise.device)
+        x, B = start_noise, start_noise.shape[0]
+        with self._target() as net:
+            for i, t in enumerate(times):
+                t = t.expand(B)
+                y = self._consistency(net, x, t, text_emb, tcond)
+                if i + 1 < len(times):
+                    alpha = self.schedule.alpha(t).to(x.device, x.dtype)
+                    sigma = self.schedule.sigma(t).to(x.device, x.dtype)
+                    x = ddim_step(
+                        self.schedule, y, x0_to_eps(y, x, alpha, sigma), times[i + 1].expand(B)
+                    )
+        return y
+
     @torch.no_grad()
     def student_sample(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:
         """:meth:`one_step` without gradient."""
@@ -334,7 +370,8 @@ class MCMDistiller:
         # 4. mixed trajectory: with prob. 1 - lambda_real, the student's own one-step sample is the data
         use_real = draws.use_real or not self._mixing_on()
         one_step = None
-        if cfg.adversarial_sample != "consistency" and self.discriminator is not None:
+        judges_one_step = cfg.adversarial_sample != "consistency" and self.discriminator is not None
+        if judges_one_step or cfg.one_step_target_steps:
             one_step = self.one_step(draws.start_noise.to(dev), batch.text_emb, tcond)
             if not use_real:
                 z0 = one_step.detach()
@@ -365,6 +402,15 @@ class MCMDistiller:
         mcd = DISTANCES[cfg.distance](m_student.float(), m_target.float(), **extra)
         loss = mcd.mean()
         terms = {"loss_mcd": mcd.mean().detach(), "use_real": torch.tensor(float(use_real))}
+
+        # the one-step sample regressed to the multi-step student's from the same noise
+        if cfg.one_step_target_steps:
+            y_n = self.multistep_sample(
+                draws.start_noise.to(dev), batch.text_emb, tcond, cfg.one_step_target_steps
+            )
+            d = DISTANCES[cfg.distance](one_step.float(), y_n.float(), **extra).mean()
+            loss = loss + cfg.lambda_one_step * d
+            terms["loss_one_step"] = d.detach()
 
         # 10. generator adversarial loss on k frames of f_theta: -mean(D(fake)), minimised
         out = GeneratorOutput(loss=loss, terms=terms)

@@ -78,15 +78,22 @@ class EMA:
 
     @contextlib.contextmanager
     def swapped_in(self) -> Iterator[None]:
-        """The average in the live parameters for the block; the live values come back after."""
+        """The average in the live parameters for the block; the live values come back after.
+
+        The swap writes through ``.data``, behind autograd's version counters: a graph
+        recorded before the block (the student's forward with gradient) still backpropagates
+        afterwards, through the live values it was recorded with.
+        """
         live = [p.detach().clone() for p in self.params]
-        self.copy_to()
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                p.data.copy_(s)
         try:
             yield
         finally:
             with torch.no_grad():
                 for p, w in zip(self.params, live):
-                    p.copy_(w)
+                    p.data.copy_(w)
 
     def state_dict(self) -> dict[str, Tensor]:
         """Flat tensors (safetensors-ready): ``shadow.<i>`` and ``num_updates`` (0-d)."""
