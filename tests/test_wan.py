@@ -345,3 +345,26 @@ def test_pixel_dinov2_discriminator_trains_on_a_wan_teacher(wan_dir, tmp_path, m
     assert recipe.step == 1
     fake = recipe.bundle.vae.decode(torch.zeros(2, 4, 1, 4, 4))
     assert fake.shape == (2, 3, 1, 32, 32)
+
+
+def test_one_step_target_is_the_students_own_flow_sample(student):
+    """method.one_step_target_steps on a flow teacher: the N-step target is the exported
+    scheduler's N-step grid and the student's deterministic sampler (the Euler step)."""
+    den = student.denoiser
+    cfg = MCMConfig(num_ode_steps=40, one_step_target_steps=4)
+    distiller = MCMDistiller(
+        cfg, den, motion=torch.nn.Identity(), disable_adapters=disable_adapters
+    )
+    shift = den.schedule.shift
+    for n in (1, 2, 4, 8):
+        expected = flow_sigmas(n, shift)[:-1]
+        torch.testing.assert_close(distiller.sampling_timesteps(n), expected, check_dtype=False)
+    x = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    emb = student.text_encoder(PROMPTS)
+    with torch.no_grad():
+        ref = sample_flow(
+            lambda z, t: den.predict_x0_eps(z, t, emb), x, den.schedule, flow_sigmas(4, shift)
+        )
+    torch.testing.assert_close(
+        distiller.multistep_sample(x, emb, None, 4), ref, atol=1e-5, rtol=1e-5
+    )
