@@ -352,8 +352,9 @@ def _launch(
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0 and _transport_abort(result):
-        # gloo on a loaded 2-core host: one CI run saw a rank abort (SIGABRT) and its peer's
-        # connection reset in a run that passes alone; a real fault fails the retry too
+        # FSDP on CPU processes: a rank sometimes dies of SIGABRT or SIGSEGV (its peer then
+        # reports a gloo connection reset) in a run that passes alone; cause not found yet
+        # (see the warning). A fault that repeats fails the retry
         warnings.warn(
             f"{accelerate_config}: a rank aborted; retrying once.\n{_errors(result)}", stacklevel=2
         )
@@ -365,7 +366,7 @@ def _launch(
 
 def _transport_abort(result) -> bool:
     out = result.stdout + result.stderr
-    return "SIGABRT" in out and "Connection reset by peer" in out
+    return ("SIGABRT" in out or "SIGSEGV" in out) and "Connection reset by peer" in out
 
 
 def _errors(result, limit: int = 40) -> str:
