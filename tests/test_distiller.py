@@ -435,6 +435,9 @@ def test_one_step_target_is_the_multistep_students_sample(teacher_dir):
         x = acp[499].sqrt() * y1 + (1 - acp[499]).sqrt() * eps
         y2 = distiller._consistency(net, x, torch.tensor([499, 499]), emb, None)
     torch.testing.assert_close(distiller.multistep_sample(noise, emb, None, 2), y2)
+    # the step passes its one-step sample as the first y (the online target's equals it)
+    torch.testing.assert_close(distiller.multistep_sample(noise, emb, None, 2, first=y1), y2)
+    assert not torch.allclose(distiller.multistep_sample(noise, emb, None, 2, first=y1 + 1), y2)
 
     draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(6))
     draws = dataclasses.replace(draws, start_noise=noise, index=torch.tensor([5, 20]))

@@ -334,6 +334,7 @@ def _launch(
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "ACCELERATE_USE_CPU": "true",
+        "PYTHONFAULTHANDLER": "1",  # a rank that crashes prints its Python stack
         **(env or {}),
     }
     cmd = [
@@ -369,11 +370,18 @@ def _transport_abort(result) -> bool:
     return ("SIGABRT" in out or "SIGSEGV" in out) and "Connection reset by peer" in out
 
 
-def _errors(result, limit: int = 40) -> str:
-    """The lines that say what failed, from every rank (a tail shows only the last rank's)."""
+def _errors(result, limit: int = 80) -> str:
+    """The lines that say what failed, from every rank (a tail shows only the last rank's),
+    with the stack that faulthandler prints for a rank that crashed."""
     keys = ("Error", "error:", "terminate called", "Signal", "Traceback", "Exception")
-    lines = (result.stdout + result.stderr).splitlines()
-    return "\n".join([line for line in lines if any(k in line for k in keys)][:limit])
+    kept, in_stack = [], False
+    for line in (result.stdout + result.stderr).splitlines():
+        in_stack = line.startswith(("Fatal Python error", "Thread 0x", "Current thread")) or (
+            in_stack and line.startswith("  File ")
+        )
+        if in_stack or any(k in line for k in keys):
+            kept.append(line)
+    return "\n".join(kept[:limit])
 
 
 def _rank_results(folder: Path, ranks=(0, 1)):

@@ -307,17 +307,27 @@ class MCMDistiller:
 
     @torch.no_grad()
     def multistep_sample(
-        self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None, steps: int
+        self,
+        start_noise: Tensor,
+        text_emb: Tensor,
+        tcond: Tensor | None,
+        steps: int,
+        first: Tensor | None = None,
     ) -> Tensor:
         """The target network's deterministic ``steps``-step sample from x_T [B, C, F, h, w]:
         y = f(x, t) at each of :meth:`sampling_timesteps`, then the DDIM step of (y, eps(x,
-        y)) to the next one (the sampler draws fresh noise there instead)."""
+        y)) to the next one (the sampler draws fresh noise there instead). ``first``: the
+        target's f(x_T, T) when the step already has it (the online target's is the
+        student's one-step sample), saving that call."""
         times = self.sampling_timesteps(steps).to(start_noise.device)
         x, B = start_noise, start_noise.shape[0]
         with self._target() as net:
             for i, t in enumerate(times):
                 t = t.expand(B)
-                y = self._consistency(net, x, t, text_emb, tcond)
+                if i == 0 and first is not None:
+                    y = first
+                else:
+                    y = self._consistency(net, x, t, text_emb, tcond)
                 if i + 1 < len(times):
                     alpha = self.schedule.alpha(t).to(x.device, x.dtype)
                     sigma = self.schedule.sigma(t).to(x.device, x.dtype)
@@ -405,8 +415,13 @@ class MCMDistiller:
 
         # the one-step sample regressed to the multi-step student's from the same noise
         if cfg.one_step_target_steps:
+            online = self.target_model is None and cfg.target == "online"
             y_n = self.multistep_sample(
-                draws.start_noise.to(dev), batch.text_emb, tcond, cfg.one_step_target_steps
+                draws.start_noise.to(dev),
+                batch.text_emb,
+                tcond,
+                cfg.one_step_target_steps,
+                first=one_step.detach() if online else None,
             )
             d = DISTANCES[cfg.distance](one_step.float(), y_n.float(), **extra).mean()
             loss = loss + cfg.lambda_one_step * d
