@@ -459,3 +459,25 @@ def test_one_step_target_is_the_multistep_students_sample(teacher_dir):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
     assert all(torch.equal(p, q) for p, q in zip(lora, live))
     assert not torch.allclose(out.terms["loss_one_step"], d)  # the EMA weights made y_N
+
+    # one_step_target "ema": the EMA takes the N steps, the consistency target stays online
+    with pytest.raises(ValueError, match="one_step_target == 'ema' needs target_ema"):
+        MCMDistiller(
+            dataclasses.replace(distiller.cfg, target="online", one_step_target="ema"),
+            net,
+            motion=distiller.motion,
+            disable_adapters=disable_adapters,
+        )
+    distiller.cfg = dataclasses.replace(distiller.cfg, target="online")
+    online = distiller.generator_step(batch, draws)
+    distiller.cfg = dataclasses.replace(distiller.cfg, one_step_target="ema")
+    net.zero_grad()
+    out = distiller.generator_step(batch, draws)
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    assert all(torch.equal(p, q) for p, q in zip(lora, live))
+    torch.testing.assert_close(out.terms["loss_mcd"], online.terms["loss_mcd"])
+    y_ema = distiller.multistep_sample(noise, emb, None, 2)  # swaps the EMA in itself
+    assert not torch.allclose(y_ema, y2)
+    d_ema = (((one - y_ema) ** 2 + distiller.cfg.huber_c**2).sqrt() - distiller.cfg.huber_c).mean()
+    torch.testing.assert_close(out.terms["loss_one_step"], d_ema, rtol=1e-4, atol=1e-7)

@@ -85,7 +85,7 @@ class MethodConfig(MCMConfig):
     motion_head_lr: PositiveFloat | None = (
         None  # lr of the learnable head (None: train.lr, the paper's)
     )
-    target_ema_decay: Fraction = 0.95  # EMA of the LoRA when target == "ema"
+    target_ema_decay: Fraction = 0.95  # EMA of the LoRA when target or one_step_target is "ema"
 
 
 @config_dataclass
@@ -273,7 +273,7 @@ class TrainConfig:
 
 # What a checkpoint holds depends on these keys (DistillRecipe._checkpoint_weights, its
 # optimisers and EMAs): the LoRA's shapes (teacher, rank, target modules) and scale, the
-# motion head, the lora_ema of target "ema", the discriminator's heads (their number and
+# motion head, the lora_ema of target or one_step_target "ema", the discriminator's heads (their number and
 # widths) and the optimiser's state layout. A key with a condition is compared only where
 # the condition holds in both configs (a DINOv2 tap list means nothing to a latent
 # discriminator).
@@ -285,6 +285,7 @@ CHECKPOINT_KEYS: dict[str, tuple[str, object] | None] = {
     "model.lora_target_modules": None,
     "method.motion": None,
     "method.target": None,
+    "method.one_step_target": None,
     "train.optimizer": None,
     "discriminator.enabled": None,
     "discriminator.backbone": ("discriminator.enabled", True),

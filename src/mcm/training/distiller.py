@@ -99,6 +99,10 @@ class MCMConfig:
     # N-step sampler's timesteps (d: the consistency distance, on latents)
     one_step_target_steps: NonNegativeInt = 0
     lambda_one_step: NonNegativeFloat = 1.0
+    # the network that takes those N steps: "target" (the consistency loss's target
+    # network) or "ema" (an EMA of the student's LoRA, decay target_ema_decay, used only
+    # here: a target that lags the student, so the pull cannot move it along)
+    one_step_target: Literal["target", "ema"] = "target"
     # which latent frames the discriminator sees: "random" ones, or only the "first" (Wan:
     # the frame its causal VAE encodes alone, as it encodes an image); "auto": first for
     # a causal video VAE, else random
@@ -180,7 +184,8 @@ class MCMDistiller:
         discriminator: an ``mcm.adversarial.FrameDiscriminator`` or None.
         decode_frames: maps latent frames [N, C, h, w] to what the discriminator sees
             (identity for a latent discriminator; VAE decode, with gradient, for a pixel one).
-        target_ema: an :class:`~mcm.training.ema.EMA` of the LoRA when cfg.target == "ema".
+        target_ema: an :class:`~mcm.training.ema.EMA` of the LoRA when cfg.target or
+            cfg.one_step_target is "ema".
         target_model: a separate frozen denoiser used as the target network in place of
             the student (e.g. a copy of the student that the caller keeps as an EMA, as
             implementations with a separate target network do); it overrides cfg.target
@@ -208,6 +213,10 @@ class MCMDistiller:
             raise ValueError("Give target_model or target_ema, not both: one target network.")
         if cfg.target == "ema" and target_ema is None and target_model is None:
             raise ValueError("cfg.target == 'ema' needs target_ema (an EMA of the student's LoRA).")
+        if cfg.one_step_target == "ema" and target_ema is None:
+            raise ValueError(
+                "cfg.one_step_target == 'ema' needs target_ema (an EMA of the student's LoRA)."
+            )
         self.cfg = cfg
         self.student = student
         self.teacher_model = teacher_model
@@ -262,6 +271,12 @@ class MCMDistiller:
             return _yielding(self.target_ema.swapped_in(), self.student)
         return contextlib.nullcontext(self.student)
 
+    def _one_step_target(self):
+        """The network of the one-step regression's N-step sample."""
+        if self.cfg.one_step_target == "ema":
+            return _yielding(self.target_ema.swapped_in(), self.student)
+        return self._target()
+
     def _consistency(self, net, x: Tensor, t: Tensor, emb: Tensor, tcond: Tensor | None) -> Tensor:
         """f(x, t) = c_skip(t) x + c_out(t) x0(x, t) for one network (flow: x0(x, t)).
         [B, C, F, h, w]."""
@@ -314,14 +329,15 @@ class MCMDistiller:
         steps: int,
         first: Tensor | None = None,
     ) -> Tensor:
-        """The target network's deterministic ``steps``-step sample from x_T [B, C, F, h, w]:
-        y = f(x, t) at each of :meth:`sampling_timesteps`, then the DDIM step of (y, eps(x,
-        y)) to the next one (the sampler draws fresh noise there instead). ``first``: the
-        target's f(x_T, T) when the step already has it (the online target's is the
-        student's one-step sample), saving that call."""
+        """The deterministic ``steps``-step sample from x_T [B, C, F, h, w] of the one-step
+        regression's network (``cfg.one_step_target``): y = f(x, t) at each of
+        :meth:`sampling_timesteps`, then the DDIM step of (y, eps(x, y)) to the next one
+        (the sampler draws fresh noise there instead). ``first``: that network's f(x_T, T)
+        when the step already has it (the online student's is the one-step sample), saving
+        that call."""
         times = self.sampling_timesteps(steps).to(start_noise.device)
         x, B = start_noise, start_noise.shape[0]
-        with self._target() as net:
+        with self._one_step_target() as net:
             for i, t in enumerate(times):
                 t = t.expand(B)
                 if i == 0 and first is not None:
@@ -415,7 +431,11 @@ class MCMDistiller:
 
         # the one-step sample regressed to the multi-step student's from the same noise
         if cfg.one_step_target_steps:
-            online = self.target_model is None and cfg.target == "online"
+            online = (
+                self.target_model is None
+                and cfg.target == "online"
+                and cfg.one_step_target == "target"
+            )
             y_n = self.multistep_sample(
                 draws.start_noise.to(dev),
                 batch.text_emb,

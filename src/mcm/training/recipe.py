@@ -148,7 +148,7 @@ class DistillRecipe(Trainer):
                 self.motion, cfg.method.motion_ema_decay
             )
         self.target_ema = None
-        if cfg.method.target == "ema":
+        if "ema" in (cfg.method.target, cfg.method.one_step_target):
             self.target_ema = EMA(self._trainable(), cfg.method.target_ema_decay)
         emas = {"motion_head_ema": self.motion_ema, "lora_ema": self.target_ema}
         self.emas = {stem: ema for stem, ema in emas.items() if ema is not None}
