@@ -136,3 +136,29 @@ def test_linear_probe_tells_shifted_from_unshifted(load_script):
     a = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
     assert probe(a, a + 3.0) == 1.0
     assert probe(a, a.clone()) == 0.5
+
+
+def test_wan_vae_reconstruction_report(tmp_path, run_script):
+    from safetensors.torch import save_file
+
+    from mcm.world.wan_pipeline import WorldWanConfig, world_wan_vae
+
+    weights, out, picture = tmp_path / "vae.safetensors", tmp_path / "r.json", tmp_path / "r.png"
+    save_file(world_wan_vae(WorldWanConfig()).state_dict(), str(weights))
+    run_script(
+        "wan_vae_reconstruction",
+        "--vae",
+        weights,
+        "--clips",
+        "4",
+        "--out",
+        out,
+        "--picture",
+        picture,
+    )
+    report = json.loads(out.read_text())
+    assert len(report["psnr_db_per_frame"]) == 9 and math.isfinite(report["psnr_db"])
+    # the clips score themselves perfectly on prompt; an untrained VAE's reconstructions do not
+    assert report["clips_themselves"]["prompt_accuracy"] == 1.0
+    assert report["reconstructions"]["prompt_accuracy"] < 1.0
+    assert picture.stat().st_size > 0
