@@ -273,10 +273,10 @@ class TrainConfig:
 
 # What a checkpoint holds depends on these keys (DistillRecipe._checkpoint_weights, its
 # optimisers and EMAs): the LoRA's shapes (teacher, rank, target modules) and scale, the
-# motion head, the lora_ema of target or one_step_target "ema", the discriminator's heads (their number and
-# widths) and the optimiser's state layout. A key with a condition is compared only where
-# the condition holds in both configs (a DINOv2 tap list means nothing to a latent
-# discriminator).
+# motion head, the lora_ema of target or one_step_target "ema", the discriminator's heads
+# (their number and widths) and the optimiser's state layout. A key with a condition is
+# compared only where the condition holds in both configs (a DINOv2 tap list means nothing
+# to a latent discriminator).
 CHECKPOINT_KEYS: dict[str, tuple[str, object] | None] = {
     "model.teacher": None,
     "model.finetune": None,
