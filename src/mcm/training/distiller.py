@@ -267,15 +267,17 @@ class MCMDistiller:
     def _target(self):
         if self.target_model is not None:
             return contextlib.nullcontext(self.target_model)
-        if self.cfg.target == "ema":
-            return _yielding(self.target_ema.swapped_in(), self.student)
-        return contextlib.nullcontext(self.student)
+        return (
+            self._lora_ema() if self.cfg.target == "ema" else contextlib.nullcontext(self.student)
+        )
 
     def _one_step_target(self):
         """The network of the one-step regression's N-step sample."""
-        if self.cfg.one_step_target == "ema":
-            return _yielding(self.target_ema.swapped_in(), self.student)
-        return self._target()
+        return self._lora_ema() if self.cfg.one_step_target == "ema" else self._target()
+
+    def _lora_ema(self):
+        """The student with the EMA of its LoRA swapped in."""
+        return _yielding(self.target_ema.swapped_in(), self.student)
 
     def _consistency(self, net, x: Tensor, t: Tensor, emb: Tensor, tcond: Tensor | None) -> Tensor:
         """f(x, t) = c_skip(t) x + c_out(t) x0(x, t) for one network (flow: x0(x, t)).
@@ -431,11 +433,7 @@ class MCMDistiller:
 
         # the one-step sample regressed to the multi-step student's from the same noise
         if cfg.one_step_target_steps:
-            online = (
-                self.target_model is None
-                and cfg.target == "online"
-                and cfg.one_step_target == "target"
-            )
+            online = self.target_model is None and "ema" not in (cfg.target, cfg.one_step_target)
             y_n = self.multistep_sample(
                 draws.start_noise.to(dev),
                 batch.text_emb,
