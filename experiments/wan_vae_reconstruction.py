@@ -6,11 +6,11 @@ mode), decodes them, and reports the PSNR of each frame and the world metrics of
 reconstructions' frames 0-7 (those the probes know) next to the clips' own:
 
     python experiments/wan_vae_reconstruction.py \\
-        --vae runs/wan-world/teacher.checkpoints/wan_vae/checkpoint-4000/vae.safetensors \\
+        --vae runs/wan-world/teacher.checkpoints/wan_vae/checkpoint-STEP/vae.safetensors \\
         --picture recon.png --out recon.json
 
-``--vae``: a build checkpoint's ``vae.safetensors`` (the default world sizes) or a
-pipeline folder (its ``vae/``).
+``--vae``: a build checkpoint's ``vae.safetensors`` (the default world sizes; STEP: the
+step of the build's latest checkpoint) or a pipeline folder (its ``vae/``).
 """
 
 from __future__ import annotations
