@@ -209,6 +209,7 @@ def student_rows(variant: Variant, run: Path, args, prompts: list[str], probes) 
     """Train (unless cached), export, reload and score one student: {"results": {steps: ...}}."""
     from mcm.demo import demo_config
     from mcm.training.config_io import to_dict
+    from mcm.training.one_step import one_step_dir
 
     overrides = variant_overrides(variant, args)
     cfg = demo_config(
@@ -237,9 +238,11 @@ def student_rows(variant: Variant, run: Path, args, prompts: list[str], probes) 
         (run / TRAIN_FILE).write_text(json.dumps(train, indent=1))
 
     student = load_student(merged)
+    one_step = cfg.one_step.steps and load_student(one_step_dir(cfg) / "export" / "merged")
     results = {}
     for steps in STUDENT_STEPS:
-        metrics = score_student(student, prompts, steps, args.seed, probes)
+        scored = one_step if steps == 1 and one_step else student
+        metrics = score_student(scored, prompts, steps, args.seed, probes)
         results[str(steps)] = _clean(metrics)
         _progress(f"{variant.name}@{steps}", metrics)
     done = {
@@ -286,6 +289,7 @@ def score_student(student, prompts: list[str], steps: int, seed: int, probes) ->
 
 def train_student(cfg, name: str, run: Path) -> dict:
     """Distil one student into ``run`` (from scratch); returns {"train_seconds", "last_log"}."""
+    from mcm.training.one_step import OneStepRecipe
     from mcm.training.recipe import DistillRecipe
     from mcm.world.data import resolve_world_sources
 
@@ -300,7 +304,12 @@ def train_student(cfg, name: str, run: Path) -> dict:
     logged = recipe.train()
     seconds = time.perf_counter() - t0
     recipe.cleanup()
-    return {"train_seconds": round(seconds, 2), "last_log": _clean(logged)}
+    done = {"train_seconds": round(seconds, 2), "last_log": _clean(logged)}
+    if cfg.one_step.steps:
+        t0 = time.perf_counter()
+        OneStepRecipe(cfg).run()
+        done["one_step_seconds"] = round(time.perf_counter() - t0, 2)
+    return done
 
 
 def _progress(label: str, m: dict) -> None:

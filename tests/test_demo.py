@@ -73,6 +73,9 @@ def test_demo_writes_report_and_metrics(tmp_path, monkeypatch, keep_torch_thread
     assert "mcm-4-00.gif" in gifs and "teacher-50-03.gif" in gifs
     assert (out / "mcm" / "export" / "merged" / "model_index.json").is_file()
     settings = json.loads((out / "settings.json").read_text())
+    # mcm@1 comes from the one-step student, its phase as short as the training (3 steps)
+    assert (out / "mcm" / "one_step" / "export" / "merged" / "model_index.json").is_file()
+    assert "3 steps" in settings["one_step_students"]["mcm"]
     assert settings["lcm_trained_in_parallel"] and (out / "lcm" / "train.log").is_file()
     cache = settings["configs"]["mcm"]["data"]["video"]["latent_cache"]
     assert cache == str(out / "latent-cache") and (out / "latent-cache" / "cache.json").is_file()

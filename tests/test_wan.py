@@ -280,11 +280,16 @@ def test_mcm_train_and_resume_on_a_tiny_wan_teacher(wan_dir, tmp_path, monkeypat
         args += ["--set", item]
     assert main([*args, "--set", "train.max_steps=1"]) == 0
     assert (run / "checkpoint-1").is_dir()
-    assert main([*args, "--set", "train.max_steps=2", "--resume", "latest"]) == 0
+    resumed = [*args, "--set", "train.max_steps=2", "--resume", "latest"]
+    assert main([*resumed, "--set", "one_step.steps=1"]) == 0
     assert (run / "checkpoint-2").is_dir()
     card = json.loads((run / "export" / "mcm_student.json").read_text())
     assert card["family"] == "wan" and card["sampling"]["num_frames"] == 9
     assert (run / "export" / "merged" / "model_index.json").is_file()
+    # the one-step phase on the flow schedule: a second stock WanPipeline, sampled at 1 step
+    one_step = json.loads((run / "one_step" / "export" / "mcm_student.json").read_text())
+    assert one_step["sampling"]["recommended_steps"] == [1]
+    WanPipeline.from_pretrained(run / "one_step" / "export" / "merged")
 
 
 def test_full_fine_tuning_trains_every_weight_and_exports_a_merged_pipeline(

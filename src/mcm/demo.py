@@ -38,6 +38,7 @@ from mcm.report import write_report
 from mcm.schema import read_yaml
 from mcm.training.config import TrainConfig
 from mcm.training.config_io import from_dict, to_dict
+from mcm.training.one_step import OneStepRecipe, one_step_dir
 from mcm.training.recipe import DistillRecipe
 from mcm.training.signals import Interrupted, StopSignals
 from mcm.training.trainer import TRAIN_LOG
@@ -115,8 +116,11 @@ def demo_config(
     if kind == "mcm":
         if images is not None:
             data["data"]["images"]["source"] = images
-        disc = data["discriminator"]  # a short run gets no longer a warm-up than its training
+        # a short run gets no longer a warm-up or one-step phase than its training
+        disc, one_step = data["discriminator"], data.get("one_step", {})
         disc["warmup_steps"] = min(int(disc["warmup_steps"]), int(train["max_steps"]))
+        if "steps" in one_step:
+            one_step["steps"] = min(int(one_step["steps"]), int(train["max_steps"]))
     return from_dict(TrainConfig, _merge(data, overrides or {}))
 
 
@@ -272,6 +276,15 @@ class _Students:
             _, self.timings[f"train_{kind}_s"] = _timed(functools.partial(recipe.train, on_step))
             recipe.cleanup()
             _check(signals, "demo")
+            if cfg.one_step.steps:
+                print(
+                    f"[demo] distilling the {kind.upper()} one-step student: "
+                    f"{cfg.one_step.steps} steps",
+                    flush=True,
+                )
+                phase = OneStepRecipe(cfg)
+                _, self.timings[f"train_{kind}_one_step_s"] = _timed(phase.run)
+                _check(signals, "demo")
 
     def wait_for_lcm(self) -> None:
         if self.process is None:
@@ -380,6 +393,13 @@ def run_demo(
         "student_sampling": "deterministic Euler steps on the flow grid, no CFG (1 NFE per step)"
         if family == "wan"
         else "multistep consistency (LCM), timestep scaling 4, no CFG (1 NFE per step)",
+        "one_step_students": {
+            kind: f"{kind}@1 is the one-step student distilled from the multi-step one's "
+            f"{c.one_step.target_steps}-step samples ({c.one_step.steps} steps; "
+            f"{one_step_dir(c) / 'export'})"
+            for kind, c in cfgs.items()
+            if c.one_step.steps
+        },
         "scored_frames": f"0-{SCORED_FRAMES - 1}",
         "seed": seed,
         "torch_threads": {"training": threads, "sampling": torch.get_num_threads()},
@@ -407,6 +427,13 @@ def _sample_and_score(cfgs: dict, num_prompts: int, seed: int, signals: StopSign
         )
         for kind, c in cfgs.items()
     }
+    one_step = {  # a one-step student, where the recipe distils one, samples the 1-step row
+        kind: load_teacher(
+            str(one_step_dir(c) / "export" / "merged"), max_sequence_length=m.max_sequence_length
+        )
+        for kind, c in cfgs.items()
+        if c.one_step.steps
+    }
     size = {"num_frames": video.num_frames}
     if bundle.family == "wan":  # a transformer's config has no default size
         r = video.resolution
@@ -426,7 +453,8 @@ def _sample_and_score(cfgs: dict, num_prompts: int, seed: int, signals: StopSign
         for steps in STUDENT_STEPS:
             method = cfgs[kind].method
             sample = functools.partial(
-                sample_student, student, prompts, steps, seed=seed,
+                sample_student, one_step.get(kind, student) if steps == 1 else student,
+                prompts, steps, seed=seed,
                 timestep_scaling=method.timestep_scaling,
                 original_inference_steps=method.num_ode_steps, **size,
             )  # fmt: skip

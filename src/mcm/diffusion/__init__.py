@@ -23,6 +23,7 @@ from mcm.diffusion.parametrization import (
 from mcm.diffusion.sampling import (
     consistency_timesteps,
     sample_consistency,
+    sample_consistency_ode,
     sample_ddim,
     sample_flow,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "shift_sigmas",
     "is_flow_config",
     "sample_flow",
+    "sample_consistency_ode",
     "consistency_function",
     "BETA_SCHEDULES",
     "PREDICTION_TYPES",

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mcm.diffusion.consistency import consistency_output, consistency_scalings
+from mcm.diffusion.parametrization import x0_to_eps
 from mcm.diffusion.schedules import NoiseSchedule, add_noise
 from mcm.diffusion.solvers import ddim_previous_timestep, ddim_step
 
@@ -102,6 +103,38 @@ def sample_consistency(
         z = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
         x = add_noise(schedule, denoised, z, torch.full_like(tb, int(timesteps[i + 1])))
     return x
+
+
+def sample_consistency_ode(
+    consistency_fn: X0Denoiser,
+    noise: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Tensor,
+    first: Tensor | None = None,
+) -> Tensor:
+    """Deterministic multistep consistency sampling: as :func:`sample_consistency`, but each
+    step moves to the next timestep along the noise its own output implies (a DDIM step
+    with eps = (x - alpha(t) y) / sigma(t); on a flow schedule the Euler step) instead of a
+    fresh draw, so the sample is a function of x_T alone: the target a one-step student
+    can regress to.
+
+    Args:
+        consistency_fn: (x_t [B, ...], t [B]) -> the consistency output y = f(x_t, t).
+        noise: x_T [B, ...]. schedule: gives alpha and sigma.
+        timesteps: descending [n] (any dtype the schedule takes).
+        first: f(x_T, timesteps[0]) when the caller already has it (saves that call).
+    Returns:
+        the last step's output y [B, ...].
+    """
+    x, B = noise, noise.shape[0]
+    for i, t in enumerate(timesteps):
+        t = t.expand(B).to(noise.device)
+        y = first if i == 0 and first is not None else consistency_fn(x, t)
+        if i + 1 < len(timesteps):
+            a = schedule.alpha(t).to(x.device, x.dtype)
+            s = schedule.sigma(t).to(x.device, x.dtype)
+            x = ddim_step(schedule, y, x0_to_eps(y, x, a, s), timesteps[i + 1].expand(B))
+    return y
 
 
 def sample_ddim(

@@ -219,6 +219,17 @@ class TrainLoopConfig:
 
 
 @config_dataclass
+class OneStepConfig:
+    """A one-step student distilled from the multi-step one after its training
+    (mcm.training.one_step; docs/RESULTS.md, "One step"). Ours: the reference has none."""
+
+    steps: NonNegativeInt = 0  # optimiser steps of the phase (0: no one-step student)
+    target_steps: PositiveInt = 2  # the multi-step student's steps whose sample it learns
+    batch_size: PositiveInt = 4  # captions (noise draws) per step
+    lr: PositiveFloat = 2e-3  # its LoRA's learning rate (constant)
+
+
+@config_dataclass
 class TrainConfig:
     output_dir: Annotated[str, Field(min_length=1)] = (
         "runs/mcm"  # checkpoints, logs, validation videos, the final export
@@ -228,6 +239,7 @@ class TrainConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     data: DataSection = field(default_factory=DataSection)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    one_step: OneStepConfig = field(default_factory=OneStepConfig)
 
     @model_validator(mode="after")
     def _rules_across_sections(self) -> TrainConfig:
@@ -265,6 +277,16 @@ class TrainConfig:
             problems.append(
                 f"train.validation_steps: {bad_steps} exceed method.num_ode_steps "
                 f"({self.method.num_ode_steps}); each must lie in 1..{self.method.num_ode_steps}."
+            )
+        if self.one_step.steps and not self.train.export:
+            problems.append(
+                "one_step.steps needs train.export=true: the one-step student starts from the "
+                "exported multi-step student. Set train.export=true or one_step.steps=0."
+            )
+        if self.one_step.target_steps > self.method.num_ode_steps:
+            problems.append(
+                f"one_step.target_steps: {self.one_step.target_steps} exceeds "
+                f"method.num_ode_steps ({self.method.num_ode_steps}); use 2 or 4."
             )
         if problems:
             raise ValueError("\n".join(problems))

@@ -33,6 +33,7 @@ from mcm.diffusion import (
     flow_grid,
     guidance_scale_embedding,
     lcm_guidance,
+    sample_consistency_ode,
     skipping_step_grid,
     training_timesteps,
     x0_to_eps,
@@ -338,21 +339,14 @@ class MCMDistiller:
         when the step already has it (the online student's is the one-step sample), saving
         that call."""
         times = self.sampling_timesteps(steps).to(start_noise.device)
-        x, B = start_noise, start_noise.shape[0]
         with self._one_step_target() as net:
-            for i, t in enumerate(times):
-                t = t.expand(B)
-                if i == 0 and first is not None:
-                    y = first
-                else:
-                    y = self._consistency(net, x, t, text_emb, tcond)
-                if i + 1 < len(times):
-                    alpha = self.schedule.alpha(t).to(x.device, x.dtype)
-                    sigma = self.schedule.sigma(t).to(x.device, x.dtype)
-                    x = ddim_step(
-                        self.schedule, y, x0_to_eps(y, x, alpha, sigma), times[i + 1].expand(B)
-                    )
-        return y
+            return sample_consistency_ode(
+                lambda x, t: self._consistency(net, x, t, text_emb, tcond),
+                start_noise,
+                self.schedule,
+                times,
+                first,
+            )
 
     @torch.no_grad()
     def student_sample(self, start_noise: Tensor, text_emb: Tensor, tcond: Tensor | None) -> Tensor:

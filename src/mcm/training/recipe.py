@@ -56,6 +56,7 @@ from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainConfig, check_resume_config
 from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
 from mcm.training.ema import EMA
+from mcm.training.one_step import OneStepRecipe
 from mcm.training.optim import Optimization, make_optimizer, make_scheduler
 from mcm.training.sharding import (
     check_fsdp_config,
@@ -573,14 +574,19 @@ class DistillRecipe(Trainer):
 
 
 def run_training(cfg: TrainConfig, resume: str | None = None) -> DistillRecipe:
-    """setup, train, cleanup: what `mcm train` calls. The recipe's ``exit_status`` is 0, or
-    128 + the signal number when SIGINT/SIGTERM stopped it (after a checkpoint)."""
+    """setup, train, cleanup, then the one-step phase when ``cfg.one_step.steps`` > 0: what
+    `mcm train` calls. The returned recipe's ``exit_status`` is 0, or 128 + the signal
+    number when SIGINT/SIGTERM stopped either (after a checkpoint)."""
     recipe = DistillRecipe(cfg, resume=resume)
     recipe.setup()
     try:
         recipe.train()
     finally:
         recipe.cleanup()
+    if cfg.one_step.steps and not recipe.exit_status:
+        phase = OneStepRecipe(cfg, resume=resume is not None)
+        phase.run()
+        recipe.exit_status = phase.exit_status
     return recipe
 
 
