@@ -195,12 +195,3 @@ class OneStepRecipe(Trainer):
                 self.bundle, tmp, sampling=sampling, training_config=self.cfg
             ),
         )
-
-    def run(self) -> dict:
-        """Set up, train and export; the loop's stats (:attr:`Trainer.stats`)."""
-        self.setup()
-        try:
-            self.train()
-        finally:
-            self.cleanup()
-        return self.stats

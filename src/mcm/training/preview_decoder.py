@@ -155,12 +155,3 @@ class PreviewDecoderRecipe(Trainer):
         if self.accelerator.is_main_process:
             self.decoder.model.eval()
             self.decoder.save_pretrained(self.out)
-
-    def run(self) -> dict:
-        """Set up, train and write the decoder; the loop's stats (:attr:`Trainer.stats`)."""
-        self.setup()
-        try:
-            self.train()
-        finally:
-            self.cleanup()
-        return self.stats

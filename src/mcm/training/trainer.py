@@ -444,6 +444,15 @@ class Trainer:
             self.generator.set_state(own["generator"].cpu())
         self._load_data_state(own["data"])
 
+    def run(self) -> dict:
+        """setup, train, cleanup; the loop's stats (:attr:`stats`)."""
+        self.setup()
+        try:
+            self.train()
+        finally:
+            self.cleanup()
+        return self.stats
+
     def cleanup(self) -> None:
         """End the tracker's run and close ``train.log``."""
         if self.loop.tracker != "none":
