@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", required=True)
     ap.add_argument("--set", action="append", default=[], help="section.key=value (repeatable)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--clips", type=int, default=512, help="world clips (as world_variant.py)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
     from world_table import load_student, score_student
 
     overrides = apply_overrides({}, args.set)
-    cfg = demo_config("mcm", args.run.parent, overrides={**overrides, "output_dir": str(args.run)})
+    overrides["output_dir"] = str(args.run)
+    cfg = demo_config("mcm", args.run.parent, clips=args.clips, overrides=overrides)
     resolve_world_sources(cfg)
     shutil.rmtree(one_step_dir(cfg), ignore_errors=True)
     t0 = time.perf_counter()

@@ -21,6 +21,12 @@ def test_variant_trains_with_overrides_and_its_discriminator_is_probed(
     assert done["config"]["discriminator"]["conditional"] is False
     assert set(done["results"]) == {"1", "2", "4", "8"}
     assert "cached" in run_script("world_variant", *args).stdout  # no second training
+    # the recipe's one-step phase ran, as short as the training, and gave the 1-step row
+    assert (tmp_path / "v" / "one_step" / "export" / "merged" / "model_index.json").is_file()
+    phase = ["--run", tmp_path / "v", "--name", "p", "--set", "one_step.steps=2"]
+    run_script("one_step_phase", *phase, "--seeds", "0", "1", "--clips", "16")
+    scores = json.loads((tmp_path / "v" / "one_step-p" / "scores.json").read_text())
+    assert set(scores["by_seed"]) == {"0", "1"} and 0 <= scores["mean"]["prompt_accuracy"] <= 1
 
     out = run_script("discriminator_probe", tmp_path / "v", "--images", "4").stdout
     logits = json.loads(out.strip().splitlines()[-1])["mean_logits"]
