@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -37,14 +36,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+    from _world_table import load
     from mcm.demo import demo_config, evaluation_prompts
     from mcm.training.config_io import apply_overrides
     from mcm.training.one_step import OneStepRecipe, one_step_dir
     from mcm.world.data import resolve_world_sources
     from mcm.world.probes import load_probes
-    from world_table import load_student, score_student
 
     overrides = apply_overrides({}, args.set)
     overrides["output_dir"] = str(args.run)
@@ -58,10 +56,11 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     shutil.move(one_step_dir(cfg), out)
 
-    student, probes = load_student(out / "export" / "merged"), load_probes()
+    world_table = load()
+    student, probes = world_table.load_student(out / "export" / "merged"), load_probes()
     by_seed = {}
     for seed in args.seeds:
-        m = score_student(student, evaluation_prompts(24), 1, seed, probes)
+        m = world_table.score_student(student, evaluation_prompts(24), 1, seed, probes)
         by_seed[seed] = {k: round(m[k], 3) for k in SCORED}
     mean = {k: round(sum(s[k] for s in by_seed.values()) / len(by_seed), 3) for k in SCORED}
     report = {"set": args.set, "train_seconds": round(seconds, 1), "mean": mean, "by_seed": by_seed}
