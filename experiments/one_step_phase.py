@@ -8,7 +8,7 @@ Runs ``mcm.training.one_step.OneStepRecipe`` on RUN's multi-step export with the
 config plus the ``--set`` overrides, moves its output to RUN/one_step-NAME and scores the
 one-step export at 1 step on the demo's evaluation prompts for three sampling seeds (one
 seed's 24 prompts move prompt accuracy by 0.04 per video); prints and writes
-RUN/one_step-NAME/scores.json.
+RUN/one_step-NAME/scores.json. RUN's own one_step folder, if any, is left as it was.
 """
 
 from __future__ import annotations
@@ -48,13 +48,20 @@ def main(argv=None) -> int:
     overrides["output_dir"] = str(args.run)
     cfg = demo_config("mcm", args.run.parent, clips=args.clips, overrides=overrides)
     resolve_world_sources(cfg)
-    shutil.rmtree(one_step_dir(cfg), ignore_errors=True)
-    t0 = time.perf_counter()
-    OneStepRecipe(cfg).run()
-    seconds = time.perf_counter() - t0
-    out = args.run / f"one_step-{args.name}"
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.move(one_step_dir(cfg), out)
+    phase, out = one_step_dir(cfg), args.run / f"one_step-{args.name}"
+    kept = phase.with_name(phase.name + ".kept")  # the run's own phase, put back after
+    if phase.exists():
+        phase.rename(kept)
+    try:
+        t0 = time.perf_counter()
+        OneStepRecipe(cfg).run()
+        seconds = time.perf_counter() - t0
+        shutil.rmtree(out, ignore_errors=True)
+        phase.rename(out)
+    finally:
+        if kept.exists():
+            shutil.rmtree(phase, ignore_errors=True)
+            kept.rename(phase)
 
     world_table = load()
     student, probes = world_table.load_student(out / "export" / "merged"), load_probes()

@@ -27,6 +27,7 @@ def test_variant_trains_with_overrides_and_its_discriminator_is_probed(
     run_script("one_step_phase", *phase, "--seeds", "0", "1", "--clips", "16")
     scores = json.loads((tmp_path / "v" / "one_step-p" / "scores.json").read_text())
     assert set(scores["by_seed"]) == {"0", "1"} and 0 <= scores["mean"]["prompt_accuracy"] <= 1
+    assert (tmp_path / "v" / "one_step" / "export" / "merged" / "model_index.json").is_file()
 
     out = run_script("discriminator_probe", tmp_path / "v", "--images", "4").stdout
     logits = json.loads(out.strip().splitlines()[-1])["mean_logits"]
