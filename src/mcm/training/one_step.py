@@ -12,7 +12,9 @@ multi-step student stays as it was. No clip is encoded: the step needs only capt
 noise.
 
 The result is a second export, ``output_dir/one_step/export``: the LoRA (on the merged
-multi-step student), the merged one-step pipeline and its sampling card.
+multi-step student), the merged one-step pipeline and its sampling card. Launched on
+several processes, every rank takes the same steps (the phase is small) and the main one
+exports.
 """
 
 from __future__ import annotations
