@@ -420,17 +420,13 @@ def _sample_and_score(cfgs: dict, num_prompts: int, seed: int, signals: StopSign
     student's merged export (the same weights as its LoRA; no adapter layers to slow its
     timing down) at 1/2/4 steps - and score every set. Returns (videos, metrics) by key."""
     m, video = cfgs["mcm"].model, cfgs["mcm"].data.video
-    bundle = load_teacher(m.teacher, max_sequence_length=m.max_sequence_length)
+    load = functools.partial(load_teacher, max_sequence_length=m.max_sequence_length)
+    bundle = load(m.teacher)
     students = {
-        kind: load_teacher(
-            str(Path(c.output_dir) / "export" / "merged"), max_sequence_length=m.max_sequence_length
-        )
-        for kind, c in cfgs.items()
+        kind: load(str(Path(c.output_dir) / "export" / "merged")) for kind, c in cfgs.items()
     }
     one_step = {  # a one-step student, where the recipe distils one, samples the 1-step row
-        kind: load_teacher(
-            str(one_step_dir(c) / "export" / "merged"), max_sequence_length=m.max_sequence_length
-        )
+        kind: load(str(one_step_dir(c) / "export" / "merged"))
         for kind, c in cfgs.items()
         if c.one_step.steps
     }
