@@ -441,6 +441,7 @@ def run_arm(spec: dict) -> dict:
             disc = FrameDiscriminator(
                 backbone,
                 text_dim=models.pooled.shape[-1],
+                hidden=d_cfg.head_width,
                 cmap_dim=d_cfg.head_channels,
                 augment_policy=d_cfg.augment,
             ).to(device)

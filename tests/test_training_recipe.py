@@ -177,6 +177,23 @@ def test_reference_options_reach_the_motion_head_and_the_discriminator(assets, t
     assert schedule.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_head_width_caps_every_heads_width(assets, tmp_path):
+    cfg = make_config(assets, tmp_path / "narrow")
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    taps = recipe.discriminator.backbone.channels
+    widths = [h.stem[0].weight.shape[0] for h in recipe.discriminator.heads]
+    assert widths == taps  # null: each tap's channels
+    cfg = make_config(assets, tmp_path / "narrow")
+    cfg.discriminator.head_width = min(taps) + 1  # the narrowest tap's head stays as wide as it
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    widths = [h.stem[0].weight.shape[0] for h in recipe.discriminator.heads]
+    assert widths == [min(c, min(taps) + 1) for c in taps] and max(taps) > min(taps) + 1
+    trained = recipe.optimizers["d"].params
+    assert {id(p) for p in trained} == {id(p) for p in recipe.discriminator.head_parameters()}
+
+
 @pytest.mark.parametrize("real", ["images", "clip frames"])
 def test_caption_drop_brings_the_video_captions_to_the_images_form(assets, tmp_path, real):
     cfg = make_config(assets, tmp_path / "drop")

@@ -126,7 +126,8 @@ class FrameDiscriminator(nn.Module):
     Args:
         backbone (FrameBackbone): the frozen feature extractor.
         text_dim (int): D of the pooled text embeddings.
-        hidden (int | None): head width; None uses each tap's channels. Default: None.
+        hidden (int | None): the heads' width, at most each tap's channels (the reference's
+            heads are as wide as DINOv2-S, 384); None: each tap's channels. Default: None.
         cmap_dim (int): projection width. Default: 64.
         kernel_size (int): residual conv kernel. Default: 9.
         augment_policy (str): DiffAugment policy applied when ``augment=True``.
@@ -153,7 +154,9 @@ class FrameDiscriminator(nn.Module):
         parse_policy(augment_policy)
         self.backbone = backbone.requires_grad_(False)
         self.heads = nn.ModuleList(
-            DiscriminatorHead(c, text_dim, hidden, cmap_dim, kernel_size, conditional, head_style)
+            DiscriminatorHead(
+                c, text_dim, min(hidden or c, c), cmap_dim, kernel_size, conditional, head_style
+            )
             for c in backbone.channels
         )
         self.augment_policy = augment_policy

@@ -109,6 +109,10 @@ class DiscriminatorConfig:
     # less abstract features
     latent_blocks: PositiveInt | None = None
     head_channels: PositiveInt = 64  # width of the conditional projection of each head
+    # each head's width, at most its tap's channels; null: the tap's channels. The
+    # reference's heads are as wide as DINOv2-S (384); a head as wide as a full-size UNet's
+    # 1280-channel block has 16M weights (docs/RESULTS.md, "Training step")
+    head_width: PositiveInt | None = None
     # Projection conditioning of the heads on the caption (the paper's). Turn it off when the
     # image captions differ in form from the video prompts: D then separates real from fake
     # by the text alone (docs/RESULTS.md, "What the discriminator looks at").
@@ -312,6 +316,7 @@ CHECKPOINT_KEYS: dict[str, tuple[str, object] | None] = {
     "discriminator.enabled": None,
     "discriminator.backbone": ("discriminator.enabled", True),
     "discriminator.head_channels": ("discriminator.enabled", True),
+    "discriminator.head_width": ("discriminator.enabled", True),
     "discriminator.conditional": ("discriminator.enabled", True),
     "discriminator.dinov2": ("discriminator.backbone", "dinov2"),
     "discriminator.taps": ("discriminator.backbone", "dinov2"),

@@ -231,6 +231,7 @@ class DistillRecipe(Trainer):
         disc = FrameDiscriminator(
             backbone,
             text_dim=self.bundle.text_encoder.embedding_dim,
+            hidden=d.head_width,
             cmap_dim=d.head_channels,
             augment_policy=d.augment,
             conditional=d.conditional,
