@@ -376,11 +376,16 @@ def run_arm(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     rss_import = _rss_gb()
-    from mcm.adversarial import AdaptivePenaltyWeight, DinoV2Backbone, FrameDiscriminator
+    from mcm.adversarial import AdaptivePenaltyWeight, DinoV2Backbone
     from mcm.models import attach_lora, copy_teacher, disable_adapters, lora_parameters
     from mcm.motion import build_motion_representation
     from mcm.training.config import DiscriminatorConfig, MethodConfig, ModelConfig
-    from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
+    from mcm.training.distiller import (
+        DistillBatch,
+        MCMDistiller,
+        frame_discriminator,
+        teacher_latent_backbone,
+    )
     from mcm.training.ema import EMA
     from mcm.training.optim import make_optimizer
 
@@ -438,13 +443,7 @@ def run_arm(spec: dict) -> dict:
 
             backbone = DinoV2Backbone(Dinov2Config(**DINOV2_SMALL), taps=tuple(d_cfg.taps))
         if backbone_kind is not None:
-            disc = FrameDiscriminator(
-                backbone,
-                text_dim=models.pooled.shape[-1],
-                hidden=d_cfg.head_width,
-                cmap_dim=d_cfg.head_channels,
-                augment_policy=d_cfg.augment,
-            ).to(device)
+            disc = frame_discriminator(d_cfg, backbone, models.pooled.shape[-1]).to(device)
 
     vae = models.vae
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from mcm.adversarial import LatentUNetBackbone, hinge_g_loss
+from mcm.adversarial import FrameDiscriminator, LatentUNetBackbone, hinge_g_loss
 from mcm.diffusion import (
     add_noise,
     consistency_function,
@@ -541,6 +541,21 @@ class MCMDistiller:
 
     def _d_generator(self, seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
+
+
+def frame_discriminator(d, backbone, text_dim: int) -> FrameDiscriminator:
+    """The frame discriminator a ``DiscriminatorConfig`` ``d`` describes, on ``backbone``
+    (its heads conditioned on pooled text embeddings [N, text_dim])."""
+    return FrameDiscriminator(
+        backbone,
+        text_dim=text_dim,
+        hidden=d.head_width,
+        cmap_dim=d.head_channels,
+        augment_policy=d.augment,
+        conditional=d.conditional,
+        head_style=d.head_style,
+        gp_reduction=d.gp_reduction,
+    )
 
 
 def teacher_latent_backbone(

@@ -54,7 +54,12 @@ from mcm.models.sampling import sample_student, sample_teacher
 from mcm.motion import build_motion_representation
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainConfig, check_resume_config
-from mcm.training.distiller import DistillBatch, MCMDistiller, teacher_latent_backbone
+from mcm.training.distiller import (
+    DistillBatch,
+    MCMDistiller,
+    frame_discriminator,
+    teacher_latent_backbone,
+)
 from mcm.training.ema import EMA
 from mcm.training.one_step import OneStepRecipe
 from mcm.training.optim import Optimization, make_optimizer, make_scheduler
@@ -228,16 +233,7 @@ class DistillRecipe(Trainer):
             )
         else:
             backbone = DinoV2Backbone(d.dinov2, taps=tuple(d.taps))
-        disc = FrameDiscriminator(
-            backbone,
-            text_dim=self.bundle.text_encoder.embedding_dim,
-            hidden=d.head_width,
-            cmap_dim=d.head_channels,
-            augment_policy=d.augment,
-            conditional=d.conditional,
-            head_style=d.head_style,
-            gp_reduction=d.gp_reduction,
-        )
+        disc = frame_discriminator(d, backbone, self.bundle.text_encoder.embedding_dim)
         return disc.to(self.accelerator.device)
 
     def _clip_size(self) -> tuple[int, int]:
