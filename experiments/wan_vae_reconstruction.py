@@ -32,10 +32,10 @@ SCORED = ("prompt_accuracy", "colour_accuracy", "shape_accuracy", "watermark_sco
 
 
 def load_vae(path: Path):
-    if path.is_dir():
+    if path.is_dir():  # a pipeline folder or a VAE folder
         from diffusers import AutoencoderKLWan
 
-        return AutoencoderKLWan.from_pretrained(path / "vae")
+        return AutoencoderKLWan.from_pretrained(path / "vae" if (path / "vae").is_dir() else path)
     from safetensors.torch import load_file
 
     vae = world_wan_vae(WorldWanConfig())

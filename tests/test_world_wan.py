@@ -1,5 +1,5 @@
 """The flow-matching world teacher's components: a stock WanPipeline on the world's
-tokenizer, 9-frame clips and latents [4, 3, 8, 8], loadable by stock diffusers and by
+tokenizer, 9-frame clips and latents [16, 3, 8, 8], loadable by stock diffusers and by
 mcm's load_teacher."""
 
 import json
@@ -26,7 +26,7 @@ def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
         assert torch.equal(a, b)
     clip = torch.rand(2, 3, 9, 32, 32) * 2 - 1
     latents = components["vae"].encode(clip).latent_dist.mode()
-    assert latents.shape == (2, *config.latent_shape) == (2, 4, 3, 8, 8)
+    assert latents.shape == (2, *config.latent_shape) == (2, 16, 3, 8, 8)
 
     world_wan_pipeline(components).save_pretrained(tmp_path / "teacher")
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "teacher")
@@ -44,8 +44,32 @@ def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
 
 
 def test_call_costs_are_measured_per_clip():
-    costs = call_costs(world_wan_components(), repeats=1)
+    costs = call_costs(world_wan_components(), repeats=1, batch=2)
     assert costs["transformer_call_s"] > 0 and costs["vae_decode_s"] > 0
+
+
+def test_build_family_wan_starts_from_a_saved_vae(tmp_path, capsys):
+    """--init-from: a build continues from a VAE another machine saved; one of other sizes
+    is refused with the fix."""
+    saved = world_wan_components(seed=7)["vae"]
+    saved.save_pretrained(tmp_path / "vae")
+    out = tmp_path / "teacher"
+    args = ["world", "build", "--family", "wan", "--out", str(out), "--vae-steps", "0",
+            "--unet-steps", "1", "--batch-size", "4", "--pool-size", "8", "--no-progress"]  # fmt: skip
+    assert main([*args, "--init-from", str(tmp_path / "vae")]) == 0
+    built = DiffusionPipeline.from_pretrained(out).vae.state_dict()
+    for name, weight in saved.state_dict().items():
+        assert torch.equal(built[name], weight), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["init_vae"]["from"] == str(tmp_path / "vae")
+    assert manifest["stages"]["vae"]["trained"] is False
+
+    other = world_wan_components(WorldWanConfig(vae_base_dim=8))["vae"]
+    other.save_pretrained(tmp_path / "narrow")
+    assert (
+        main([*args, "--out", str(tmp_path / "t2"), "--init-from", str(tmp_path / "narrow")]) == 2
+    )
+    assert "base_dim" in capsys.readouterr().err
 
 
 def test_mcm_world_build_family_wan_trains_resumes_and_saves_a_stock_pipeline(tmp_path):
@@ -64,7 +88,7 @@ def test_mcm_world_build_family_wan_trains_resumes_and_saves_a_stock_pipeline(tm
     pipe = DiffusionPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe, WanPipeline)
-    assert len(pipe.vae.config.latents_mean) == 4  # the pool's statistics
+    assert len(pipe.vae.config.latents_mean) == 16  # the pool's statistics
     call = dict(num_inference_steps=2, guidance_scale=2.5, num_frames=9, height=32, width=32,
                 max_sequence_length=16, output_type="latent")  # fmt: skip
     runs = [pipe("a red circle moving left", generator=torch.Generator().manual_seed(0), **call)

@@ -15,7 +15,6 @@ import sys
 from dataclasses import fields
 
 from mcm.commands.arguments import count, device, integer, non_negative, number
-from mcm.errors import InputError
 
 HELP = "render the built-in world's data domains, build its teacher and probes"
 WORLD_DOMAINS = ("lowq_video", "hq_image", "style_image", "clean_video")  # mcm.world.domains
@@ -118,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-from",
         default=None,
         help="continue from a saved world teacher ('world' = the shipped one): keep its VAE, "
-        "train its UNet + text encoder further",
+        "train its UNet + text encoder further. --family wan: start the VAE stage from the "
+        "AutoencoderKLWan saved in this folder (or its vae/), for --vae-steps more steps",
     )
     p.add_argument(
         "--prediction-type",
@@ -228,13 +228,16 @@ def _build(args: argparse.Namespace) -> int:
     BuildConfig(**settings)  # an impossible combination is refused before anything is written
     command = shlex.join(["mcm", *sys.argv[1:]]) if sys.argv[1:] else None
     if args.family == "wan":
-        if args.init_from is not None:
-            raise InputError("--init-from applies to the UNet teacher; drop it with --family wan.")
         from mcm.world.wan_teacher_training import build_world_wan_teacher
 
         cfg = BuildConfig(**{**settings, "progress": not args.no_progress})
         out = build_world_wan_teacher(
-            args.out, cfg, resume=args.resume, command=command, evaluate_videos=args.eval_videos
+            args.out,
+            cfg,
+            resume=args.resume,
+            command=command,
+            evaluate_videos=args.eval_videos,
+            init_from=args.init_from,
         )
         print(f"flow-matching world teacher written to {out}")
         return 0

@@ -18,6 +18,7 @@ Both resume from their checkpoints, so a CPU build runs in parts (``--vae-max-se
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -27,8 +28,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
 
 from mcm.diffusion.schedules import shift_sigmas
+from mcm.errors import InputError
 from mcm.training import checkpoint as ckpt
 from mcm.world.teacher import (
     _asset_bytes,
@@ -212,6 +215,30 @@ def set_latent_stats(vae, latents: torch.Tensor) -> torch.Tensor:
     return (latents - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
 
 
+def load_init_vae(vae, folder: str | Path) -> dict:
+    """Copy the weights of the ``AutoencoderKLWan`` saved in ``folder`` (a VAE folder or a
+    pipeline folder with ``vae/``) into ``vae``; returns what the manifest records of it."""
+    folder = Path(folder)
+    if (folder / "vae" / "config.json").is_file():
+        folder = folder / "vae"
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            f"--init-from {folder}: no AutoencoderKLWan here (no config.json, nor vae/config.json)"
+            "; pass a folder that save_pretrained wrote."
+        )
+    saved = AutoencoderKLWan.from_pretrained(folder)
+    keys = ("base_dim", "decoder_base_dim", "z_dim", "dim_mult", "num_res_blocks")
+    theirs, ours = ({k: c.config.get(k) for k in keys} for c in (saved, vae))
+    if theirs != ours:
+        raise InputError(
+            f"--init-from {folder}: its VAE is {theirs}, this build's is {ours}; start from a "
+            "VAE of this build's sizes (WorldWanConfig) or drop --init-from."
+        )
+    vae.load_state_dict(saved.state_dict())
+    manifest = folder / "manifest.json"
+    return {"from": str(folder), **(json.loads(manifest.read_text()) if manifest.is_file() else {})}
+
+
 def build_world_wan_teacher(
     out_dir: str | Path,
     cfg: BuildConfig,
@@ -219,18 +246,23 @@ def build_world_wan_teacher(
     resume: bool = False,
     command: str | None = None,
     evaluate_videos: int = 0,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train the flow-matching world teacher (the VAE, then the transformer and UMT5) and
     save it to ``out_dir`` as a stock ``WanPipeline`` with a manifest; checkpoints go to
     ``<out_dir>.checkpoints/`` and ``resume`` continues from them (``cfg.vae_max_seconds``
-    / ``unet_max_seconds`` cap each part's time). ``evaluate_videos`` > 0: the world
-    metrics of that many samples at 50 and 4 Euler steps go into the manifest."""
+    / ``unet_max_seconds`` cap each part's time). ``init_from``: a saved VAE (or pipeline)
+    folder whose VAE the VAE stage starts from, for ``cfg.vae_steps`` more steps (0: kept
+    as it is); so a build continues on another machine from a VAE saved by an earlier
+    one. ``evaluate_videos`` > 0: the world metrics of that many samples at 50 and 4 Euler
+    steps go into the manifest."""
     model_config = model_config or WorldWanConfig()
     dev = torch.device(cfg.device)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoints")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     components = world_wan_components(model_config, seed=cfg.seed)
+    init = None if init_from is None else load_init_vae(components["vae"], init_from)
     for name in ("vae", "text_encoder", "transformer"):
         components[name].to(dev)
     t_start = time.perf_counter()
@@ -280,6 +312,7 @@ def build_world_wan_teacher(
         "created_unix": int(time.time()),
         "build_config": asdict(cfg),
         "model_config": asdict(model_config),
+        **({"init_vae": init} if init is not None else {}),
         "parameters": {
             n: sum(p.numel() for p in components[n].parameters())
             for n in ("vae", "text_encoder", "transformer")
