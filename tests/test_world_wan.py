@@ -16,6 +16,7 @@ from mcm.world.wan_pipeline import (
     world_wan_components,
     world_wan_pipeline,
 )
+from mcm.world.wan_teacher_training import decode_unclamped, wan_vae_loss
 
 
 def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
@@ -41,6 +42,22 @@ def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
     video = sample_teacher(bundle, ["a red circle moving left"], steps=2, guidance_scale=2.0,
                            num_frames=9, height=32, width=32)  # fmt: skip
     assert video.shape == (1, 3, 9, 32, 32) and torch.isfinite(video).all()
+
+
+def test_vae_stage_trains_on_the_unclamped_decode():
+    """decode_unclamped is decode() before its clamp, so pixels decoded past [-1, 1] still
+    get a gradient from the VAE stage's loss."""
+    vae = world_wan_components(seed=0)["vae"]
+    z = torch.randn(2, *WorldWanConfig().latent_shape) * 3
+    with torch.no_grad():
+        clamped = vae.decode(z).sample
+        unclamped = decode_unclamped(vae, z)
+    assert unclamped.shape == clamped.shape == (2, 3, 9, 32, 32)
+    assert torch.equal(unclamped.clamp(-1, 1), clamped) and unclamped.abs().max() > 1
+    clips = torch.zeros(2, 3, 9, 32, 32)
+    loss = wan_vae_loss(vae, clips, 1e-6, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is not None for p in vae.decoder.parameters())
 
 
 def test_call_costs_are_measured_per_clip():
