@@ -3,11 +3,13 @@ tokenizer, 9-frame clips and latents [16, 3, 8, 8], loadable by stock diffusers 
 mcm's load_teacher."""
 
 import json
+from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, WanPipeline
 
 from mcm.cli import main
+from mcm.training.checkpoint import load_weights as ckpt_weights
 from mcm.models import load_teacher, sample_teacher
 from mcm.world.teacher import teacher_metrics
 from mcm.world.wan_pipeline import (
@@ -16,7 +18,7 @@ from mcm.world.wan_pipeline import (
     world_wan_components,
     world_wan_pipeline,
 )
-from mcm.world.wan_teacher_training import decode_unclamped, wan_vae_loss
+from mcm.world.wan_teacher_training import decode_unclamped, load_init_vae, wan_vae_loss
 
 
 def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
@@ -42,6 +44,17 @@ def test_components_make_a_stock_wanpipeline_that_mcm_loads(tmp_path):
     video = sample_teacher(bundle, ["a red circle moving left"], steps=2, guidance_scale=2.0,
                            num_frames=9, height=32, width=32)  # fmt: skip
     assert video.shape == (1, 3, 9, 32, 32) and torch.isfinite(video).all()
+
+
+def test_the_kept_vae_fits_the_default_sizes():
+    """experiments/results/wan_world/vae, the VAE trained in CPU parts, is what
+    --init-from continues: it must load into a VAE of WorldWanConfig's sizes."""
+    kept = Path(__file__).parents[1] / "experiments" / "results" / "wan_world" / "vae"
+    vae = world_wan_components(seed=0)["vae"]
+    record = load_init_vae(vae, kept)
+    assert record["steps"] > 0 and record["reconstruction"]["reconstructions"]["colour_accuracy"] > 0.9
+    saved = ckpt_weights(kept / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(vae.state_dict()[k], v) for k, v in saved.items())
 
 
 def test_vae_stage_trains_on_the_unclamped_decode():
