@@ -9,8 +9,8 @@ import torch
 from diffusers import DiffusionPipeline, WanPipeline
 
 from mcm.cli import main
-from mcm.training.checkpoint import load_weights as ckpt_weights
 from mcm.models import load_teacher, sample_teacher
+from mcm.training.checkpoint import load_weights as ckpt_weights
 from mcm.world.teacher import teacher_metrics
 from mcm.world.wan_pipeline import (
     WorldWanConfig,
@@ -52,7 +52,9 @@ def test_the_kept_vae_fits_the_default_sizes():
     kept = Path(__file__).parents[1] / "experiments" / "results" / "wan_world" / "vae"
     vae = world_wan_components(seed=0)["vae"]
     record = load_init_vae(vae, kept)
-    assert record["steps"] > 0 and record["reconstruction"]["reconstructions"]["colour_accuracy"] > 0.9
+    assert (
+        record["steps"] > 0 and record["reconstruction"]["reconstructions"]["colour_accuracy"] > 0.9
+    )
     saved = ckpt_weights(kept / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(vae.state_dict()[k], v) for k, v in saved.items())
 
