@@ -231,12 +231,14 @@ class UNetRecipe(LatentStage):
 
 
 def vae_loss(
-    vae, frames: torch.Tensor, kl_weight: float, generator: torch.Generator
+    vae, frames: torch.Tensor, kl_weight: float, generator: torch.Generator, decode=None
 ) -> torch.Tensor:
-    """MSE of the reconstruction of frames [N, 3, H, W] + kl_weight * KL (summed per frame)."""
+    """MSE of the reconstruction of frames [N, 3, H, W] (or clips [N, 3, F, H, W]) +
+    kl_weight * KL (summed per latent). ``decode(vae, z)``: how latents become frames
+    (default ``vae.decode(z).sample``)."""
     posterior = vae.encode(frames).latent_dist
     z = posterior.sample(generator=generator)
-    recon = vae.decode(z).sample
+    recon = vae.decode(z).sample if decode is None else decode(vae, z)
     return F.mse_loss(recon.float(), frames) + kl_weight * posterior.kl().float().mean()
 
 

@@ -44,6 +44,7 @@ from mcm.world.teacher_training import (
     LatentStage,
     _StageRecipe,
     prompt_tokens,
+    vae_loss,
 )
 from mcm.world.train_config import TEACHER_GUIDANCE, TEACHER_STEPS, BuildConfig
 from mcm.world.train_data import lowq_video_batch, vae_frame_batch
@@ -77,14 +78,6 @@ def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
     return torch.cat(frames, dim=2)
 
 
-def wan_vae_loss(vae, clips: torch.Tensor, kl_weight: float, generator) -> torch.Tensor:
-    """MSE of the unclamped reconstruction of clips [N, 3, F, H, W] + kl_weight * KL
-    (summed per latent clip)."""
-    posterior = vae.encode(clips).latent_dist
-    recon = decode_unclamped(vae, posterior.sample(generator=generator))
-    return F.mse_loss(recon.float(), clips) + kl_weight * posterior.kl().float().mean()
-
-
 class WanVAERecipe(_StageRecipe):
     """Stage 1: clips [B, 3, 9, H, W] and single frames [N, 3, 1, H, W] each step."""
 
@@ -112,8 +105,9 @@ class WanVAERecipe(_StageRecipe):
     def _loss_step(self, batch) -> dict | None:
         clips, frames = batch
         with self.accelerator.autocast():
-            loss = wan_vae_loss(self.vae, clips, self.cfg.kl_weight, self.generator)
-            loss = loss + wan_vae_loss(self.vae, frames, self.cfg.kl_weight, self.generator)
+            kl, g = self.cfg.kl_weight, self.generator
+            loss = vae_loss(self.vae, clips, kl, g, decode=decode_unclamped)
+            loss = loss + vae_loss(self.vae, frames, kl, g, decode=decode_unclamped)
         return {"loss": loss.detach()} if self.backward(loss) else None
 
     def _checkpoint_weights(self) -> dict:
