@@ -81,10 +81,11 @@ def test_call_costs_are_measured_per_clip():
     assert costs["transformer_call_s"] > 0 and costs["vae_decode_s"] > 0
 
 
-def test_build_family_wan_starts_from_a_saved_vae(tmp_path, capsys):
-    """--init-from: a build continues from a VAE another machine saved; one of other sizes
-    is refused with the fix."""
-    saved = world_wan_components(seed=7)["vae"]
+def test_build_family_wan_starts_from_a_saved_vae_or_teacher(tmp_path, capsys):
+    """--init-from: a build continues from a VAE or a teacher another machine saved; one of
+    other sizes is refused with the fix."""
+    seed7 = world_wan_components(seed=7)
+    saved = seed7["vae"]
     saved.save_pretrained(tmp_path / "vae")
     out = tmp_path / "teacher"
     args = ["world", "build", "--family", "wan", "--out", str(out), "--vae-steps", "0",
@@ -96,6 +97,23 @@ def test_build_family_wan_starts_from_a_saved_vae(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["init_vae"]["from"] == str(tmp_path / "vae")
     assert manifest["stages"]["vae"]["trained"] is False
+    assert "init_transformer" not in manifest
+
+    # from a whole teacher: its transformer and UMT5 go on training (one step here)
+    world_wan_pipeline(seed7).save_pretrained(tmp_path / "seed7")
+    assert (
+        main([*args, "--out", str(tmp_path / "again"), "--init-from", str(tmp_path / "seed7")]) == 0
+    )
+    after, fresh = DiffusionPipeline.from_pretrained(tmp_path / "again"), world_wan_components()
+    for name in ("transformer", "text_encoder"):
+        trained, start = getattr(after, name).state_dict(), seed7[name].state_dict()
+        for k, v in trained.items():
+            torch.testing.assert_close(v.float(), start[k], atol=5e-3, rtol=0, msg=k)
+        assert any(
+            (v.float() - fresh[name].state_dict()[k]).abs().max() > 0.05 for k, v in trained.items()
+        )
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert manifest["init_transformer"]["from"] == str(tmp_path / "seed7")
 
     other = world_wan_components(WorldWanConfig(vae_base_dim=8))["vae"]
     other.save_pretrained(tmp_path / "narrow")

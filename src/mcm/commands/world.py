@@ -118,7 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="continue from a saved world teacher ('world' = the shipped one): keep its VAE, "
         "train its UNet + text encoder further. --family wan: start the VAE stage from the "
-        "AutoencoderKLWan saved in this folder (or its vae/), for --vae-steps more steps",
+        "AutoencoderKLWan saved in this folder (or its vae/), for --vae-steps more steps, "
+        "and, from a WanPipeline folder, the transformer stage from its transformer + UMT5",
     )
     p.add_argument(
         "--prediction-type",

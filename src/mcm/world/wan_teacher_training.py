@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKLWan
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from transformers import UMT5EncoderModel
 
 from mcm.diffusion.schedules import shift_sigmas
 from mcm.errors import InputError
@@ -262,6 +263,35 @@ def load_init_vae(vae, folder: str | Path) -> dict:
     return {"from": str(folder), **(json.loads(manifest.read_text()) if manifest.is_file() else {})}
 
 
+def load_init_denoiser(components: dict, folder: str | Path) -> dict | None:
+    """Copy the transformer and UMT5 of the ``WanPipeline`` saved in ``folder`` into
+    ``components`` (in fp32, as they train), so that the transformer stage continues from
+    them with a fresh optimiser; None for a folder with the VAE only."""
+    folder = Path(folder)
+    if not (folder / "transformer" / "config.json").is_file():
+        return None
+    loaded = {
+        "transformer": WanTransformer3DModel.from_pretrained(folder / "transformer"),
+        "text_encoder": UMT5EncoderModel.from_pretrained(folder / "text_encoder"),
+    }
+    for name, saved in loaded.items():
+        theirs, ours = (
+            {k: tuple(v.shape) for k, v in m.state_dict().items()}
+            for m in (saved, components[name])
+        )
+        if theirs != ours:
+            differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+            raise InputError(
+                f"--init-from {folder}: its {name} has other sizes than this build's "
+                f"({differ[0]}: {theirs.get(differ[0])} against {ours.get(differ[0])}); start "
+                "from a teacher of this build's sizes (WorldWanConfig) or from its VAE only."
+            )
+        components[name].load_state_dict({k: v.float() for k, v in saved.state_dict().items()})
+    manifest = folder / "manifest.json"
+    stages = json.loads(manifest.read_text()).get("stages", {}) if manifest.is_file() else {}
+    return {"from": str(folder), "stages": stages}
+
+
 def build_world_wan_teacher(
     out_dir: str | Path,
     cfg: BuildConfig,
@@ -276,8 +306,9 @@ def build_world_wan_teacher(
     ``<out_dir>.checkpoints/`` and ``resume`` continues from them (``cfg.vae_max_seconds``
     / ``unet_max_seconds`` cap each part's time). ``init_from``: a saved VAE (or pipeline)
     folder whose VAE the VAE stage starts from, for ``cfg.vae_steps`` more steps (0: kept
-    as it is); so a build continues on another machine from a VAE saved by an earlier
-    one. ``evaluate_videos`` > 0: the world metrics of that many samples at 50 and 4 Euler
+    as it is), and whose transformer and UMT5, if it has them, the transformer stage
+    continues (fresh optimiser); so a build continues on another machine from what an
+    earlier one saved. ``evaluate_videos`` > 0: the world metrics of that many samples at 50 and 4 Euler
     steps go into the manifest."""
     model_config = model_config or WorldWanConfig()
     dev = torch.device(cfg.device)
@@ -286,6 +317,7 @@ def build_world_wan_teacher(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     components = world_wan_components(model_config, seed=cfg.seed)
     init = None if init_from is None else load_init_vae(components["vae"], init_from)
+    init_denoiser = None if init_from is None else load_init_denoiser(components, init_from)
     for name in ("vae", "text_encoder", "transformer"):
         components[name].to(dev)
     t_start = time.perf_counter()
@@ -336,6 +368,7 @@ def build_world_wan_teacher(
         "build_config": asdict(cfg),
         "model_config": asdict(model_config),
         **({"init_vae": init} if init is not None else {}),
+        **({"init_transformer": init_denoiser} if init_denoiser is not None else {}),
         "parameters": {
             n: sum(p.numel() for p in components[n].parameters())
             for n in ("vae", "text_encoder", "transformer")
