@@ -10,6 +10,7 @@ from diffusers import DiffusionPipeline, WanPipeline
 
 from mcm.cli import main
 from mcm.models import load_teacher, sample_teacher
+from mcm.paths import WORLD_WAN_TEACHER, resolve_teacher
 from mcm.training.checkpoint import load_weights as ckpt_weights
 from mcm.world.teacher import teacher_metrics
 from mcm.world.teacher_training import vae_loss
@@ -149,3 +150,33 @@ def test_mcm_world_build_family_wan_trains_resumes_and_saves_a_stock_pipeline(tm
     metrics = teacher_metrics(out, num_videos=2, steps=(2,))
     assert metrics["scored_frames"] == "0-7 of 9"
     assert {"prompt_accuracy", "motion_accuracy", "watermark_score"} <= set(metrics["euler_2"])
+
+
+def test_shipped_flow_teacher_loads_with_stock_diffusers_and_samples():
+    """The shipped flow world teacher samples in stock diffusers with N transformer calls
+    at N steps (two per step with guidance: cond and uncond)."""
+    assert resolve_teacher("world-wan") == str(WORLD_WAN_TEACHER)
+    pipe = DiffusionPipeline.from_pretrained(WORLD_WAN_TEACHER)
+    assert isinstance(pipe, WanPipeline)
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+    pipe.transformer.register_forward_hook(lambda *_: calls.append(1))
+    out = pipe(
+        "a green triangle moving right",
+        num_inference_steps=3,
+        guidance_scale=2.5,
+        num_frames=9,
+        height=32,
+        width=32,
+        max_sequence_length=16,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).frames
+    assert out.shape == (1, 9, 3, 32, 32) and torch.isfinite(out).all()
+    assert len(calls) == 6
+    manifest = json.loads((WORLD_WAN_TEACHER / "manifest.json").read_text())
+    quality = manifest["metrics"]["euler_50"]
+    assert quality["prompt_accuracy"] >= 0.9 and quality["motion_accuracy"] >= 0.95
+    assert quality["watermark_score"] >= 0.8
+    size = sum(f.stat().st_size for f in WORLD_WAN_TEACHER.rglob("*") if f.is_file())
+    assert size <= 25e6

@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 WORLD_ASSETS = PACKAGE_DIR / "world" / "assets"
 WORLD_TEACHER = WORLD_ASSETS / "teacher"  # a stock diffusers TextToVideoSDPipeline directory
-WORLD_WAN_TEACHER = WORLD_ASSETS / "wan_teacher"  # a stock WanPipeline, once one is shipped
+WORLD_WAN_TEACHER = WORLD_ASSETS / "wan_teacher"  # a stock WanPipeline (flow matching)
 WORLD_PROBES = WORLD_ASSETS / "probes"
 CONFIGS = PACKAGE_DIR / "configs"  # the demo's recipes (configs/world*.yaml link here)
 

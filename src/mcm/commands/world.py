@@ -119,7 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from a saved world teacher ('world' = the shipped one): keep its VAE, "
         "train its UNet + text encoder further. --family wan: start the VAE stage from the "
         "AutoencoderKLWan saved in this folder (or its vae/), for --vae-steps more steps, "
-        "and, from a WanPipeline folder, the transformer stage from its transformer + UMT5",
+        "and, from a WanPipeline folder ('world-wan' = the shipped one), the transformer stage "
+        "from its transformer + UMT5",
     )
     p.add_argument(
         "--prediction-type",
@@ -238,7 +239,7 @@ def _build(args: argparse.Namespace) -> int:
             resume=args.resume,
             command=command,
             evaluate_videos=args.eval_videos,
-            init_from=args.init_from,
+            init_from=None if args.init_from is None else resolve_teacher(args.init_from),
         )
         print(f"flow-matching world teacher written to {out}")
         return 0
