@@ -46,7 +46,7 @@ def separation(bundle, lr: float, t_max: int, steps: int, seed: int = 0) -> list
 
     torch.manual_seed(seed)
     text = bundle.text_encoder
-    size = bundle.denoiser.unet.config.sample_size
+    size = frames("clean", 1, torch.Generator().manual_seed(seed), bundle.vae).shape[-1]
     backbone = teacher_latent_backbone(bundle.denoiser, (0, t_max), text.empty(1), size)
     D = FrameDiscriminator(
         backbone, text.embedding_dim, augment_policy="translation", conditional=False
@@ -92,13 +92,14 @@ def main(argv=None) -> int:
     ap.add_argument("--t-max", type=int, action="append", help="repeatable; default 500, 100")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--teacher", default="world", help="world, world-wan or a pipeline folder")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
     from mcm.models import load_teacher
 
-    bundle = load_teacher("world", device="cpu")
+    bundle = load_teacher(args.teacher, device="cpu", max_sequence_length=16)
     runs = []
     for lr, t_max in itertools.product(args.lr or [3e-4, 2e-3], args.t_max or [500, 100]):
         runs.append({"lr": lr, "t_max": t_max, "curve": separation(bundle, lr, t_max, args.steps)})
