@@ -20,6 +20,7 @@ $PY -m mcm world build --family wan --device "$DEVICE" --out "$OUT/teacher" "${i
   --vae-max-seconds "${VAE_SECONDS:-120}" \
   --unet-steps "${UNET_STEPS:-40000}" --batch-size "${BATCH:-256}" --lr "${LR:-5e-4}" \
   --unet-max-seconds "${UNET_SECONDS:-300}" --pool-size "${POOL:-20000}" \
+  --top-noise-fraction "${TOP_FRACTION:-0.1}" \
   --checkpoint-every "${CHECKPOINT_EVERY:-1000}" --eval-videos 0 --no-progress 2>&1 | tee "$OUT/teacher.log"
 $PY -m mcm world teacher-metrics --teacher "$OUT/teacher" --device "$DEVICE" \
   --videos "${EVAL_VIDEOS:-48}" --steps 50 4 --write | tee "$OUT/teacher_metrics.json"
