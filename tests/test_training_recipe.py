@@ -507,3 +507,22 @@ def test_fsdp_gradients_equal_ddp_gradients(assets, tmp_path):
         for ddp, fsdp in zip(terms["ddp"], terms[name]):
             for key in ("loss_mcd", "loss_adv_g", "loss_d", "grad_norm_g", "grad_norm_d"):
                 assert fsdp[key] == pytest.approx(ddp[key], rel=1e-5), (name, key)
+
+
+def test_latent_round_trip_judges_the_latents_of_the_decoded_frames(assets, tmp_path):
+    """discriminator.latent_round_trip: real and fake frames reach the latent backbone
+    decoded and encoded again, the fakes with gradient."""
+    batches = {}
+    for on in (False, True):
+        cfg = make_config(assets, tmp_path / f"round-trip-{on}")
+        cfg.discriminator.latent_round_trip = on
+        recipe = DistillRecipe(cfg)
+        recipe.setup()
+        batches[on] = recipe.next_batch()
+    vae = recipe.bundle.vae
+    torch.testing.assert_close(batches[True].real_frames, vae.round_trip(batches[False].real_frames))
+    fake = batches[False].latents[:, :, 0].clone().requires_grad_(True)
+    judged = recipe._decode_frames(fake)
+    torch.testing.assert_close(judged, vae.encode(vae.decode(fake[:, :, None]))[:, :, 0])
+    judged.sum().backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0

@@ -263,6 +263,15 @@ def test_discriminator_sees_only_the_first_latent_frame(student):
     assert [f.shape for f in feats] == [torch.Size([2, 24, 1, 2, 2])] * den.num_feature_blocks
 
 
+def test_round_trip_of_a_latent_frame_is_the_encoding_of_its_decoded_image(student):
+    z = torch.randn(2, 4, 4, 4, requires_grad=True)
+    vae = student.vae
+    out = vae.round_trip(z)
+    torch.testing.assert_close(out, vae.encode(vae.decode(z[:, :, None]))[:, :, 0])
+    out.square().sum().backward()
+    assert z.grad.abs().sum() > 0
+
+
 def test_wan_config_rejects_clips_that_are_not_4k_plus_1(wan_dir, tmp_path, capsys):
     args = ["train", "--config", str(ROOT / "configs" / "wan2.1-t2v-1.3b.yaml"),
             "--set", f"model.teacher={wan_dir}", "--set", "data.video.num_frames=8",

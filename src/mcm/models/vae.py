@@ -70,6 +70,15 @@ class VideoVAE(nn.Module):
         With ``generator`` the latent is a draw from the VAE posterior (as the reference
         trainer does); without it, the posterior mean (deterministic). No gradient.
         """
+        return self._encode(video, generator)
+
+    def round_trip(self, frames: Tensor) -> Tensor:
+        """Latent frames [N, C, h, w] -> the posterior mean of the image the decoder draws
+        from them [N, C, h, w], with gradient: the latent frames without the directions the
+        decoder ignores (a latent discriminator can be fooled along those)."""
+        return self._encode(self.decode(frames[:, :, None]))[:, :, 0]
+
+    def _encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"video must be [B, 3, F, H, W]; got shape {tuple(video.shape)}.")
         frames = frames_first(video).to(self.vae.device, self.dtype)
@@ -138,8 +147,7 @@ class WanVideoVAE(VideoVAE):
             )
         return 1 + (num_frames - 1) // self.temporal_compression
 
-    @torch.no_grad()
-    def encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def _encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"video must be [B, 3, F, H, W]; got shape {tuple(video.shape)}.")
         self.latent_frames(video.shape[2])

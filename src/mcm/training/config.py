@@ -108,6 +108,11 @@ class DiscriminatorConfig:
     # Fewer is cheaper (the pass stops after the last block read, fewer heads) and judges
     # less abstract features
     latent_blocks: PositiveInt | None = None
+    # latent backbone: judge the latent of the decoded frame (decode, then encode again,
+    # with gradient) instead of the latent itself, real and fake alike. Without it the
+    # student can fool the heads along latent directions the decoder ignores: on the flow
+    # world teacher it then keeps the watermark (docs/RESULTS.md, "The flow world")
+    latent_round_trip: bool = False
     head_channels: PositiveInt = 64  # width of the conditional projection of each head
     # each head's width, at most its tap's channels; null: the tap's channels. The
     # reference's heads are as wide as DINOv2-S (384); a head as wide as a full-size UNet's

@@ -243,9 +243,11 @@ class DistillRecipe(Trainer):
 
     def _decode_frames(self, frames):
         """Latent frames [N, C, h, w] -> what the discriminator sees (decoded with gradient
-        for a pixel-space backbone; unchanged for the latent backbone)."""
-        if self.cfg.discriminator.backbone == "latent":
-            return frames
+        for a pixel-space backbone; for the latent backbone unchanged, or decoded and encoded
+        again with ``discriminator.latent_round_trip``)."""
+        d = self.cfg.discriminator
+        if d.backbone == "latent":
+            return self.bundle.vae.round_trip(frames) if d.latent_round_trip else frames
         return self.bundle.vae.decode(frames[:, :, None])[:, :, 0]
 
     # ------------------------------------------------------------------ data
@@ -304,13 +306,15 @@ class DistillRecipe(Trainer):
             if self.cfg.discriminator.backbone == "latent":
                 real = vae.encode(real[:, :, None])[:, :, 0]
         elif self.distiller.first_frame_only:  # Wan: the first frame of each clip
-            real = latents[:, :, 0]
+            real, real_captions = latents[:, :, 0], captions
             if self.cfg.discriminator.backbone != "latent":
                 real = raw["video"][:, :, 0].to(dev)
         else:  # one frame from each half of every clip
             clips = latents if self.cfg.discriminator.backbone == "latent" else raw["video"].to(dev)
             real = real_frames_from_clips(clips, self.generator)
             real_captions = [c for c in captions for _ in range(real.shape[0] // len(captions))]
+        if self.cfg.discriminator.backbone == "latent":
+            real = self._decode_frames(real)  # as the fakes are
         batch.real_frames, batch.real_pooled_text = real, pooled(real_captions)
         return batch
 
