@@ -91,7 +91,9 @@ def separation(bundle, lr: float, t_max: int, steps: int, seed: int = 0) -> list
     return curve, D
 
 
-def ascent(D, vae, text_dim: int, g: torch.Generator, lrs=(0.01, 0.03, 0.1), steps: int = 60) -> list[dict]:
+def ascent(
+    D, vae, text_dim: int, g: torch.Generator, lrs=(0.01, 0.03, 0.1), steps: int = 60
+) -> list[dict]:
     """Follow the heads' gradient from held-out watermark-only latents; per learning rate
     and round trip: the mean logit reached, the decoded watermark, |z - z0| / |z0|."""
     from mcm.world.metrics import watermark_strength

@@ -520,7 +520,9 @@ def test_latent_round_trip_judges_the_latents_of_the_decoded_frames(assets, tmp_
         recipe.setup()
         batches[on] = recipe.next_batch()
     vae = recipe.bundle.vae
-    torch.testing.assert_close(batches[True].real_frames, vae.round_trip(batches[False].real_frames))
+    torch.testing.assert_close(
+        batches[True].real_frames, vae.round_trip(batches[False].real_frames)
+    )
     fake = batches[False].latents[:, :, 0].clone().requires_grad_(True)
     judged = recipe._decode_frames(fake)
     torch.testing.assert_close(judged, vae.encode(vae.decode(fake[:, :, None]))[:, :, 0])

@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 
 
 @pytest.mark.slow
@@ -20,6 +21,20 @@ def test_latent_discriminator_learns_the_low_quality_look(tmp_path, run_script):
     assert last["step"] == 50
     # Heads alone, 50 steps: clean frames score clearly above low-quality ones.
     assert last["clean"] - last["low-quality"] > 0.5, last
+
+
+def test_ascent_scores_the_watermark_after_following_the_heads(load_script):
+    from mcm.models import load_teacher
+
+    script = load_script("discriminator_separation")
+    bundle = load_teacher("world", device="cpu")
+    curve, D = script["separation"](bundle, 2e-3, 100, steps=1)
+    g = torch.Generator().manual_seed(0)
+    rows = script["ascent"](D, bundle.vae, bundle.text_encoder.embedding_dim, g, (0.01,), 2)
+    assert [r["round_trip"] for r in rows] == [False, True] and curve[-1]["step"] == 1
+    for r in rows:
+        assert 0 < r["relative_change"] < 1 and math.isfinite(r["logit"])
+        assert r["watermark_before"] > 0.5 and math.isfinite(r["watermark"])
 
 
 def test_opposite_direction(load_script):
