@@ -528,3 +528,30 @@ def test_latent_round_trip_judges_the_latents_of_the_decoded_frames(assets, tmp_
     torch.testing.assert_close(judged, vae.encode(vae.decode(fake[:, :, None]))[:, :, 0])
     judged.sum().backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_fake_frames_clip_judges_decoded_frames_encoded_as_images(assets, tmp_path):
+    """method.fake_frames "clip": the discriminator's fakes are k frames of the decoded
+    clip, each encoded again as an image, with gradient to the student; it needs images."""
+    cfg = make_config(assets, tmp_path / "clip")
+    cfg.method.fake_frames = "clip"
+    recipe = DistillRecipe(cfg)
+    recipe.setup()
+    batch = recipe.next_batch()
+    distiller, vae = recipe.distiller, recipe.bundle.vae
+    draws = distiller.sample_draws(batch.latents, torch.Generator().manual_seed(0))
+    k = len(draws.frame_index)
+    assert k == cfg.method.frames_per_video and max(draws.frame_index) < cfg.data.video.num_frames
+    video = batch.latents.clone().requires_grad_(True)
+    fake, pooled = distiller._frames(video, draws.frame_index, batch.pooled_text)
+    decoded = vae.decode(batch.latents)[:, :, draws.frame_index]  # [B, 3, k, H, W]
+    expected = vae.encode(decoded.permute(0, 2, 1, 3, 4).flatten(0, 1)[:, :, None])[:, :, 0]
+    torch.testing.assert_close(fake, expected, atol=1e-5, rtol=1e-4)
+    assert pooled.shape[0] == fake.shape[0] == batch.latents.shape[0] * k
+    fake.sum().backward()
+    assert video.grad.abs().sum() > 0
+    data = to_dict(cfg)
+    data["data"]["images"] = None
+    data["discriminator"]["warmup_steps"] = 0
+    with pytest.raises(ValueError, match="fake_frames 'clip' needs data.images"):
+        from_dict(TrainConfig, data)

@@ -72,11 +72,16 @@ class VideoVAE(nn.Module):
         """
         return self._encode(video, generator)
 
+    def encode_frames(self, frames: Tensor) -> Tensor:
+        """Pixel frames [N, 3, H, W] -> latents [N, C, h, w], each frame encoded as an image
+        (posterior mean), with gradient."""
+        return self._encode(frames[:, :, None])[:, :, 0]
+
     def round_trip(self, frames: Tensor) -> Tensor:
         """Latent frames [N, C, h, w] -> the posterior mean of the image the decoder draws
         from them [N, C, h, w], with gradient: the latent frames without the directions the
         decoder ignores (a latent discriminator can be fooled along those)."""
-        return self._encode(self.decode(frames[:, :, None]))[:, :, 0]
+        return self.encode_frames(self.decode(frames[:, :, None])[:, :, 0])
 
     def _encode(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if video.ndim != 5 or video.shape[1] != 3:

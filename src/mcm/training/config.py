@@ -270,6 +270,15 @@ class TrainConfig:
                 "frames are frames of the clips, the same look as the warm-up's fakes. Set "
                 "data.images.source, or discriminator.warmup_steps=0."
             )
+        if (
+            self.method.fake_frames == "clip"
+            and self.discriminator.enabled
+            and not self.data.images
+        ):
+            problems.append(
+                "method.fake_frames 'clip' needs data.images: its fakes are decoded frames, "
+                "judged against images. Set data.images.source, or method.fake_frames=auto."
+            )
         if not self.data.video.source and self.data.video.latent_cache is None:
             problems.append(
                 "data.video.source is empty: set it to a folder/CSV/JSONL/shards of captioned "

@@ -104,10 +104,12 @@ class MCMConfig:
     # network) or "ema" (an EMA of the student's LoRA, decay target_ema_decay, used only
     # here: a target that lags the student, so the pull cannot move it along)
     one_step_target: Literal["target", "ema"] = "target"
-    # which latent frames the discriminator sees: "random" ones, or only the "first" (Wan:
+    # which frames the discriminator sees: "random" latent frames, or only the "first" (Wan:
     # the frame its causal VAE encodes alone, as it encodes an image); "auto": first for
-    # a causal video VAE, else random
-    fake_frames: Literal["auto", "random", "first"] = "auto"
+    # a causal video VAE, else random; "clip": frames_per_video random frames of the decoded
+    # clip, each judged as an image (a latent discriminator sees each one encoded again as a
+    # one-frame clip): with Wan, every frame is judged, not only the first
+    fake_frames: Literal["auto", "random", "first", "clip"] = "auto"
     # The discriminator step's fakes: false (the reference's) runs the frozen backbone on
     # them again, with the step's own augmentation and noise draws; true reuses the features
     # of the generator's adversarial term (the same frames, with that term's draws): one
@@ -185,6 +187,9 @@ class MCMDistiller:
         discriminator: an ``mcm.adversarial.FrameDiscriminator`` or None.
         decode_frames: maps latent frames [N, C, h, w] to what the discriminator sees
             (identity for a latent discriminator; VAE decode, with gradient, for a pixel one).
+        decode_clip: with ``cfg.fake_frames == "clip"``, maps videos [B, C, F', h, w] and
+            frame indices [k] of their decoded clips (of ``clip_frames`` frames) to what
+            the discriminator sees of those frames [B*k, ...], video-major, with gradient.
         target_ema: an :class:`~mcm.training.ema.EMA` of the LoRA when cfg.target or
             cfg.one_step_target is "ema".
         target_model: a separate frozen denoiser used as the target network in place of
@@ -205,6 +210,8 @@ class MCMDistiller:
         decode_frames: Callable[[Tensor], Tensor] | None = None,
         target_ema=None,
         target_model: nn.Module | None = None,
+        decode_clip: Callable[[Tensor, Tensor], Tensor] | None = None,
+        clip_frames: int | None = None,
     ):
         if teacher_model is None and disable_adapters is None:
             raise ValueError(
@@ -214,6 +221,11 @@ class MCMDistiller:
             raise ValueError("Give target_model or target_ema, not both: one target network.")
         if cfg.target == "ema" and target_ema is None and target_model is None:
             raise ValueError("cfg.target == 'ema' needs target_ema (an EMA of the student's LoRA).")
+        if cfg.fake_frames == "clip" and (decode_clip is None or not clip_frames):
+            raise ValueError("fake_frames 'clip' needs decode_clip and clip_frames.")
+        if cfg.fake_frames == "clip" and cfg.adversarial_sample == "both":
+            raise ValueError("fake_frames 'clip' judges decoded frames: use adversarial_sample "
+                             "'consistency' or 'one_step', not 'both'.")  # fmt: skip
         if cfg.one_step_target == "ema" and target_ema is None:
             raise ValueError(
                 "cfg.one_step_target == 'ema' needs target_ema (an EMA of the student's LoRA)."
@@ -226,6 +238,7 @@ class MCMDistiller:
         self.motion_target = motion_target if motion_target is not None else motion
         self.discriminator = discriminator
         self.decode_frames = decode_frames or (lambda z: z)
+        self.decode_clip, self.clip_frames = decode_clip, clip_frames
         self.target_ema = target_ema
         self.target_model = target_model
         self.schedule = student.schedule
@@ -246,6 +259,8 @@ class MCMDistiller:
         """Draw everything random for one step from ``generator`` (on the CPU)."""
         B, C, Fr = latents.shape[:3]
         cfg = self.cfg
+        if cfg.fake_frames == "clip":
+            Fr = self.clip_frames  # frames of the decoded clip
         k = 1 if self.first_frame_only else min(cfg.frames_per_video, Fr)
         return Draws(
             index=training_timesteps(B, cfg.num_ode_steps, generator, "cpu", cfg.top_fraction),
@@ -533,11 +548,15 @@ class MCMDistiller:
         return torch.where(mask.to(consistency.device), one_step, consistency)
 
     def _frames(self, video: Tensor, index: Tensor, pooled_text: Tensor) -> tuple[Tensor, Tensor]:
-        """k frames of each video [B, C, F, h, w] -> decoded frames [B*k, ...] and each
-        frame's pooled caption [B*k, D] (from ``pooled_text`` [B, D])."""
+        """k frames of each video [B, C, F, h, w] (of its decoded clip with fake_frames
+        "clip") -> what the discriminator sees of them [B*k, ...] and each frame's pooled
+        caption [B*k, D] (from ``pooled_text`` [B, D])."""
+        pooled = pooled_text.repeat_interleave(len(index), dim=0)
+        if self.cfg.fake_frames == "clip":
+            return self.decode_clip(video, index), pooled
         frames = video[:, :, index.to(video.device)]  # [B, C, k, h, w]
         frames = frames.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B*k, C, h, w]
-        return self.decode_frames(frames), pooled_text.repeat_interleave(len(index), dim=0)
+        return self.decode_frames(frames), pooled
 
     def _d_generator(self, seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)

@@ -51,6 +51,7 @@ from mcm.models import (
 )
 from mcm.models.export import diffusers_lora_state_dict
 from mcm.models.sampling import sample_student, sample_teacher
+from mcm.models.vae import frames_first
 from mcm.motion import build_motion_representation
 from mcm.training import checkpoint as ckpt
 from mcm.training.config import TrainConfig, check_resume_config
@@ -171,6 +172,8 @@ class DistillRecipe(Trainer):
             discriminator=self.discriminator,
             decode_frames=self._decode_frames,
             target_ema=self.target_ema,
+            decode_clip=self._decode_clip,
+            clip_frames=cfg.data.video.num_frames,
         )
         self._reshard()  # the discriminator's probe may have left blocks gathered
 
@@ -249,6 +252,14 @@ class DistillRecipe(Trainer):
         if d.backbone == "latent":
             return self.bundle.vae.round_trip(frames) if d.latent_round_trip else frames
         return self.bundle.vae.decode(frames[:, :, None])[:, :, 0]
+
+    def _decode_clip(self, video, index):
+        """Videos [B, C, F', h, w] -> frames ``index`` [k] of their decoded clips as the
+        discriminator sees them [B*k, ...] (pixels, or each frame encoded as an image for the
+        latent backbone), with gradient (method.fake_frames "clip")."""
+        vae = self.bundle.vae
+        frames = frames_first(vae.decode(video)[:, :, index.to(video.device)])  # [B*k, 3, H, W]
+        return vae.encode_frames(frames) if self.cfg.discriminator.backbone == "latent" else frames
 
     # ------------------------------------------------------------------ data
     def _build_data(self) -> None:
