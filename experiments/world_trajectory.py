@@ -81,7 +81,8 @@ def main(argv=None) -> int:
         print(json.dumps(rows[-1]), flush=True)
 
     score(0)
-    recipe.train(lambda step: score(step) if step % args.every == 0 else None)
+    # on_step also counts the discriminator's warm-up steps (recipe.step stays 0 in it)
+    recipe.train(lambda step: score(step) if recipe.step and step % args.every == 0 else None)
     recipe.cleanup()
     result = {"overrides": overrides, "sample_steps": args.sample_steps, "rows": rows}
     (run / "trajectory.json").write_text(json.dumps(result, indent=1))

@@ -66,7 +66,7 @@ def test_trajectory_scores_the_live_student_from_the_teacher_on(
     result = json.loads((tmp_path / "t" / "trajectory.json").read_text())
     rows = result["rows"]
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert result["overrides"]["train"]["seed"] == 3
+    assert result["overrides"]["train"]["seed"] == "3"  # as given on the command line
     assert (tmp_path / "t" / "trajectory.md").read_text().count("\n") == 2 + len(rows)
     # Before the first step the LoRA is zero: the scores are the teacher's under the same sampler.
     prompts = evaluation_prompts(2)
